@@ -1,0 +1,30 @@
+// Clock: the source of time for deadlines, latencies and backoff sleeps, so tests never sleep.
+// SystemClock is thread-safe.
+#pragma once
+
+#include <chrono>
+#include <thread>
+
+namespace mailrelay {
+
+class Clock {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  virtual ~Clock() = default;
+  virtual TimePoint now() = 0;
+  virtual std::chrono::system_clock::time_point wall_now() = 0;
+  virtual void sleep_for(std::chrono::milliseconds duration) = 0;
+};
+
+class SystemClock final : public Clock {
+ public:
+  TimePoint now() override { return std::chrono::steady_clock::now(); }
+  std::chrono::system_clock::time_point wall_now() override { return std::chrono::system_clock::now(); }
+  void sleep_for(std::chrono::milliseconds duration) override { std::this_thread::sleep_for(duration); }
+};
+
+inline double to_ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+}  // namespace mailrelay

@@ -1,0 +1,257 @@
+#include "config.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <curl/curl.h>
+
+#include "email.h"
+
+namespace mailrelay {
+namespace {
+
+constexpr const char* kEnvPrefix = "MAILRELAY_";
+
+std::string env_name(const std::string& option) {
+  std::string out = kEnvPrefix;
+  for (char c : option) out += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Declares every option on `app`, bound to `c`. Used twice by load_config (see there).
+void declare_options(CLI::App& app, Config& c) {
+  app.description(
+      "mailrelayd: a synchronous HTTP relay for transactional email (SendGrid, then Mailgun).\n"
+      "Every option can also come from MAILRELAY_<OPTION> in the environment or from --config FILE;\n"
+      "flags win over environment, environment over the file. Secrets are read from files,\n"
+      "the environment (SENDGRID_API_KEY, MAILGUN_API_KEY) or systemd credentials, never from flags.");
+  app.set_help_flag("-h,--help", "Print this help and exit");
+  auto opt = [&](const std::string& name, auto& target, const std::string& help) {
+    return app.add_option("--" + name, target, help)->envname(env_name(name));
+  };
+  opt("config", c.config_file, "INI/TOML file with option = value lines")->check(CLI::ExistingFile);
+  opt("listen", c.listen, "HOST:PORT to serve on ([::1]:8080 for IPv6; port 0 picks a free one)")->capture_default_str();
+  opt("threads", c.threads, "worker threads; each holds one connection and its in-flight send")->capture_default_str();
+  opt("max-queue", c.max_queue, "accepted connections waiting for a worker")->capture_default_str();
+  opt("providers", c.providers, "provider order, comma separated: sendgrid, mailgun, outbox")
+      ->delimiter(',')->capture_default_str();
+  opt("sendgrid-base-url", c.sendgrid_base_url, "SendGrid API base URL (EU: https://api.eu.sendgrid.com)")->capture_default_str();
+  opt("sendgrid-api-key-file", c.sendgrid_api_key_file,
+      "file holding the SendGrid API key (else env SENDGRID_API_KEY, else credential sendgrid_api_key)");
+  opt("mailgun-base-url", c.mailgun_base_url, "Mailgun API base URL (EU: https://api.eu.mailgun.net)")->capture_default_str();
+  opt("mailgun-domain", c.mailgun_domain, "Mailgun sending domain");
+  opt("mailgun-api-key-file", c.mailgun_api_key_file,
+      "file holding the Mailgun API key (else env MAILGUN_API_KEY, else credential mailgun_api_key)");
+  opt("outbox-dir", c.outbox_dir, "directory the outbox provider writes .eml files to (created if missing)");
+  opt("attempt-timeout-ms", c.attempt_timeout_ms, "one provider call, connect to last byte")->capture_default_str();
+  opt("deadline-ms", c.deadline_ms, "whole request: all attempts and backoff")->capture_default_str();
+  opt("max-retries", c.max_retries, "extra tries on the same provider for retryable failures")->capture_default_str();
+  opt("failover-on-timeout", c.failover_on_timeout,
+      "after an ambiguous timeout, try the next provider (true) or answer 504 (false)")->capture_default_str();
+  opt("max-body-bytes", c.max_body_bytes, "larger request bodies get 413")->capture_default_str();
+  opt("tokens-file", c.tokens_file, "client tokens, one name:token a line; without it only loopback is served");
+  opt("audit-log", c.audit_log, "audit log path, - for stdout")->capture_default_str();
+  opt("audit-log-max-bytes", c.audit_log_max_bytes, "rotate the audit log at this size; 0 = never")->capture_default_str();
+  opt("audit-log-max-files", c.audit_log_max_files, "rotated audit logs kept")->capture_default_str();
+  opt("ca-file", c.ca_file, "CA bundle for provider TLS (default: the system store)");
+  opt("proxy", c.proxy, "HTTP(S) proxy for provider calls; proxy environment variables are ignored");
+}
+
+std::string trim(std::string s) {
+  auto ws = [](char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; };
+  while (!s.empty() && ws(s.back())) s.pop_back();
+  std::size_t i = 0;
+  while (i < s.size() && ws(s[i])) ++i;
+  return s.substr(i);
+}
+
+Result<std::string, ConfigExit> read_secret_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ConfigExit{2, "cannot read " + what + " from " + path};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string value = trim(ss.str());
+  if (value.empty()) return ConfigExit{2, what + " file " + path + " is empty"};
+  return value;
+}
+
+// --PROVIDER-api-key-file, else env PROVIDER_API_KEY, else $CREDENTIALS_DIRECTORY/provider_api_key.
+Result<std::string, ConfigExit> load_api_key(const std::string& provider, const std::string& file) {
+  std::string what = provider + " API key";
+  if (!file.empty()) return read_secret_file(file, what);
+  std::string upper;
+  for (char c : provider) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (const char* v = std::getenv((upper + "_API_KEY").c_str()); v && *v) return trim(v);
+  if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir && *dir) {
+    std::string path = std::string(dir) + "/" + provider + "_api_key";
+    if (std::ifstream(path).good()) return read_secret_file(path, what);
+  }
+  return ConfigExit{2, "provider '" + provider + "' is listed in --providers but has no API key: set --" +
+                           provider + "-api-key-file, " + upper + "_API_KEY, or the systemd credential " +
+                           provider + "_api_key"};
+}
+
+std::optional<std::string> check_base_url(const std::string& option, const std::string& url) {
+  CURLU* u = curl_url();
+  char* scheme = nullptr;
+  char* host = nullptr;
+  std::optional<std::string> problem;
+  if (curl_url_set(u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK ||
+      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+      curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+    problem = "--" + option + " is not a valid URL: " + url;
+  } else {
+    std::string h = host;
+    if (h.size() > 2 && h.front() == '[') h = h.substr(1, h.size() - 2);
+    if (std::string(scheme) == "http") {
+      if (!is_loopback_host(h)) problem = "--" + option + " must use https (plain http only for loopback hosts): " + url;
+    } else if (std::string(scheme) != "https") {
+      problem = "--" + option + " must be an https URL: " + url;
+    }
+  }
+  curl_free(scheme);
+  curl_free(host);
+  curl_url_cleanup(u);
+  return problem;
+}
+
+std::optional<std::string> split_listen(Config& c) {
+  const std::string& s = c.listen;
+  std::size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) return "--listen must be HOST:PORT, got '" + s + "'";
+  std::string host = s.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.back() != ']') return "--listen: unbalanced brackets in '" + s + "'";
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    return "--listen: put an IPv6 address in brackets, e.g. [::1]:8080";
+  }
+  std::string port = s.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port) > 65535) {
+    return "--listen: invalid port in '" + s + "'";
+  }
+  c.listen_host = host;
+  c.listen_port = std::stoi(port);
+  return std::nullopt;
+}
+
+std::optional<std::string> validate(Config& c) {
+  if (auto problem = split_listen(c)) return problem;
+  if (c.tokens_file.empty() && !is_loopback_host(c.listen_host)) {
+    return "protected mode: refusing to listen on " + c.listen +
+           " without --tokens-file; anyone who can reach it could send mail as you. Give --tokens-file, "
+           "or listen on 127.0.0.1 / [::1]";
+  }
+  if (c.threads < 1 || c.threads > 4096) return std::string("--threads must be between 1 and 4096");
+  if (c.max_queue < 0) return std::string("--max-queue must not be negative");
+  if (c.attempt_timeout_ms < 1) return std::string("--attempt-timeout-ms must be at least 1");
+  if (c.deadline_ms < 1) return std::string("--deadline-ms must be at least 1");
+  if (c.max_retries < 0 || c.max_retries > 10) return std::string("--max-retries must be between 0 and 10");
+  if (c.max_body_bytes < 1) return std::string("--max-body-bytes must be at least 1");
+  if (c.audit_log_max_files < 0) return std::string("--audit-log-max-files must not be negative");
+  if (c.providers.empty()) return std::string("--providers must name at least one provider");
+  std::set<std::string> seen;
+  for (const auto& p : c.providers) {
+    if (p != "sendgrid" && p != "mailgun" && p != "outbox") {
+      return "--providers: unknown provider '" + p + "' (known: sendgrid, mailgun, outbox)";
+    }
+    if (!seen.insert(p).second) return "--providers names '" + p + "' twice";
+  }
+  if (seen.count("sendgrid")) {
+    if (auto problem = check_base_url("sendgrid-base-url", c.sendgrid_base_url)) return problem;
+  }
+  if (seen.count("mailgun")) {
+    if (auto problem = check_base_url("mailgun-base-url", c.mailgun_base_url)) return problem;
+    if (c.mailgun_domain.empty()) {
+      return std::string("provider 'mailgun' is listed in --providers but --mailgun-domain is not set");
+    }
+    if (!is_valid_addr_spec("postmaster@" + c.mailgun_domain)) {
+      return "--mailgun-domain is not a valid domain name: " + c.mailgun_domain;
+    }
+  }
+  if (seen.count("outbox") && c.outbox_dir.empty()) {
+    return std::string("provider 'outbox' is listed in --providers but --outbox-dir is not set");
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool is_loopback_host(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
+  // CLI11 applies a config file before the environment, so the file would beat the environment.
+  // The contract is flags > environment > file. So: parse flags and environment once to learn
+  // what they set, turn the file's remaining entries into flags, and parse everything again.
+  auto parse = [](CLI::App& app, std::vector<std::string> argv) -> std::optional<ConfigExit> {
+    std::reverse(argv.begin(), argv.end());  // CLI11 consumes the vector from the back
+    try {
+      app.parse(argv);
+    } catch (const CLI::CallForHelp&) {
+      return ConfigExit{0, app.help()};
+    } catch (const CLI::ParseError& e) {
+      return ConfigExit{2, e.what()};
+    }
+    return std::nullopt;
+  };
+
+  Config first;
+  CLI::App probe("mailrelayd");
+  declare_options(probe, first);
+  if (auto exit = parse(probe, args)) return *exit;
+
+  std::vector<std::string> merged;
+  if (!first.config_file.empty()) {
+    std::vector<CLI::ConfigItem> items;
+    try {
+      items = CLI::ConfigTOML().from_file(first.config_file);
+    } catch (const CLI::Error& e) {
+      return ConfigExit{2, "cannot read --config " + first.config_file + ": " + e.what()};
+    }
+    for (const auto& item : items) {
+      if (item.name == "++" || item.name == "--") continue;  // section markers
+      if (!item.parents.empty()) {
+        return ConfigExit{2, "--config " + first.config_file + ": sections are not supported ('" + item.fullname() + "')"};
+      }
+      std::string name = item.name;
+      std::replace(name.begin(), name.end(), '_', '-');
+      const CLI::Option* option = probe.get_option_no_throw("--" + name);
+      if (!option || name == "config") {
+        return ConfigExit{2, "--config " + first.config_file + ": unknown option '" + item.name + "'"};
+      }
+      if (option->count() > 0) continue;  // set by a flag or the environment: they win
+      std::string joined;
+      for (const auto& input : item.inputs) joined += (joined.empty() ? "" : ",") + input;
+      merged.push_back("--" + name + "=" + joined);
+    }
+  }
+  merged.insert(merged.end(), args.begin(), args.end());
+
+  Config config;
+  CLI::App app("mailrelayd");
+  declare_options(app, config);
+  if (auto exit = parse(app, merged)) return *exit;
+  if (auto problem = validate(config)) return ConfigExit{2, *problem};
+
+  for (const auto& p : config.providers) {
+    if (p == "sendgrid") {
+      auto key = load_api_key("sendgrid", config.sendgrid_api_key_file);
+      if (!key) return key.error();
+      config.sendgrid_api_key = std::move(key).value();
+    } else if (p == "mailgun") {
+      auto key = load_api_key("mailgun", config.mailgun_api_key_file);
+      if (!key) return key.error();
+      config.mailgun_api_key = std::move(key).value();
+    }
+  }
+  return config;
+}
+
+}  // namespace mailrelay

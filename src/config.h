@@ -1,0 +1,56 @@
+// Config: every start-up option (SPEC section 2) as a plain struct, and load_config(), which
+// reads flags, MAILRELAY_* environment and --config file (flags win over environment, environment
+// over file), loads secrets, and validates once. Plain data; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "result.h"
+
+namespace mailrelay {
+
+struct Config {
+  std::string config_file;
+  std::string listen = "127.0.0.1:8080";
+  std::string listen_host;  // derived from listen
+  int listen_port = 0;      // derived from listen; 0 = any free port
+  int threads = 256;
+  int max_queue = 1024;
+  std::vector<std::string> providers{"sendgrid", "mailgun"};
+  std::string sendgrid_base_url = "https://api.sendgrid.com";
+  std::string sendgrid_api_key_file;
+  std::string sendgrid_api_key;  // secret: never logged
+  std::string mailgun_base_url = "https://api.mailgun.net";
+  std::string mailgun_domain;
+  std::string mailgun_api_key_file;
+  std::string mailgun_api_key;  // secret: never logged
+  std::string outbox_dir;
+  int attempt_timeout_ms = 3000;
+  int deadline_ms = 10000;
+  int max_retries = 1;
+  bool failover_on_timeout = true;
+  std::uint64_t max_body_bytes = 10485760;
+  std::string tokens_file;
+  std::string audit_log = "-";
+  std::uint64_t audit_log_max_bytes = 104857600;
+  int audit_log_max_files = 10;
+  std::string ca_file;
+  std::string proxy;
+};
+
+// Why the process should exit instead of running: --help (code 0, text on stdout) or a usage or
+// configuration error (code 2, message on stderr).
+struct ConfigExit {
+  int code = 2;
+  std::string text;
+};
+
+// `args` excludes argv[0]. Reads the environment through getenv.
+Result<Config, ConfigExit> load_config(const std::vector<std::string>& args);
+
+// True for 127.0.0.0/8, ::1 and localhost.
+bool is_loopback_host(const std::string& host);
+
+}  // namespace mailrelay

@@ -1,0 +1,217 @@
+#include "curl_transport.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
+
+namespace mailrelay {
+namespace {
+
+struct SlistDeleter {
+  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+};
+struct MimeDeleter {
+  void operator()(curl_mime* mime) const { curl_mime_free(mime); }
+};
+
+struct Sink {
+  HttpResponse* response;
+  std::size_t limit;
+  bool overflow = false;
+};
+
+size_t on_body(char* data, size_t size, size_t count, void* user) {
+  auto* sink = static_cast<Sink*>(user);
+  size_t n = size * count;
+  if (sink->response->body.size() + n > sink->limit) {
+    sink->overflow = true;
+    return 0;  // makes curl fail with CURLE_WRITE_ERROR
+  }
+  sink->response->body.append(data, n);
+  return n;
+}
+
+size_t on_header(char* data, size_t size, size_t count, void* user) {
+  auto* response = static_cast<HttpResponse*>(user);
+  size_t n = size * count;
+  std::string_view line(data, n);
+  if (line.rfind("HTTP/", 0) == 0) {
+    response->headers.clear();  // a new status line (after a 100 Continue): start over
+    return n;
+  }
+  auto colon = line.find(':');
+  if (colon == std::string_view::npos) return n;
+  std::string name(line.substr(0, colon));
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::string_view value = line.substr(colon + 1);
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) value.remove_suffix(1);
+  response->headers.emplace_back(std::move(name), std::string(value));
+  return n;
+}
+
+TransportError classify(CURLcode code, CURL* curl, bool overflow) {
+  curl_off_t pretransfer = 0;
+  curl_easy_getinfo(curl, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+  // pretransfer > 0: connect and TLS were done and the request started to go out.
+  bool request_started = pretransfer > 0;
+  TransportError e;
+  e.message = curl_easy_strerror(code);
+  switch (code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+      e.kind = TransportFailure::kResolve;
+      e.may_have_been_sent = false;
+      break;
+    case CURLE_COULDNT_CONNECT:
+      e.kind = TransportFailure::kConnect;
+      e.may_have_been_sent = false;
+      break;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+      e.kind = TransportFailure::kTls;
+      e.may_have_been_sent = false;
+      break;
+    case CURLE_OPERATION_TIMEDOUT:
+      e.kind = TransportFailure::kTimeout;
+      e.may_have_been_sent = request_started;
+      break;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+      e.kind = TransportFailure::kConnectionLost;
+      e.may_have_been_sent = request_started;
+      break;
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      e.kind = TransportFailure::kProtocol;
+      e.may_have_been_sent = request_started;
+      break;
+    case CURLE_WRITE_ERROR:
+      e.kind = overflow ? TransportFailure::kResponseTooLarge : TransportFailure::kOther;
+      if (overflow) e.message = "provider response larger than the cap";
+      e.may_have_been_sent = true;
+      break;
+    default:
+      e.kind = TransportFailure::kOther;
+      e.may_have_been_sent = request_started;
+      break;
+  }
+  return e;
+}
+
+}  // namespace
+
+std::string_view to_string(TransportFailure kind) {
+  switch (kind) {
+    case TransportFailure::kResolve: return "dns";
+    case TransportFailure::kConnect: return "connect";
+    case TransportFailure::kTls: return "tls";
+    case TransportFailure::kTimeout: return "timeout";
+    case TransportFailure::kConnectionLost: return "connection_lost";
+    case TransportFailure::kProtocol: return "protocol";
+    case TransportFailure::kResponseTooLarge: return "response_too_large";
+    case TransportFailure::kOther: return "transport";
+  }
+  return "transport";
+}
+
+CurlTransport::CurlTransport(CurlTransportOptions options) : options_(std::move(options)) {}
+
+CurlTransport::~CurlTransport() {
+  for (void* h : idle_) curl_easy_cleanup(static_cast<CURL*>(h));
+}
+
+void* CurlTransport::acquire() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!idle_.empty()) {
+      void* h = idle_.back();  // LIFO: the warmest connection cache first
+      idle_.pop_back();
+      return h;
+    }
+  }
+  return curl_easy_init();
+}
+
+void CurlTransport::release(void* handle) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  idle_.push_back(handle);
+}
+
+Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& request,
+                                                         std::chrono::milliseconds timeout) {
+  CURL* curl = static_cast<CURL*>(acquire());
+  if (!curl) return TransportError{TransportFailure::kOther, false, "curl_easy_init failed"};
+  // Reset forgets the previous request's options but keeps the connection cache: the next
+  // request to the same provider reuses the TCP+TLS connection.
+  curl_easy_reset(curl);
+
+  HttpResponse response;
+  Sink sink{&response, options_.max_response_bytes};
+  std::unique_ptr<curl_slist, SlistDeleter> headers;
+  auto add_header = [&](const std::string& line) {
+    headers.reset(curl_slist_append(headers.release(), line.c_str()));
+  };
+  for (const auto& [name, value] : request.headers) add_header(name + ": " + value);
+  add_header("Expect:");  // no 100-continue round trip (and no stall on servers without it)
+
+  std::unique_ptr<curl_mime, MimeDeleter> mime;
+  curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);               // we are multi-threaded
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);         // a redirect is an answer, not a hop
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!options_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
+  // An empty string disables proxies, including any from the environment (http_proxy & co).
+  curl_easy_setopt(curl, CURLOPT_PROXY, options_.proxy.c_str());
+  curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, "mailrelayd/0.1");
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
+
+  if (!request.form.empty()) {
+    mime.reset(curl_mime_init(curl));
+    for (const auto& field : request.form) {
+      curl_mimepart* part = curl_mime_addpart(mime.get());
+      curl_mime_name(part, field.name.c_str());
+      curl_mime_data(part, field.value.data(), field.value.size());
+      if (!field.filename.empty()) {
+        curl_mime_filename(part, field.filename.c_str());
+        curl_mime_type(part, field.content_type.c_str());
+      }
+    }
+    curl_easy_setopt(curl, CURLOPT_MIMEPOST, mime.get());
+  } else {
+    add_header("Content-Type: " + request.content_type);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.data());  // not copied
+  }
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
+
+  CURLcode code = curl_easy_perform(curl);
+  Result<HttpResponse, TransportError> result = [&]() -> Result<HttpResponse, TransportError> {
+    if (code != CURLE_OK) return classify(code, curl, sink.overflow);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
+    return std::move(response);
+  }();
+  // Options point at this call's buffers; unhook them before the handle goes back to the pool.
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+  curl_easy_setopt(curl, CURLOPT_MIMEPOST, nullptr);
+  release(curl);
+  return result;
+}
+
+}  // namespace mailrelay

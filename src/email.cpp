@@ -1,0 +1,374 @@
+#include "email.h"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "base64.h"
+
+namespace mailrelay {
+namespace {
+
+using nlohmann::json;
+
+Error invalid(std::string field, std::string message) {
+  return Error{"invalid_request", std::move(message), std::move(field)};
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Anything that ends up in a header must not be able to start a new header line: CR, LF and NUL
+// are the injection vectors; the other C0 controls and DEL are refused along with them.
+bool has_control_chars(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    unsigned char u = static_cast<unsigned char>(c);
+    return (u < 0x20 && u != '\t') || u == 0x7f;
+  });
+}
+
+bool is_atext(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) ||
+         std::string_view("!#$%&'*+-/=?^_`{|}~").find(c) != std::string_view::npos;
+}
+
+bool is_dot_atom(std::string_view s) {
+  if (s.empty() || s.front() == '.' || s.back() == '.') return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '.') {
+      if (s[i + 1] == '.') return false;
+    } else if (!is_atext(s[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool is_domain(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = s.find('.', start);
+    std::string_view label = s.substr(start, dot == std::string_view::npos ? s.npos : dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
+    for (char c : label) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    }
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
+
+// RFC 5322 field name: printable US-ASCII except colon.
+bool is_field_name(std::string_view s) {
+  if (s.empty() || s.size() > 76) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return c >= 33 && c <= 126 && c != ':'; });
+}
+
+// Headers the relay sets itself, or that a provider refuses to take from a caller.
+bool is_reserved_header(std::string_view name) {
+  static const std::set<std::string, std::less<>> kReserved = {
+      "bcc", "cc", "content-disposition", "content-transfer-encoding", "content-type", "date",
+      "dkim-signature", "from", "message-id", "mime-version", "received", "reply-to",
+      "return-path", "sender", "subject", "to", "x-sg-eid", "x-sg-id"};
+  return kReserved.count(lower(name)) > 0;
+}
+
+bool is_mime_type(std::string_view s) {
+  auto token = [](std::string_view t) {
+    return !t.empty() && std::all_of(t.begin(), t.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) ||
+             std::string_view("!#$&^_.+-").find(c) != std::string_view::npos;
+    });
+  };
+  std::size_t slash = s.find('/');
+  return s.size() <= 127 && slash != std::string_view::npos && token(s.substr(0, slash)) &&
+         token(s.substr(slash + 1));
+}
+
+bool is_metadata_key(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+const char* type_name(const json& v) { return v.type_name(); }
+
+// Deepest nesting of arrays/objects, found without building anything, so that a hostile body of
+// a million '[' is turned away before the parser allocates for it.
+int nesting_depth(std::string_view body) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : body) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > kMaxJsonDepth) return deepest;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+Result<std::string> header_text(const json& v, const std::string& field, bool required) {
+  if (!v.is_string()) return invalid(field, "must be a string, got " + std::string(type_name(v)));
+  const auto& s = v.get_ref<const std::string&>();
+  if (required && s.empty()) return invalid(field, "must not be empty");
+  if (has_control_chars(s)) return invalid(field, "must not contain CR, LF, NUL or other control characters");
+  if (s.size() > kMaxHeaderValue) {
+    return invalid(field, "is longer than " + std::to_string(kMaxHeaderValue) + " bytes");
+  }
+  return std::string(s);
+}
+
+Result<Address> address_from_json(const json& v, const std::string& field) {
+  if (v.is_string()) return parse_address(v.get_ref<const std::string&>(), field);
+  if (!v.is_object()) {
+    return invalid(field, "must be an address string or an {\"email\", \"name\"} object, got " +
+                              std::string(type_name(v)));
+  }
+  for (const auto& item : v.items()) {
+    if (item.key() != "email" && item.key() != "name") {
+      return invalid(field + "." + item.key(), "unknown field; an address has \"email\" and \"name\"");
+    }
+  }
+  if (!v.contains("email")) return invalid(field + ".email", "is required");
+  const json& email = v.at("email");
+  if (!email.is_string()) return invalid(field + ".email", "must be a string");
+  Address address;
+  address.email = email.get<std::string>();
+  if (!is_valid_addr_spec(address.email)) {
+    return invalid(field + ".email", "is not a valid email address");
+  }
+  if (v.contains("name") && !v.at("name").is_null()) {
+    auto name = header_text(v.at("name"), field + ".name", false);
+    if (!name) return name.error();
+    address.name = std::move(name).value();
+  }
+  return address;
+}
+
+}  // namespace
+
+bool is_valid_addr_spec(std::string_view email) {
+  if (email.size() > kMaxAddress) return false;
+  std::size_t at = email.rfind('@');
+  if (at == std::string_view::npos || at == 0 || at > kMaxLocalPart) return false;
+  return is_dot_atom(email.substr(0, at)) && is_domain(email.substr(at + 1));
+}
+
+Result<Address> parse_address(std::string_view text, const std::string& field) {
+  if (has_control_chars(text)) {
+    return invalid(field, "must not contain CR, LF, NUL or other control characters");
+  }
+  std::string_view s = trim(text);
+  Address address;
+  if (!s.empty() && s.back() == '>') {
+    std::size_t lt = s.rfind('<');
+    if (lt == std::string_view::npos) return invalid(field, "has '>' without '<'");
+    address.email = std::string(s.substr(lt + 1, s.size() - lt - 2));
+    std::string_view name = trim(s.substr(0, lt));
+    if (name.size() >= 2 && name.front() == '"' && name.back() == '"') {
+      name = name.substr(1, name.size() - 2);
+      for (std::size_t i = 0; i < name.size(); ++i) {
+        if (name[i] == '\\' && i + 1 < name.size()) ++i;
+        address.name += name[i];
+      }
+    } else {
+      address.name = std::string(name);
+    }
+    if (address.name.size() > kMaxHeaderValue) return invalid(field, "display name is too long");
+  } else {
+    address.email = std::string(s);
+  }
+  if (address.email.empty()) return invalid(field, "is empty; expected \"a@example.com\" or \"Name <a@example.com>\"");
+  if (!is_valid_addr_spec(address.email)) {
+    return invalid(field, "is not a valid email address (at most 64 characters before the @, 254 in all)");
+  }
+  return address;
+}
+
+Result<Email> parse_email(std::string_view body) {
+  if (nesting_depth(body) > kMaxJsonDepth) {
+    return invalid("", "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  }
+  json doc;
+  try {
+    doc = json::parse(body);
+  } catch (const json::parse_error& e) {
+    // nlohmann's messages name the byte offset and the reason (including ill-formed UTF-8).
+    return invalid("", std::string("body is not valid JSON: ") + e.what());
+  }
+  if (!doc.is_object()) return invalid("", "body must be a JSON object");
+
+  static const std::set<std::string, std::less<>> kKnown = {
+      "from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
+      "headers", "attachments", "tags", "metadata"};
+  for (const auto& item : doc.items()) {
+    if (!kKnown.count(item.key())) return invalid(item.key(), "unknown field");
+  }
+  auto present = [&](const char* key) { return doc.contains(key) && !doc.at(key).is_null(); };
+
+  Email email;
+  if (!present("from")) return invalid("from", "is required");
+  auto from = address_from_json(doc.at("from"), "from");
+  if (!from) return from.error();
+  email.from = std::move(from).value();
+
+  if (present("reply_to")) {
+    auto reply_to = address_from_json(doc.at("reply_to"), "reply_to");
+    if (!reply_to) return reply_to.error();
+    email.reply_to = std::move(reply_to).value();
+  }
+
+  // Recipients. SendGrid rejects a message whose personalizations name one address twice (400,
+  // "Each unique email address in the personalizations array should only be included once"), so
+  // duplicates across to/cc/bcc are dropped here, first occurrence wins, compared case-insensitively.
+  std::size_t raw_count = 0;
+  std::set<std::string> seen;
+  for (const char* list : {"to", "cc", "bcc"}) {
+    if (!present(list)) continue;
+    const json& arr = doc.at(list);
+    if (!arr.is_array()) return invalid(list, "must be an array of addresses");
+    raw_count += arr.size();
+    if (raw_count > kMaxRecipients) {
+      return invalid(list, "more than " + std::to_string(kMaxRecipients) + " recipients (to + cc + bcc)");
+    }
+    auto& out = std::string_view(list) == "to" ? email.to : std::string_view(list) == "cc" ? email.cc : email.bcc;
+    for (std::size_t i = 0; i < arr.size(); ++i) {
+      auto address = address_from_json(arr[i], std::string(list) + "[" + std::to_string(i) + "]");
+      if (!address) return address.error();
+      if (seen.insert(lower(address.value().email)).second) out.push_back(std::move(address).value());
+    }
+  }
+  // SendGrid ("You must include at least one to object within the personalizations array") and
+  // Mailgun ("to" is a required field) both refuse a message without a To recipient, so a cc- or
+  // bcc-only message is turned away here instead of failing at every provider.
+  if (email.to.empty()) {
+    return invalid("to", "at least one \"to\" recipient is required (SendGrid and Mailgun refuse a message without one)");
+  }
+
+  if (!present("subject")) return invalid("subject", "is required");
+  auto subject = header_text(doc.at("subject"), "subject", true);
+  if (!subject) return subject.error();
+  email.subject = std::move(subject).value();
+
+  for (const char* part : {"text", "html"}) {
+    if (!present(part)) continue;
+    if (!doc.at(part).is_string()) return invalid(part, "must be a string");
+    (std::string_view(part) == "text" ? email.text : email.html) = doc.at(part).get<std::string>();
+  }
+  if (email.text.empty() && email.html.empty()) {
+    return invalid("text", "at least one of \"text\" and \"html\" is required and must not be empty");
+  }
+
+  if (present("headers")) {
+    const json& headers = doc.at("headers");
+    if (!headers.is_object()) return invalid("headers", "must be an object of name: value strings");
+    for (const auto& item : headers.items()) {
+      std::string field = "headers." + item.key();
+      if (!is_field_name(item.key())) {
+        return invalid(field, "is not a valid header name (printable ASCII without ':' or spaces)");
+      }
+      if (is_reserved_header(item.key())) {
+        return invalid(field, "is set by the relay and cannot be overridden; use the matching field");
+      }
+      auto value = header_text(item.value(), field, false);
+      if (!value) return value.error();
+      email.headers.emplace_back(item.key(), std::move(value).value());
+    }
+  }
+
+  if (present("attachments")) {
+    const json& list = doc.at("attachments");
+    if (!list.is_array()) return invalid("attachments", "must be an array");
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      std::string field = "attachments[" + std::to_string(i) + "]";
+      const json& a = list[i];
+      if (!a.is_object()) return invalid(field, "must be an object");
+      for (const auto& item : a.items()) {
+        if (item.key() != "filename" && item.key() != "content_type" && item.key() != "content") {
+          return invalid(field + "." + item.key(), "unknown field");
+        }
+      }
+      Attachment attachment;
+      if (!a.contains("filename")) return invalid(field + ".filename", "is required");
+      auto filename = header_text(a.at("filename"), field + ".filename", true);
+      if (!filename) return filename.error();
+      attachment.filename = std::move(filename).value();
+      attachment.content_type = "application/octet-stream";
+      if (a.contains("content_type") && !a.at("content_type").is_null()) {
+        const json& type = a.at("content_type");
+        if (!type.is_string() || !is_mime_type(type.get_ref<const std::string&>())) {
+          return invalid(field + ".content_type", "must be a MIME type such as \"application/pdf\"");
+        }
+        attachment.content_type = type.get<std::string>();
+      }
+      if (!a.contains("content") || !a.at("content").is_string()) {
+        return invalid(field + ".content", "is required: the file's bytes in standard base64");
+      }
+      auto bytes = base64_decode(a.at("content").get_ref<const std::string&>());
+      if (!bytes) return invalid(field + ".content", "is not valid base64 (standard alphabet, padded)");
+      attachment.content = std::move(*bytes);
+      email.attachments.push_back(std::move(attachment));
+    }
+  }
+
+  if (present("tags")) {
+    const json& tags = doc.at("tags");
+    if (!tags.is_array()) return invalid("tags", "must be an array of strings");
+    if (tags.size() > kMaxTags) return invalid("tags", "at most " + std::to_string(kMaxTags) + " tags (Mailgun's limit)");
+    for (std::size_t i = 0; i < tags.size(); ++i) {
+      std::string field = "tags[" + std::to_string(i) + "]";
+      if (!tags[i].is_string()) return invalid(field, "must be a string");
+      const auto& tag = tags[i].get_ref<const std::string&>();
+      bool printable = std::all_of(tag.begin(), tag.end(), [](char c) { return c >= 32 && c <= 126; });
+      if (tag.empty() || tag.size() > kMaxTagLength || !printable) {
+        return invalid(field, "must be 1 to 128 printable ASCII characters");
+      }
+      email.tags.push_back(tag);
+    }
+  }
+
+  if (present("metadata")) {
+    const json& metadata = doc.at("metadata");
+    if (!metadata.is_object()) return invalid("metadata", "must be an object");
+    std::size_t total = 0;
+    for (const auto& item : metadata.items()) {
+      std::string field = "metadata." + item.key();
+      if (!is_metadata_key(item.key())) {
+        return invalid(field, "key must be 1 to 64 characters of A-Z a-z 0-9 _ - .");
+      }
+      const json& v = item.value();
+      std::string value;
+      if (v.is_string()) value = v.get<std::string>();
+      else if (v.is_number() || v.is_boolean()) value = v.dump();
+      else return invalid(field, "must be a string, number or boolean");
+      // Mailgun carries v: variables in a message header, so the header rules apply.
+      if (has_control_chars(value)) return invalid(field, "must not contain control characters");
+      total += item.key().size() + value.size();
+      if (total > kMaxMetadataBytes) return invalid(field, "metadata exceeds 10000 bytes in all (SendGrid's custom_args limit)");
+      email.metadata.emplace_back(item.key(), std::move(value));
+    }
+  }
+  return email;
+}
+
+}  // namespace mailrelay

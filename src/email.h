@@ -1,0 +1,63 @@
+// Email: one validated message, and parse_email() that builds it from the POST /v1/send JSON body.
+// Values are immutable once built; safe to share read-only across threads.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "result.h"
+
+namespace mailrelay {
+
+struct Address {
+  std::string email;  // addr-spec, validated (RFC 5321 lengths)
+  std::string name;   // display name, may be empty; never contains CR, LF or NUL
+};
+
+struct Attachment {
+  std::string filename;
+  std::string content_type;  // type/subtype, defaults to application/octet-stream
+  std::string content;       // decoded bytes
+};
+
+// Limits shared by the validator and the docs (README error table).
+inline constexpr std::size_t kMaxRecipients = 1000;     // SendGrid: to + cc + bcc <= 1000
+inline constexpr std::size_t kMaxLocalPart = 64;        // RFC 5321 4.5.3.1.1
+inline constexpr std::size_t kMaxAddress = 254;         // RFC 5321 path limit minus the brackets
+inline constexpr std::size_t kMaxHeaderValue = 998;     // RFC 5322 2.1.1 line length
+inline constexpr std::size_t kMaxTags = 3;              // Mailgun: at most 3 tags a message
+inline constexpr std::size_t kMaxTagLength = 128;       // Mailgun: 128 ASCII characters a tag
+inline constexpr std::size_t kMaxMetadataBytes = 10000; // SendGrid: custom_args total size
+inline constexpr int kMaxJsonDepth = 8;                 // our schema nests 3 deep
+
+struct Email {
+  Address from;
+  std::vector<Address> to, cc, bcc;  // de-duplicated across all three, case-insensitively
+  std::optional<Address> reply_to;
+  std::string subject;
+  std::string text;  // empty = no text part
+  std::string html;  // empty = no html part
+  std::vector<std::pair<std::string, std::string>> headers;   // custom headers, in request order
+  std::vector<Attachment> attachments;
+  std::vector<std::string> tags;
+  std::vector<std::pair<std::string, std::string>> metadata;  // values rendered as strings
+
+  std::size_t recipient_count() const { return to.size() + cc.size() + bcc.size(); }
+};
+
+// Parses and validates a request body. On failure the Error has code "invalid_request", a message
+// a developer can act on, and `field` naming the offending field ("to[1].email", "headers.X-A").
+Result<Email> parse_email(std::string_view json_body);
+
+// Parses one address ("a@b" or "Name <a@b>") and validates it. `field` names it in errors.
+Result<Address> parse_address(std::string_view text, const std::string& field);
+
+// True when `email` is a syntactically valid addr-spec within RFC 5321 lengths (ASCII dot-atom
+// local part, LDH domain labels).
+bool is_valid_addr_spec(std::string_view email);
+
+}  // namespace mailrelay

@@ -1,0 +1,180 @@
+#include "http_api.h"
+
+#include <cmath>
+
+#include "email.h"
+#include "request_id.h"
+
+namespace mailrelay {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kJson = "application/json";
+constexpr const char* kRequestIdHeader = "X-Request-Id";
+
+// Paths we serve, with the methods each allows: anything else on them is 405, elsewhere 404.
+const std::vector<std::pair<std::string, std::string>> kRoutes = {
+    {"/v1/send", "POST"},
+    {"/healthz", "GET"},
+};
+
+std::string request_id_of(const httplib::Request& req, httplib::Response& res) {
+  if (res.has_header(kRequestIdHeader)) return res.get_header_value(kRequestIdHeader);
+  std::string id = req.get_header_value(kRequestIdHeader);
+  if (!is_acceptable_request_id(id)) id = new_request_id();
+  res.set_header(kRequestIdHeader, id);
+  return id;
+}
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  // error_handler_t::replace: provider text is not ours to vouch for; never fail on bad UTF-8.
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+}
+
+json error_json(const std::string& request_id, const std::string& code, const std::string& message,
+                const std::string& field = "") {
+  json error{{"code", code}, {"message", message}};
+  if (!field.empty()) error["field"] = field;
+  return json{{"request_id", request_id}, {"error", std::move(error)}};
+}
+
+bool is_json_content_type(const std::string& value) {
+  std::string v;
+  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  constexpr std::string_view kType = "application/json";
+  if (v.compare(0, kType.size(), kType) != 0) return false;
+  return v.size() == kType.size() || v[kType.size()] == ';' || v[kType.size()] == ' ';
+}
+
+}  // namespace
+
+HttpApi::HttpApi(Relay& relay, const TokenStore* tokens, ApiSettings settings, Clock& clock,
+                 spdlog::logger& log)
+    : relay_(relay), tokens_(tokens), settings_(settings), clock_(clock), log_(log) {}
+
+json HttpApi::attempts_json(const RelayResult& result) {
+  json attempts = json::array();
+  for (const auto& a : result.attempts) {
+    json item{{"provider", a.provider},
+              {"try", a.try_number},
+              {"outcome", std::string(to_string(a.result.outcome))},
+              {"latency_ms", std::round(a.latency_ms * 10) / 10}};
+    if (a.result.http_status) item["http_status"] = a.result.http_status;
+    if (!a.result.error.empty()) item["error"] = a.result.error;
+    if (a.result.may_have_been_sent) item["may_have_been_sent"] = true;
+    attempts.push_back(std::move(item));
+  }
+  return attempts;
+}
+
+void HttpApi::install(httplib::Server& server) {
+  server.set_payload_max_length(settings_.max_body_bytes);
+
+  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    request_id_of(req, res);
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+
+  server.Post("/v1/send", [this](const httplib::Request& req, httplib::Response& res) { handle_send(req, res); });
+  server.Get("/healthz", [](const httplib::Request& req, httplib::Response& res) {
+    send_json(res, 200, json{{"status", "ok"}, {"request_id", request_id_of(req, res)}});
+  });
+
+  // Every 4xx/5xx that a handler did not already answer gets a JSON error body: 404, 405, 413,
+  // and the 400s cpp-httplib produces for malformed HTTP.
+  server.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string id = request_id_of(req, res);
+    if (res.status == 404) {
+      for (const auto& [path, method] : kRoutes) {
+        if (req.path == path) {
+          res.set_header("Allow", method);
+          send_json(res, 405, error_json(id, "method_not_allowed", req.method + " is not allowed on " + path + "; use " + method));
+          return httplib::Server::HandlerResponse::Handled;
+        }
+      }
+      send_json(res, 404, error_json(id, "not_found", "no such endpoint"));
+    } else if (res.status == 413) {
+      send_json(res, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"));
+    } else if (res.status >= 500) {
+      send_json(res, res.status, error_json(id, "internal_error", "internal error"));
+    } else {
+      send_json(res, res.status, error_json(id, "invalid_request", "malformed HTTP request"));
+    }
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+
+  // Last resort: never let exception text reach the client (it would land in a header).
+  server.set_exception_handler([this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown exception";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    std::string id = request_id_of(req, res);
+    log_.error("request {}: unhandled exception: {}", id, what);
+    send_json(res, 500, error_json(id, "internal_error", "internal error; the request id identifies it in the server log"));
+  });
+}
+
+void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
+  const auto started = clock_.now();
+  const std::string id = request_id_of(req, res);
+
+  if (tokens_) {
+    auto client = tokens_->authenticate(req.get_header_value("Authorization"));
+    if (!client) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      send_json(res, 401, error_json(id, "unauthorized", "missing or unknown bearer token"));
+      return;
+    }
+  }
+  if (!is_json_content_type(req.get_header_value("Content-Type"))) {
+    send_json(res, 415, error_json(id, "unsupported_media_type", "Content-Type must be application/json"));
+    return;
+  }
+  auto email = parse_email(req.body);
+  if (!email) {
+    const Error& e = email.error();
+    send_json(res, 400, error_json(id, e.code, e.message, e.field));
+    return;
+  }
+
+  RelayResult result = relay_.send(email.value(), id, started);
+  json attempts = attempts_json(result);
+  if (const Attempt* sent = result.accepted()) {
+    json body{{"request_id", id},
+              {"status", "sent"},
+              {"provider", sent->provider},
+              {"provider_message_id", sent->result.message_id.empty() ? json(nullptr) : json(sent->result.message_id)},
+              {"attempts", std::move(attempts)}};
+    send_json(res, 200, body);
+    return;
+  }
+  json body;
+  int status = 502;
+  switch (result.reason) {
+    case StopReason::kDeadline:
+      status = 504;
+      body = error_json(id, "deadline_exceeded", "no provider accepted the message within the request deadline");
+      break;
+    case StopReason::kAmbiguousTimeout:
+      status = 504;
+      body = error_json(id, "deadline_exceeded",
+                        "provider " + result.attempts.back().provider +
+                            " did not answer in time and may have accepted the message; not failing over "
+                            "(--failover-on-timeout=false)");
+      break;
+    default:
+      body = error_json(id, "all_providers_failed", "every provider refused or failed; see attempts");
+      break;
+  }
+  body["attempts"] = std::move(attempts);
+  send_json(res, status, body);
+}
+
+}  // namespace mailrelay

@@ -1,0 +1,106 @@
+#include "http_provider.h"
+
+#include <algorithm>
+#include <cctype>
+#include <string>
+
+#include <curl/curl.h>
+
+namespace mailrelay {
+
+std::string_view to_string(AttemptOutcome outcome) {
+  switch (outcome) {
+    case AttemptOutcome::kSent: return "sent";
+    case AttemptOutcome::kRejected: return "rejected";
+    case AttemptOutcome::kError: return "error";
+    case AttemptOutcome::kTimeout: return "timeout";
+    case AttemptOutcome::kSkipped: return "skipped";
+  }
+  return "error";
+}
+
+std::string HttpResponse::header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (key.size() == name.size() &&
+        std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return value;
+    }
+  }
+  return {};
+}
+
+AttemptOutcome classify_http_status(long status) {
+  if (status >= 200 && status < 300) return AttemptOutcome::kSent;
+  // 401/403: our credentials are wrong for this provider, not the message: another provider may
+  // take it. 408/429: the provider asks us to come back later.
+  if (status == 401 || status == 403 || status == 408 || status == 429) return AttemptOutcome::kError;
+  if (status >= 400 && status < 500) return AttemptOutcome::kRejected;
+  return AttemptOutcome::kError;  // 5xx, and 1xx/3xx which we never expect (no redirects)
+}
+
+std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view value,
+                                                           std::chrono::system_clock::time_point now) {
+  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
+  if (value.empty()) return std::nullopt;
+  if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (value.size() > 9) return std::chrono::milliseconds(999'999'999'000LL);  // absurd: "never"
+    return std::chrono::seconds(std::stol(std::string(value)));
+  }
+  time_t when = curl_getdate(std::string(value).c_str(), nullptr);  // RFC 7231 HTTP-date
+  if (when < 0) return std::nullopt;
+  auto delta = std::chrono::system_clock::from_time_t(when) - now;
+  return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(delta));
+}
+
+std::string one_line(std::string_view text, std::size_t max) {
+  std::string out;
+  for (char c : text) {
+    if (out.size() >= max) break;
+    unsigned char u = static_cast<unsigned char>(c);
+    out += (u < 0x20 || u == 0x7f) ? ' ' : c;
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& response,
+                                 std::chrono::system_clock::time_point now) {
+  AttemptResult result;
+  result.http_status = static_cast<int>(response.status);
+  result.outcome = classify_http_status(response.status);
+  if (result.outcome == AttemptOutcome::kSent) {
+    result.message_id = api.message_id(response);
+    return result;
+  }
+  result.error = api.error_message(response);
+  if (result.error.empty()) result.error = "HTTP " + std::to_string(response.status);
+  if (response.status == 429 || response.status == 503) {
+    result.retry_after = parse_retry_after(response.header("retry-after"), now);
+  }
+  // A provider that answered with an error status has told us it did not take the message.
+  result.may_have_been_sent = false;
+  return result;
+}
+
+AttemptResult interpret_transport_error(const TransportError& error) {
+  AttemptResult result;
+  result.outcome = error.kind == TransportFailure::kTimeout ? AttemptOutcome::kTimeout : AttemptOutcome::kError;
+  result.may_have_been_sent = error.may_have_been_sent;
+  result.error = std::string(to_string(error.kind)) + ": " + error.message;
+  return result;
+}
+
+HttpProvider::HttpProvider(std::string name, std::unique_ptr<ProviderApi> api, HttpTransport& transport)
+    : name_(std::move(name)), api_(std::move(api)), transport_(transport) {}
+
+AttemptResult HttpProvider::send(const Email& email, std::string_view /*request_id*/,
+                                 std::chrono::milliseconds timeout) {
+  auto response = transport_.post(api_->build_request(email), timeout);
+  if (!response) return interpret_transport_error(response.error());
+  return interpret_response(*api_, response.value(), std::chrono::system_clock::now());
+}
+
+}  // namespace mailrelay

@@ -1,0 +1,57 @@
+// HttpProvider: an EmailProvider that speaks to an HTTP API through an HttpTransport, with the
+// provider's wire format supplied by a pure ProviderApi translator (SendGrid, Mailgun).
+// Thread-safe when the transport is.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "email_provider.h"
+#include "http_transport.h"
+
+namespace mailrelay {
+
+// A provider's wire format: pure functions, tested against golden payloads.
+class ProviderApi {
+ public:
+  virtual ~ProviderApi() = default;
+  virtual HttpRequest build_request(const Email& email) const = 0;
+  // The provider's message id from a 2xx answer ("" when it gave none).
+  virtual std::string message_id(const HttpResponse& response) const = 0;
+  // A short, single-line reason from an error answer's body.
+  virtual std::string error_message(const HttpResponse& response) const = 0;
+};
+
+// What an HTTP status means for a send (SPEC section 3, `outcome`).
+AttemptOutcome classify_http_status(long status);
+
+// Parses a Retry-After value: delta-seconds or an HTTP-date relative to `now`.
+std::optional<std::chrono::milliseconds> parse_retry_after(
+    std::string_view value, std::chrono::system_clock::time_point now);
+
+// Interprets a complete HTTP answer with `api` (status class, id, error text, Retry-After).
+AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& response,
+                                 std::chrono::system_clock::time_point now);
+
+// Turns a transport failure into an attempt result (timeout vs error, may_have_been_sent).
+AttemptResult interpret_transport_error(const TransportError& error);
+
+// Keeps at most `max` bytes of provider text on one line, for error fields and logs.
+std::string one_line(std::string_view text, std::size_t max = 200);
+
+class HttpProvider final : public EmailProvider {
+ public:
+  HttpProvider(std::string name, std::unique_ptr<ProviderApi> api, HttpTransport& transport);
+  const std::string& name() const override { return name_; }
+  AttemptResult send(const Email& email, std::string_view request_id,
+                     std::chrono::milliseconds timeout) override;
+
+ private:
+  std::string name_;
+  std::unique_ptr<ProviderApi> api_;
+  HttpTransport& transport_;
+};
+
+}  // namespace mailrelay

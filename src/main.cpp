@@ -1,0 +1,138 @@
+// mailrelayd: wiring only. Parse config, build the objects, serve, handle signals.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include <curl/curl.h>
+#include <httplib.h>
+#include <spdlog/logger.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
+#include "clock.h"
+#include "config.h"
+#include "curl_transport.h"
+#include "http_api.h"
+#include "http_provider.h"
+#include "mailgun_provider.h"
+#include "outbox_provider.h"
+#include "relay.h"
+#include "sendgrid_provider.h"
+#include "token_store.h"
+
+using namespace mailrelay;
+
+int main(int argc, char** argv) {
+  // Signals are blocked before any thread starts, so every thread inherits the mask and only the
+  // sigwait loop below ever sees them (no async handlers). A SIGTERM during start-up stays pending.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto loaded = load_config(std::vector<std::string>(argv + 1, argv + argc));
+  if (!loaded) {
+    const ConfigExit& exit = loaded.error();
+    std::fprintf(exit.code == 0 ? stdout : stderr, "%s%s", exit.code == 0 ? "" : "mailrelayd: ", exit.text.c_str());
+    if (exit.code != 0) std::fputc('\n', stderr);
+    return exit.code;
+  }
+  const Config config = std::move(loaded).value();
+
+  // Operational log to stderr (journald); injected, never through spdlog's global registry.
+  auto log = std::make_shared<spdlog::logger>("mailrelayd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  log->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
+  log->flush_on(spdlog::level::info);
+
+  std::unique_ptr<TokenStore> tokens;
+  if (!config.tokens_file.empty()) {
+    auto loaded_tokens = TokenStore::load(config.tokens_file);
+    if (!loaded_tokens) {
+      log->error("{}", loaded_tokens.error().message);
+      return 2;
+    }
+    tokens = std::make_unique<TokenStore>(std::move(loaded_tokens).value());
+  }
+  if (!config.outbox_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(config.outbox_dir, ec);
+    if (ec || access(config.outbox_dir.c_str(), W_OK) != 0) {
+      log->error("--outbox-dir {} is not a writable directory", config.outbox_dir);
+      return 2;
+    }
+  }
+
+  // libcurl's global state is set up once, before any thread exists.
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  SystemClock clock;
+  CurlTransport transport(CurlTransportOptions{config.ca_file, config.proxy});
+  std::vector<std::unique_ptr<EmailProvider>> owned;
+  for (const auto& name : config.providers) {
+    if (name == "sendgrid") {
+      owned.push_back(std::make_unique<HttpProvider>(
+          name, std::make_unique<SendGridProvider>(config.sendgrid_base_url, config.sendgrid_api_key), transport));
+    } else if (name == "mailgun") {
+      owned.push_back(std::make_unique<HttpProvider>(
+          name, std::make_unique<MailgunProvider>(config.mailgun_base_url, config.mailgun_domain, config.mailgun_api_key),
+          transport));
+    } else {
+      owned.push_back(std::make_unique<OutboxProvider>(config.outbox_dir, clock));
+    }
+  }
+  std::vector<EmailProvider*> providers;
+  for (auto& p : owned) providers.push_back(p.get());
+
+  RelaySettings relay_settings;
+  relay_settings.attempt_timeout = std::chrono::milliseconds(config.attempt_timeout_ms);
+  relay_settings.deadline = std::chrono::milliseconds(config.deadline_ms);
+  relay_settings.policy.max_retries = config.max_retries;
+  relay_settings.policy.failover_on_timeout = config.failover_on_timeout;
+  Relay relay(providers, relay_settings, clock);
+  HttpApi api(relay, tokens.get(), ApiSettings{config.max_body_bytes}, clock, *log);
+
+  httplib::Server server;
+  const int threads = config.threads;
+  server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  server.set_tcp_nodelay(true);  // answers are small: Nagle + delayed ACK would add 40 ms each
+  server.set_keep_alive_max_count(1000);
+  api.install(server);
+
+  int port = config.listen_port;
+  bool bound = port == 0 ? (port = server.bind_to_any_port(config.listen_host)) > 0
+                         : server.bind_to_port(config.listen_host, port);
+  if (!bound) {
+    log->error("cannot listen on {}: {}", config.listen, std::strerror(errno));
+    curl_global_cleanup();
+    return 1;
+  }
+  std::string where = config.listen_host.find(':') != std::string::npos ? "[" + config.listen_host + "]" : config.listen_host;
+  std::string order;
+  for (const auto& p : config.providers) order += (order.empty() ? "" : ",") + p;
+  log->info("listening on {}:{} providers={} threads={} auth={}", where, port, order, threads,
+            tokens ? std::to_string(tokens->size()) + " clients" : "off (loopback only)");
+
+  std::thread serving([&] {
+    server.listen_after_bind();
+    kill(getpid(), SIGTERM);  // if the server stops on its own, wake the signal loop
+  });
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGTERM || sig == SIGINT) {
+      log->info("received {}, finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      break;
+    }
+    log->warn("received {}: reload and log reopening are not supported yet; restart to apply changes",
+              sig == SIGHUP ? "SIGHUP" : "SIGUSR1");
+  }
+  server.stop();  // closes the listener; the pool finishes every queued and running request
+  serving.join();
+  curl_global_cleanup();
+  log->info("stopped");
+  return 0;
+}

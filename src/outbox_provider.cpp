@@ -1,0 +1,73 @@
+#include "outbox_provider.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "mime.h"
+
+namespace mailrelay {
+namespace {
+
+bool write_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+OutboxProvider::OutboxProvider(std::string directory, Clock& clock)
+    : directory_(std::move(directory)), clock_(clock) {}
+
+AttemptResult OutboxProvider::send(const Email& email, std::string_view request_id,
+                                   std::chrono::milliseconds /*timeout: a local write*/) {
+  auto now = clock_.wall_now();
+  std::string seq = std::to_string(++sequence_);
+  std::string stem(request_id);
+  stem += "-" + seq;
+
+  std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+
+  std::string domain = email.from.email.substr(email.from.email.rfind('@') + 1);
+  std::string message_id = "<" + stem + "@" + domain + ">";
+  std::string eml = render_eml(email, message_id, now, stem);
+
+  // Written under a dot-name and renamed, so a watcher never sees half a message.
+  std::string final_path = directory_ + "/" + stamp + "-" + stem + ".eml";
+  std::string temp_path = directory_ + "/." + stamp + "-" + stem + ".tmp";
+  AttemptResult result;
+  int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    result.outcome = AttemptOutcome::kError;
+    result.error = std::string("cannot create file in outbox directory: ") + std::strerror(errno);
+    return result;
+  }
+  bool ok = write_all(fd, eml);
+  int saved_errno = errno;
+  ok = (::close(fd) == 0) && ok;
+  if (!ok || ::rename(temp_path.c_str(), final_path.c_str()) != 0) {
+    if (ok) saved_errno = errno;
+    ::unlink(temp_path.c_str());
+    result.outcome = AttemptOutcome::kError;
+    result.error = std::string("cannot write outbox file: ") + std::strerror(saved_errno);
+    return result;
+  }
+  result.outcome = AttemptOutcome::kSent;
+  result.message_id = message_id;
+  return result;
+}
+
+}  // namespace mailrelay

@@ -1,0 +1,79 @@
+#include "token_store.h"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <sstream>
+
+namespace mailrelay {
+namespace {
+
+std::array<unsigned char, 32> sha256(std::string_view s) {
+  std::array<unsigned char, 32> out{};
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), out.data());
+  return out;
+}
+
+}  // namespace
+
+Result<TokenStore> TokenStore::load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error{"config", "cannot read tokens file " + path, ""};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto store = parse(ss.str());
+  if (!store) return Error{"config", path + ": " + store.error().message, ""};
+  return store;
+}
+
+Result<TokenStore> TokenStore::parse(std::string_view text) {
+  TokenStore store;
+  std::size_t line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    std::size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.remove_suffix(1);
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+    if (line.empty() || line.front() == '#') continue;
+    std::size_t colon = line.find(':');
+    std::string where = "line " + std::to_string(line_no);
+    if (colon == std::string_view::npos || colon == 0 || colon + 1 == line.size()) {
+      return Error{"config", where + ": expected name:token", ""};
+    }
+    std::string_view name = line.substr(0, colon);
+    if (!std::all_of(name.begin(), name.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+        })) {
+      return Error{"config", where + ": client name may use A-Z a-z 0-9 - _ . only", ""};
+    }
+    std::string_view token = line.substr(colon + 1);
+    if (token.size() < 16) return Error{"config", where + ": token shorter than 16 characters", ""};
+    store.entries_.push_back({std::string(name), sha256(token)});
+  }
+  if (store.entries_.empty()) return Error{"config", "no tokens found", ""};
+  return store;
+}
+
+std::optional<std::string> TokenStore::authenticate(std::string_view authorization) const {
+  constexpr std::string_view kScheme = "bearer ";
+  if (authorization.size() <= kScheme.size()) return std::nullopt;
+  for (std::size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != kScheme[i]) return std::nullopt;
+  }
+  auto digest = sha256(authorization.substr(kScheme.size()));
+  // Digests have a fixed length and every entry is compared, so timing reveals neither the token
+  // nor which client matched.
+  const Entry* match = nullptr;
+  for (const auto& e : entries_) {
+    if (CRYPTO_memcmp(e.digest.data(), digest.data(), digest.size()) == 0) match = &e;
+  }
+  if (!match) return std::nullopt;
+  return match->name;
+}
+
+}  // namespace mailrelay
