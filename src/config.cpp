@@ -162,21 +162,6 @@ std::optional<std::string> validate(Config& c) {
     }
     if (!seen.insert(p).second) return "--providers names '" + p + "' twice";
   }
-  if (seen.count("sendgrid")) {
-    if (auto problem = check_base_url("sendgrid-base-url", c.sendgrid_base_url)) return problem;
-  }
-  if (seen.count("mailgun")) {
-    if (auto problem = check_base_url("mailgun-base-url", c.mailgun_base_url)) return problem;
-    if (c.mailgun_domain.empty()) {
-      return std::string("provider 'mailgun' is listed in --providers but --mailgun-domain is not set");
-    }
-    if (!is_valid_addr_spec("postmaster@" + c.mailgun_domain)) {
-      return "--mailgun-domain is not a valid domain name: " + c.mailgun_domain;
-    }
-  }
-  if (seen.count("outbox") && c.outbox_dir.empty()) {
-    return std::string("provider 'outbox' is listed in --providers but --outbox-dir is not set");
-  }
   return std::nullopt;
 }
 
@@ -240,15 +225,27 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   if (auto exit = parse(app, merged)) return *exit;
   if (auto problem = validate(config)) return ConfigExit{2, *problem};
 
+  // Each listed provider must be usable, checked in the order given so the first problem an
+  // operator sees is about the first provider.
   for (const auto& p : config.providers) {
     if (p == "sendgrid") {
+      if (auto problem = check_base_url("sendgrid-base-url", config.sendgrid_base_url)) return ConfigExit{2, *problem};
       auto key = load_api_key("sendgrid", config.sendgrid_api_key_file);
       if (!key) return key.error();
       config.sendgrid_api_key = std::move(key).value();
     } else if (p == "mailgun") {
+      if (auto problem = check_base_url("mailgun-base-url", config.mailgun_base_url)) return ConfigExit{2, *problem};
+      if (config.mailgun_domain.empty()) {
+        return ConfigExit{2, "provider 'mailgun' is listed in --providers but --mailgun-domain is not set"};
+      }
+      if (!is_valid_addr_spec("postmaster@" + config.mailgun_domain)) {
+        return ConfigExit{2, "--mailgun-domain is not a valid domain name: " + config.mailgun_domain};
+      }
       auto key = load_api_key("mailgun", config.mailgun_api_key_file);
       if (!key) return key.error();
       config.mailgun_api_key = std::move(key).value();
+    } else if (config.outbox_dir.empty()) {
+      return ConfigExit{2, "provider 'outbox' is listed in --providers but --outbox-dir is not set"};
     }
   }
   return config;

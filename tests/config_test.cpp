@@ -1,0 +1,170 @@
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+
+#include "config.h"
+#include "test_helpers.h"
+
+using namespace mailrelay;
+
+namespace {
+
+// Sets an environment variable for one scope.
+struct EnvVar {
+  std::string name;
+  EnvVar(std::string n, const std::string& value) : name(std::move(n)) { setenv(name.c_str(), value.c_str(), 1); }
+  ~EnvVar() { unsetenv(name.c_str()); }
+};
+
+Result<Config, ConfigExit> load(std::vector<std::string> args) { return load_config(args); }
+
+std::vector<std::string> outbox_args(const fakes::TempDir& dir) {
+  return {"--providers", "outbox", "--outbox-dir", dir.file("out")};
+}
+
+}  // namespace
+
+TEST_CASE("defaults follow the SPEC table", "[config]") {
+  fakes::TempDir dir;
+  auto c = load(outbox_args(dir));
+  REQUIRE(c);
+  const Config& config = c.value();
+  CHECK(config.listen_host == "127.0.0.1");
+  CHECK(config.listen_port == 8080);
+  CHECK(config.threads == 256);
+  CHECK(config.max_queue == 1024);
+  CHECK(config.attempt_timeout_ms == 3000);
+  CHECK(config.deadline_ms == 10000);
+  CHECK(config.max_retries == 1);
+  CHECK(config.failover_on_timeout);
+  CHECK(config.max_body_bytes == 10485760);
+  CHECK(config.audit_log == "-");
+  CHECK(config.sendgrid_base_url == "https://api.sendgrid.com");
+  CHECK(config.mailgun_base_url == "https://api.mailgun.net");
+  CHECK(Config{}.providers == std::vector<std::string>{"sendgrid", "mailgun"});
+}
+
+TEST_CASE("flags win over environment, environment over the config file", "[config]") {
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("mailrelay.conf"),
+                    "# example\nlisten = \"127.0.0.1:7001\"\nthreads = 11\nmax_retries = 3\n"
+                    "deadline-ms = 4000\nproviders = \"outbox\"\noutbox-dir = \"" + dir.file("out") + "\"\n");
+  EnvVar threads("MAILRELAY_THREADS", "22");
+  EnvVar timeout("MAILRELAY_ATTEMPT_TIMEOUT_MS", "1500");
+  EnvVar retries("MAILRELAY_MAX_RETRIES", "2");
+  auto c = load({"--config", dir.file("mailrelay.conf"), "--threads", "33"});
+  REQUIRE(c);
+  CHECK(c.value().threads == 33);               // flag beats env and file
+  CHECK(c.value().max_retries == 2);            // env beats file
+  CHECK(c.value().attempt_timeout_ms == 1500);  // env alone
+  CHECK(c.value().deadline_ms == 4000);         // file alone
+  CHECK(c.value().listen_port == 7001);
+  CHECK(c.value().providers == std::vector<std::string>{"outbox"});
+}
+
+TEST_CASE("bad command lines and config files exit 2 with a message", "[config]") {
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("unknown.conf"), "no_such_option = 1\n");
+  auto [args, message] = GENERATE_REF(table<std::vector<std::string>, std::string>({
+      {{"--no-such-flag"}, "no-such-flag"},
+      {{"--threads", "many"}, "threads"},
+      {{"--providers", "sendgrid,pigeon"}, "unknown provider 'pigeon'"},
+      {{"--providers", "outbox,outbox", "--outbox-dir", "/tmp/x"}, "twice"},
+      {{"--providers", "outbox"}, "--outbox-dir is not set"},
+      {{"--listen", "8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "HOST:PORT"},
+      {{"--listen", "::1:8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "brackets"},
+      {{"--listen", "0.0.0.0:8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "protected mode"},
+      {{"--config", "/nonexistent.conf"}, "nonexistent"},
+  }));
+  CAPTURE(args);
+  auto c = load(args);
+  REQUIRE_FALSE(c);
+  CHECK(c.error().code == 2);
+  CHECK_THAT(c.error().text, Catch::Contains(message));
+}
+
+TEST_CASE("unknown keys in the config file are errors", "[config]") {
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("c.conf"), "no_such_option = 1\n");
+  auto c = load({"--config", dir.file("c.conf")});
+  REQUIRE_FALSE(c);
+  CHECK(c.error().code == 2);
+  CHECK_THAT(c.error().text, Catch::Contains("unknown option 'no_such_option'"));
+}
+
+TEST_CASE("a listed provider without credentials is a start-up error", "[config]") {
+  unsetenv("SENDGRID_API_KEY");
+  unsetenv("MAILGUN_API_KEY");
+  unsetenv("CREDENTIALS_DIRECTORY");
+  auto c = load({});
+  REQUIRE_FALSE(c);
+  CHECK(c.error().code == 2);
+  CHECK_THAT(c.error().text, Catch::Contains("provider 'sendgrid'") && Catch::Contains("no API key"));
+
+  EnvVar key("SENDGRID_API_KEY", "SG.fake-env");
+  auto mailgun = load({});
+  REQUIRE_FALSE(mailgun);
+  CHECK_THAT(mailgun.error().text, Catch::Contains("--mailgun-domain"));
+}
+
+TEST_CASE("API keys come from a file, the environment or systemd credentials", "[config]") {
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("sg.key"), "SG.fake-from-file\n");
+  fakes::write_file(dir.file("mailgun_api_key"), "fake-mailgun-from-credentials\n");
+  EnvVar creds("CREDENTIALS_DIRECTORY", dir.path());
+  EnvVar env_key("SENDGRID_API_KEY", "SG.fake-from-env");
+  SECTION("file beats environment; credentials directory is the fallback") {
+    auto c = load({"--sendgrid-api-key-file", dir.file("sg.key"), "--mailgun-domain", "mg.example.com"});
+    REQUIRE(c);
+    CHECK(c.value().sendgrid_api_key == "SG.fake-from-file");
+    CHECK(c.value().mailgun_api_key == "fake-mailgun-from-credentials");
+  }
+  SECTION("environment beats credentials directory") {
+    auto c = load({"--mailgun-domain", "mg.example.com"});
+    REQUIRE(c);
+    CHECK(c.value().sendgrid_api_key == "SG.fake-from-env");
+  }
+  SECTION("an unreadable key file is an error naming the file, not the key") {
+    auto c = load({"--sendgrid-api-key-file", dir.file("missing.key"), "--mailgun-domain", "mg.example.com"});
+    REQUIRE_FALSE(c);
+    CHECK_THAT(c.error().text, Catch::Contains("missing.key"));
+  }
+}
+
+TEST_CASE("base URLs must be https unless the host is loopback", "[config]") {
+  EnvVar key("SENDGRID_API_KEY", "SG.fake");
+  auto [url, ok] = GENERATE(table<std::string, bool>({
+      {"https://api.eu.sendgrid.com", true}, {"http://127.0.0.1:9000", true}, {"http://[::1]:9000", true},
+      {"http://localhost:9000", true}, {"http://api.sendgrid.com", false}, {"ftp://x.example.com", false},
+      {"not a url", false}}));
+  CAPTURE(url);
+  auto c = load({"--providers", "sendgrid", "--sendgrid-base-url", url});
+  CHECK(c.ok() == ok);
+  if (!ok) CHECK_THAT(c.error().text, Catch::Contains("sendgrid-base-url"));
+}
+
+TEST_CASE("help documents every option and no secret", "[config]") {
+  EnvVar key("SENDGRID_API_KEY", "SG.fake-secret-in-env");
+  auto c = load({"--help"});
+  REQUIRE_FALSE(c);
+  CHECK(c.error().code == 0);
+  for (const char* option : {"--listen", "--threads", "--max-queue", "--providers", "--sendgrid-base-url",
+                             "--sendgrid-api-key-file", "--mailgun-base-url", "--mailgun-domain",
+                             "--mailgun-api-key-file", "--outbox-dir", "--attempt-timeout-ms", "--deadline-ms",
+                             "--max-retries", "--failover-on-timeout", "--max-body-bytes", "--tokens-file",
+                             "--audit-log", "--audit-log-max-bytes", "--audit-log-max-files", "--ca-file", "--config"}) {
+    CHECK_THAT(c.error().text, Catch::Contains(option));
+  }
+  CHECK_THAT(c.error().text, !Catch::Contains("SG.fake-secret-in-env"));
+}
+
+TEST_CASE("IPv6 listen address and --failover-on-timeout=false", "[config]") {
+  fakes::TempDir dir;
+  auto args = outbox_args(dir);
+  args.insert(args.end(), {"--listen", "[::1]:9090", "--failover-on-timeout=false"});
+  auto c = load(args);
+  REQUIRE(c);
+  CHECK(c.value().listen_host == "::1");
+  CHECK(c.value().listen_port == 9090);
+  CHECK_FALSE(c.value().failover_on_timeout);
+}

@@ -1,0 +1,196 @@
+#include <catch2/catch.hpp>
+
+#include <curl/curl.h>
+
+#include <cstdlib>
+
+#include "curl_transport.h"
+#include "fake_provider_server.h"
+#include "raw_server.h"
+#include "sendgrid_provider.h"
+#include "test_helpers.h"
+
+using namespace mailrelay;
+using std::chrono::milliseconds;
+
+namespace {
+
+struct CurlGlobal {
+  CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+  ~CurlGlobal() { curl_global_cleanup(); }
+};
+
+HttpRequest json_post(const std::string& base) {
+  HttpRequest r;
+  r.url = base + "/v3/mail/send";
+  r.headers = {{"Authorization", std::string("Bearer ") + fakes::kSendGridKey}};
+  r.content_type = "application/json";
+  r.body = R"({"personalizations":[{"to":[{"email":"a@example.org"}]}],"from":{"email":"b@example.com"},"subject":"s","content":[{"type":"text/plain","value":"v"}]})";
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("transport returns any HTTP answer as-is, status, headers and body", "[curl_transport]") {
+  CurlGlobal g;
+  fakes::FakeProviderServer server;
+  CurlTransport transport({});
+  auto [status, body, header] = GENERATE(table<int, std::string, std::string>({
+      {500, R"({"errors":[{"message":"boom"}]})", ""},
+      {503, "Service Unavailable", ""},
+      {429, R"({"errors":[{"message":"slow down"}]})", "3"},
+      {401, "Forbidden", ""},
+      {400, R"({"errors":[{"message":"bad"}]})", ""}}));
+  fakes::FakeReply reply;
+  reply.status = status;
+  reply.body = body;
+  if (!header.empty()) reply.headers = {{"Retry-After", header}};
+  server.push(reply);
+  auto r = transport.post(json_post(server.base_url()), milliseconds(2000));
+  REQUIRE(r);
+  CHECK(r.value().status == status);
+  CHECK(r.value().body == body);
+  CHECK(r.value().header("retry-after") == header);
+}
+
+TEST_CASE("transport: success answer and connection reuse across requests", "[curl_transport]") {
+  CurlGlobal g;
+  fakes::FakeProviderServer server;
+  CurlTransport transport({});
+  for (int i = 0; i < 3; ++i) {
+    auto r = transport.post(json_post(server.base_url()), milliseconds(2000));
+    REQUIRE(r);
+    CHECK(r.value().status == 202);
+    CHECK_THAT(r.value().header("X-Message-Id"), Catch::StartsWith("fake-sg-"));
+  }
+  auto got = server.received();
+  REQUIRE(got.size() == 3);
+  CHECK(got[0].remote_port == got[1].remote_port);  // same TCP connection
+  CHECK(got[1].remote_port == got[2].remote_port);
+  CHECK(got[0].header("Expect").empty());
+  CHECK(got[0].header("Content-Type") == "application/json");
+}
+
+TEST_CASE("transport faults are classified, with may_have_been_sent", "[curl_transport]") {
+  CurlGlobal g;
+  CurlTransport transport({});
+  auto [mode, kind, sent] = GENERATE(table<fakes::RawServer::Mode, TransportFailure, bool>({
+      {fakes::RawServer::Mode::kHang, TransportFailure::kTimeout, true},
+      {fakes::RawServer::Mode::kReset, TransportFailure::kConnectionLost, true},
+      {fakes::RawServer::Mode::kCloseWithoutAnswer, TransportFailure::kConnectionLost, true},
+      {fakes::RawServer::Mode::kGarbage, TransportFailure::kProtocol, true}}));
+  fakes::RawServer server(mode);
+  auto begin = std::chrono::steady_clock::now();
+  auto r = transport.post(json_post(server.base_url()), milliseconds(300));
+  auto took = std::chrono::steady_clock::now() - begin;
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind == kind);
+  CHECK(r.error().may_have_been_sent == sent);
+  CHECK(server.requests() == 1);  // the whole request did reach the server
+  CHECK(took < std::chrono::seconds(5));
+}
+
+TEST_CASE("connection refused: surely not sent", "[curl_transport]") {
+  CurlGlobal g;
+  CurlTransport transport({});
+  int port;
+  {
+    fakes::RawServer closed(fakes::RawServer::Mode::kReset);
+    port = std::stoi(closed.base_url().substr(closed.base_url().rfind(':') + 1));
+  }
+  auto r = transport.post(json_post("http://127.0.0.1:" + std::to_string(port)), milliseconds(1000));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind == TransportFailure::kConnect);
+  CHECK_FALSE(r.error().may_have_been_sent);
+}
+
+TEST_CASE("oversized provider answers are cut off", "[curl_transport]") {
+  CurlGlobal g;
+  fakes::FakeProviderServer server;
+  CurlTransportOptions options;
+  options.max_response_bytes = 1000;
+  CurlTransport transport(options);
+  fakes::FakeReply reply;
+  reply.status = 500;
+  reply.body = std::string(5000, 'x');
+  server.push(reply);
+  auto r = transport.post(json_post(server.base_url()), milliseconds(2000));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().kind == TransportFailure::kResponseTooLarge);
+}
+
+TEST_CASE("redirects are answers, not hops", "[curl_transport]") {
+  CurlGlobal g;
+  fakes::FakeProviderServer server;
+  CurlTransport transport({});
+  fakes::FakeReply reply;
+  reply.status = 307;
+  reply.headers = {{"Location", server.base_url() + "/v3/mail/send"}};
+  server.push(reply);
+  auto r = transport.post(json_post(server.base_url()), milliseconds(2000));
+  REQUIRE(r);
+  CHECK(r.value().status == 307);
+  CHECK(server.count() == 1);
+}
+
+TEST_CASE("proxy environment variables are ignored unless --proxy is given", "[curl_transport]") {
+  CurlGlobal g;
+  fakes::FakeProviderServer server;
+  fakes::RawServer proxy(fakes::RawServer::Mode::kGarbage);
+  setenv("http_proxy", proxy.base_url().c_str(), 1);
+  setenv("HTTPS_PROXY", proxy.base_url().c_str(), 1);
+  setenv("ALL_PROXY", proxy.base_url().c_str(), 1);
+  CurlTransport transport({});
+  auto r = transport.post(json_post(server.base_url()), milliseconds(2000));
+  unsetenv("http_proxy");
+  unsetenv("HTTPS_PROXY");
+  unsetenv("ALL_PROXY");
+  REQUIRE(r);
+  CHECK(r.value().status == 202);
+  CHECK(proxy.requests() == 0);
+}
+
+TEST_CASE("multipart form with a file part reaches the server intact", "[curl_transport]") {
+  CurlGlobal g;
+  fakes::FakeProviderServer server;
+  CurlTransport transport({});
+  HttpRequest r;
+  r.url = server.base_url() + "/v3/mg.example.com/messages";
+  r.headers = {{"Authorization", "Basic x"}};
+  r.form = {{"to", "a@example.org", "", ""}, {"attachment", std::string("\0\x01\xff", 3), "a.bin", "application/octet-stream"}};
+  REQUIRE(transport.post(r, milliseconds(2000)));
+  auto got = server.received();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].form_values("to") == std::vector<std::string>{"a@example.org"});
+  REQUIRE(got[0].form.size() == 2);
+  const auto& file = got[0].form[0].name == "attachment" ? got[0].form[0] : got[0].form[1];
+  CHECK(file.filename == "a.bin");
+  CHECK(file.content_type == "application/octet-stream");
+  CHECK(file.value == std::string("\0\x01\xff", 3));
+}
+
+TEST_CASE("TLS: verified against --ca-file, an unknown CA fails before anything is sent", "[curl_transport][tls]") {
+  CurlGlobal g;
+  fakes::TempDir dir;
+  auto certs = fakes::make_test_certificates(dir);
+  fakes::FakeProviderServer server(certs.cert, certs.key);
+  REQUIRE(server.base_url().rfind("https://", 0) == 0);
+
+  SECTION("trusted CA: the request goes through") {
+    CurlTransportOptions options;
+    options.ca_file = certs.ca;
+    CurlTransport transport(options);
+    auto r = transport.post(json_post(server.base_url()), milliseconds(3000));
+    REQUIRE(r);
+    CHECK(r.value().status == 202);
+    CHECK(server.count() == 1);
+  }
+  SECTION("system store does not know the test CA: TLS error, not sent") {
+    CurlTransport transport({});
+    auto r = transport.post(json_post(server.base_url()), milliseconds(3000));
+    REQUIRE_FALSE(r);
+    CHECK(r.error().kind == TransportFailure::kTls);
+    CHECK_FALSE(r.error().may_have_been_sent);
+    CHECK(server.count() == 0);
+  }
+}

@@ -1,0 +1,237 @@
+// End-to-end: the real mailrelayd binary, started with SPEC flags, driven over real sockets,
+// against fake SendGrid and Mailgun servers on loopback.
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include <httplib.h>
+
+#include "fake_provider_server.h"
+#include "test_helpers.h"
+
+using nlohmann::json;
+
+namespace {
+
+// One mailrelayd process. Its stderr is collected; the port comes from its "listening on" line.
+class Daemon {
+ public:
+  Daemon(std::vector<std::string> args, std::vector<std::string> env = {}) {
+    int fds[2];
+    REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      dup2(fds[1], 2);
+      std::vector<char*> argv{const_cast<char*>(MAILRELAYD_PATH)};
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      for (const char* name : {"SENDGRID_API_KEY", "MAILGUN_API_KEY", "CREDENTIALS_DIRECTORY"}) unsetenv(name);
+      for (auto& e : env) putenv(e.data());
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    err_fd_ = fds[0];
+    reader_ = std::thread([this] {
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(err_fd_, buf, sizeof buf)) > 0) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stderr_.append(buf, static_cast<std::size_t>(n));
+      }
+    });
+    // Wait (bounded) for the port or for the process to exit.
+    for (int i = 0; i < 200 && port_ == 0 && !exited(); ++i) {
+      usleep(25 * 1000);
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto at = stderr_.find("listening on ");
+      auto nl = at == std::string::npos ? std::string::npos : stderr_.find(' ', at + 13);
+      if (nl != std::string::npos) {
+        std::string where = stderr_.substr(at + 13, nl - at - 13);
+        port_ = std::stoi(where.substr(where.rfind(':') + 1));
+      }
+    }
+  }
+  ~Daemon() {
+    if (!exited()) {
+      kill(pid_, SIGKILL);
+      wait_exit(5000);
+    }
+    reader_.join();
+    close(err_fd_);
+  }
+  int port() const { return port_; }
+  std::string err() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stderr_;
+  }
+  bool exited() {
+    if (status_ >= 0) return true;
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) == pid_) status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return status_ >= 0;
+  }
+  // Exit code, or -1 if it did not exit within `ms`.
+  int wait_exit(int ms) {
+    for (int i = 0; i < ms / 10 && !exited(); ++i) usleep(10 * 1000);
+    return status_;
+  }
+  int stop() {
+    kill(pid_, SIGTERM);
+    return wait_exit(15000);
+  }
+  httplib::Client client() {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(20, 0);
+    return c;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int err_fd_ = -1;
+  int port_ = 0;
+  int status_ = -1;
+  std::mutex mutex_;
+  std::string stderr_;
+  std::thread reader_;
+};
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] != '.') out.push_back(dir + "/" + e->d_name);
+    }
+    closedir(d);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("outbox: the README quick start yields an .eml a mail parser accepts and SIGTERM exits 0", "[e2e]") {
+  fakes::TempDir dir;
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox")});
+  REQUIRE(d.port() > 0);
+  auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  json b = json::parse(r->body);
+  CHECK(b["provider"] == "outbox");
+  auto files = files_in(dir.file("outbox"));
+  REQUIRE(files.size() == 1);
+  std::string cmd = "python3 -c \"import email,sys; from email import policy; "
+                    "m=email.message_from_binary_file(open(sys.argv[1],'rb'),policy=policy.default); "
+                    "assert not m.defects; assert m['Subject']=='Your invoice'; "
+                    "assert m.get_body(('plain',)).get_content().strip()=='plain body'\" " + files[0];
+  CHECK(std::system(cmd.c_str()) == 0);
+  CHECK(d.stop() == 0);
+  CHECK_THAT(d.err(), Catch::Contains("stopped"));
+}
+
+TEST_CASE("SendGrid fails, Mailgun answers: the binary fails over with keys from files", "[e2e]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer sendgrid, mailgun;
+  fakes::write_file(dir.file("sg.key"), std::string(fakes::kSendGridKey) + "\n");
+  fakes::write_file(dir.file("mg.key"), fakes::kMailgunKey);
+  fakes::FakeReply unavailable;
+  unavailable.status = 503;
+  unavailable.body = R"({"errors":[{"message":"Service Unavailable"}]})";
+  sendgrid.push_n(2, unavailable);
+  Daemon d({"--listen", "127.0.0.1:0", "--sendgrid-base-url", sendgrid.base_url(), "--sendgrid-api-key-file",
+            dir.file("sg.key"), "--mailgun-base-url", mailgun.base_url(), "--mailgun-domain", fakes::kMailgunDomain,
+            "--mailgun-api-key-file", dir.file("mg.key")});
+  REQUIRE(d.port() > 0);
+  auto r = d.client().Post("/v1/send", {{"X-Request-Id", "e2e-failover"}}, fakes::sample_request().dump(), "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  json b = json::parse(r->body);
+  CHECK(b["request_id"] == "e2e-failover");
+  CHECK(b["provider"] == "mailgun");
+  CHECK(b["attempts"].size() == 3);
+  CHECK(sendgrid.count() == 2);
+  CHECK(mailgun.count() == 1);
+  CHECK(d.stop() == 0);
+  // Keys never reach the operational log.
+  CHECK_THAT(d.err(), !Catch::Contains(fakes::kSendGridKey) && !Catch::Contains(fakes::kMailgunKey));
+}
+
+TEST_CASE("TLS to the provider, verified with --ca-file, keys from the environment", "[e2e][tls]") {
+  fakes::TempDir dir;
+  auto certs = fakes::make_test_certificates(dir);
+  fakes::FakeProviderServer sendgrid(certs.cert, certs.key);
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", sendgrid.base_url(),
+            "--ca-file", certs.ca},
+           {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
+  REQUIRE(d.port() > 0);
+  auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(json::parse(r->body)["provider"] == "sendgrid");
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("start-up refusals exit 2 with a clear message", "[e2e]") {
+  SECTION("missing credentials") {
+    Daemon d({"--listen", "127.0.0.1:0"});
+    CHECK(d.wait_exit(5000) == 2);
+    CHECK_THAT(d.err(), Catch::Contains("provider 'sendgrid' is listed in --providers but has no API key"));
+  }
+  SECTION("protected mode") {
+    fakes::TempDir dir;
+    Daemon d({"--listen", "0.0.0.0:0", "--providers", "outbox", "--outbox-dir", dir.path()});
+    CHECK(d.wait_exit(5000) == 2);
+    CHECK_THAT(d.err(), Catch::Contains("protected mode"));
+  }
+  SECTION("unknown option") {
+    Daemon d({"--bogus"});
+    CHECK(d.wait_exit(5000) == 2);
+  }
+}
+
+TEST_CASE("bearer tokens from --tokens-file", "[e2e]") {
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("tokens"), "billing:billing-token-0123456789\n");
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("out"), "--tokens-file",
+            dir.file("tokens")});
+  REQUIRE(d.port() > 0);
+  auto c = d.client();
+  auto denied = c.Post("/v1/send", fakes::sample_request().dump(), "application/json");
+  REQUIRE(denied);
+  CHECK(denied->status == 401);
+  auto ok = c.Post("/v1/send", {{"Authorization", "Bearer billing-token-0123456789"}}, fakes::sample_request().dump(),
+                   "application/json");
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("listens on IPv6 loopback", "[e2e]") {
+  int probe = socket(AF_INET6, SOCK_STREAM, 0);
+  if (probe < 0) {
+    WARN("no IPv6 on this machine: skipped");
+    return;
+  }
+  close(probe);
+  fakes::TempDir dir;
+  Daemon d({"--listen", "[::1]:0", "--providers", "outbox", "--outbox-dir", dir.path()});
+  if (d.port() == 0) {
+    WARN("could not bind [::1]: " + d.err());
+    return;
+  }
+  httplib::Client c("::1", d.port());
+  auto r = c.Get("/healthz");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(d.stop() == 0);
+}

@@ -1,0 +1,256 @@
+#include <catch2/catch.hpp>
+
+#include <curl/curl.h>
+#include <spdlog/sinks/null_sink.h>
+
+#include <thread>
+
+#include "curl_transport.h"
+#include "fake_provider_server.h"
+#include "http_api.h"
+#include "http_provider.h"
+#include "mailgun_provider.h"
+#include "request_id.h"
+#include "sendgrid_provider.h"
+#include "test_helpers.h"
+
+using namespace mailrelay;
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+namespace {
+
+// The real API, relay, providers and transport in-process, against fake SendGrid and Mailgun
+// servers on loopback; requests go over a real socket through httplib::Client.
+struct ApiHarness {
+  struct CurlGlobal {
+    CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+    ~CurlGlobal() { curl_global_cleanup(); }
+  } curl_global;
+  fakes::FakeProviderServer sendgrid_server, mailgun_server;
+  SystemClock clock;
+  CurlTransport transport{CurlTransportOptions{}};
+  HttpProvider sendgrid{"sendgrid", std::make_unique<SendGridProvider>(sendgrid_server.base_url(), fakes::kSendGridKey), transport};
+  HttpProvider mailgun{"mailgun", std::make_unique<MailgunProvider>(mailgun_server.base_url(), fakes::kMailgunDomain, fakes::kMailgunKey), transport};
+  std::unique_ptr<TokenStore> tokens;
+  std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+  std::unique_ptr<Relay> relay;
+  std::unique_ptr<HttpApi> api;
+  httplib::Server server;
+  std::thread thread;
+  int port = 0;
+
+  explicit ApiHarness(RelaySettings settings = {}, std::uint64_t max_body = 10485760, bool with_tokens = false) {
+    if (with_tokens) {
+      tokens = std::make_unique<TokenStore>(TokenStore::parse("billing:billing-token-0123456789\nshop:shop%25token-with-percent\n").value());
+    }
+    relay = std::make_unique<Relay>(std::vector<EmailProvider*>{&sendgrid, &mailgun}, settings, clock);
+    api = std::make_unique<HttpApi>(*relay, tokens.get(), ApiSettings{max_body}, clock, *log);
+    api->install(server);
+    port = server.bind_to_any_port("127.0.0.1");
+    thread = std::thread([this] { server.listen_after_bind(); });
+    fakes::wait_until_running(server);
+  }
+  ~ApiHarness() {
+    server.stop();
+    thread.join();
+  }
+  httplib::Client client() {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(20, 0);
+    return c;
+  }
+  httplib::Result send(const json& body, httplib::Headers headers = {}) {
+    return client().Post("/v1/send", headers, body.dump(), "application/json");
+  }
+};
+
+json body_of(const httplib::Result& r) { return json::parse(r->body); }
+
+void check_error(const httplib::Result& r, int status, const std::string& code) {
+  REQUIRE(r);
+  CHECK(r->status == status);
+  CHECK(r->get_header_value("Content-Type") == "application/json");
+  json b = body_of(r);
+  CHECK(b["error"]["code"] == code);
+  CHECK_FALSE(b["error"]["message"].get<std::string>().empty());
+  CHECK(b["request_id"] == r->get_header_value("X-Request-Id"));
+}
+
+}  // namespace
+
+TEST_CASE("200: SendGrid accepts, body lists the attempt, request id echoed", "[http_api]") {
+  ApiHarness h;
+  auto r = h.send(fakes::sample_request(), {{"X-Request-Id", "caller-id.1:2_3-4"}});
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->get_header_value("X-Request-Id") == "caller-id.1:2_3-4");
+  json b = body_of(r);
+  CHECK(b["request_id"] == "caller-id.1:2_3-4");
+  CHECK(b["status"] == "sent");
+  CHECK(b["provider"] == "sendgrid");
+  CHECK_THAT(b["provider_message_id"].get<std::string>(), Catch::StartsWith("fake-sg-"));
+  REQUIRE(b["attempts"].size() == 1);
+  CHECK(b["attempts"][0]["outcome"] == "sent");
+  CHECK(b["attempts"][0]["http_status"] == 202);
+  CHECK(b["attempts"][0]["try"] == 1);
+  CHECK(b["attempts"][0]["latency_ms"].is_number());
+  CHECK(h.mailgun_server.count() == 0);
+}
+
+TEST_CASE("an unsafe or missing X-Request-Id is replaced by a fresh id", "[http_api]") {
+  ApiHarness h;
+  auto bad = GENERATE(as<std::string>{}, "", "has space", "semi;colon", std::string(129, 'a'));
+  httplib::Headers headers;
+  if (!bad.empty()) headers.emplace("X-Request-Id", bad);
+  auto r = h.send(fakes::sample_request(), headers);
+  REQUIRE(r);
+  std::string id = r->get_header_value("X-Request-Id");
+  CHECK(id != bad);
+  CHECK(is_acceptable_request_id(id));
+  CHECK(id.size() == 26);
+  CHECK(body_of(r)["request_id"] == id);
+}
+
+TEST_CASE("200 after failover: SendGrid 503 twice, Mailgun accepts", "[http_api]") {
+  ApiHarness h;
+  fakes::FakeReply unavailable;
+  unavailable.status = 503;
+  unavailable.body = "Service Unavailable";
+  unavailable.content_type = "text/plain";
+  h.sendgrid_server.push_n(2, unavailable);
+  auto r = h.send(fakes::sample_request());
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  json b = body_of(r);
+  CHECK(b["provider"] == "mailgun");
+  CHECK_THAT(b["provider_message_id"].get<std::string>(), Catch::EndsWith("@mg.example.com>"));
+  REQUIRE(b["attempts"].size() == 3);
+  CHECK(b["attempts"][0]["outcome"] == "error");
+  CHECK(b["attempts"][0]["http_status"] == 503);
+  CHECK(b["attempts"][0]["error"] == "Service Unavailable");
+  CHECK(b["attempts"][2]["provider"] == "mailgun");
+  // What Mailgun received is the real form, with the recipients as separate fields.
+  auto got = h.mailgun_server.received();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].form_values("to") == std::vector<std::string>{"alice@example.org", "Bob <bob@example.org>"});
+}
+
+TEST_CASE("duplicate recipients never cause a SendGrid 400 and a needless failover", "[http_api]") {
+  ApiHarness h;
+  json req = fakes::sample_request();
+  req["cc"] = {"ALICE@example.org"};
+  auto r = h.send(req);
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(body_of(r)["provider"] == "sendgrid");
+  CHECK(h.mailgun_server.count() == 0);
+}
+
+TEST_CASE("502: every provider refuses", "[http_api]") {
+  ApiHarness h;
+  fakes::FakeReply bad_request;
+  bad_request.status = 400;
+  bad_request.body = R"({"errors":[{"message":"The from address does not match a verified Sender Identity.","field":"from","help":null}]})";
+  h.sendgrid_server.push(bad_request);
+  fakes::FakeReply forbidden;
+  forbidden.status = 401;
+  forbidden.body = "Forbidden";
+  forbidden.content_type = "text/plain";
+  h.mailgun_server.push_n(2, forbidden);
+  auto r = h.send(fakes::sample_request());
+  check_error(r, 502, "all_providers_failed");
+  json b = body_of(r);
+  REQUIRE(b["attempts"].size() == 3);
+  CHECK(b["attempts"][0]["outcome"] == "rejected");
+  CHECK(b["attempts"][1]["error"] == "Forbidden");
+  CHECK(b["attempts"][1]["outcome"] == "error");
+}
+
+TEST_CASE("504: the deadline runs out while providers hang", "[http_api]") {
+  RelaySettings settings;
+  settings.attempt_timeout = milliseconds(300);
+  settings.deadline = milliseconds(500);
+  ApiHarness h(settings);
+  fakes::FakeReply hang;
+  hang.hang = true;
+  h.sendgrid_server.push(hang);
+  h.mailgun_server.push(hang);
+  auto r = h.send(fakes::sample_request());
+  check_error(r, 504, "deadline_exceeded");
+  json b = body_of(r);
+  REQUIRE(b["attempts"].size() == 2);
+  CHECK(b["attempts"][0]["outcome"] == "timeout");
+  CHECK(b["attempts"][0]["may_have_been_sent"] == true);
+}
+
+TEST_CASE("504 without failover when --failover-on-timeout=false", "[http_api]") {
+  RelaySettings settings;
+  settings.attempt_timeout = milliseconds(300);
+  settings.policy.failover_on_timeout = false;
+  ApiHarness h(settings);
+  fakes::FakeReply hang;
+  hang.hang = true;
+  h.sendgrid_server.push(hang);
+  auto r = h.send(fakes::sample_request());
+  check_error(r, 504, "deadline_exceeded");
+  CHECK_THAT(body_of(r)["error"]["message"].get<std::string>(), Catch::Contains("may have accepted"));
+  CHECK(body_of(r)["attempts"].size() == 1);
+  CHECK(h.mailgun_server.count() == 0);
+}
+
+TEST_CASE("400: invalid JSON and invalid fields, with the field path, no provider called", "[http_api]") {
+  ApiHarness h;
+  auto r = h.client().Post("/v1/send", "{not json", "application/json");
+  check_error(r, 400, "invalid_request");
+  json bad = fakes::sample_request();
+  bad["to"][1] = "nope";
+  auto r2 = h.send(bad);
+  check_error(r2, 400, "invalid_request");
+  CHECK(body_of(r2)["error"]["field"] == "to[1]");
+  CHECK(h.sendgrid_server.count() == 0);
+  CHECK(h.mailgun_server.count() == 0);
+}
+
+TEST_CASE("415: a body that is not declared as JSON", "[http_api]") {
+  ApiHarness h;
+  auto r = h.client().Post("/v1/send", fakes::sample_request().dump(), "text/plain");
+  check_error(r, 415, "unsupported_media_type");
+  auto ok = h.client().Post("/v1/send", fakes::sample_request().dump(), "application/json; charset=utf-8");
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+}
+
+TEST_CASE("413: a body over --max-body-bytes", "[http_api]") {
+  ApiHarness h({}, 1024);
+  json big = fakes::sample_request();
+  big["text"] = std::string(4096, 'x');
+  check_error(h.send(big), 413, "payload_too_large");
+  CHECK(h.sendgrid_server.count() == 0);
+}
+
+TEST_CASE("404 and 405 are JSON too", "[http_api]") {
+  ApiHarness h;
+  check_error(h.client().Get("/nope"), 404, "not_found");
+  auto r = h.client().Get("/v1/send");
+  check_error(r, 405, "method_not_allowed");
+  CHECK(r->get_header_value("Allow") == "POST");
+  check_error(h.client().Delete("/v1/send"), 405, "method_not_allowed");
+  check_error(h.client().Post("/healthz", "", "application/json"), 405, "method_not_allowed");
+  auto health = h.client().Get("/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  CHECK(body_of(health)["status"] == "ok");
+}
+
+TEST_CASE("401: tokens configured, bearer missing, wrong or right", "[http_api]") {
+  ApiHarness h({}, 10485760, true);
+  check_error(h.send(fakes::sample_request()), 401, "unauthorized");
+  check_error(h.send(fakes::sample_request(), {{"Authorization", "Bearer wrong-token-0123456789"}}), 401, "unauthorized");
+  check_error(h.send(fakes::sample_request(), {{"Authorization", "Basic billing-token-0123456789"}}), 401, "unauthorized");
+  auto ok = h.send(fakes::sample_request(), {{"Authorization", "Bearer billing-token-0123456789"}});
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  // Authentication comes before validation: an unauthenticated caller learns nothing else.
+  check_error(h.client().Post("/v1/send", "{", "application/json"), 401, "unauthorized");
+}

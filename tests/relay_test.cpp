@@ -1,0 +1,169 @@
+#include <catch2/catch.hpp>
+
+#include <memory>
+
+#include "fake_clock.h"
+#include "fake_transport.h"
+#include "http_provider.h"
+#include "mailgun_provider.h"
+#include "relay.h"
+#include "sendgrid_provider.h"
+#include "test_helpers.h"
+
+using namespace mailrelay;
+using fakes::failure;
+using fakes::http;
+using std::chrono::milliseconds;
+
+namespace {
+
+// Real providers and policy over a scripted transport and a fake clock: only I/O is faked.
+struct Harness {
+  fakes::FakeClock clock;
+  fakes::FakeTransport transport{clock};
+  HttpProvider sendgrid{"sendgrid", std::make_unique<SendGridProvider>("https://sg.test", "k"), transport};
+  HttpProvider mailgun{"mailgun", std::make_unique<MailgunProvider>("https://mg.test", "mg.example.com", "k"), transport};
+  RelaySettings settings;
+  Email email = parse_email(fakes::sample_request().dump()).value();
+
+  RelayResult run() {
+    Relay relay({&sendgrid, &mailgun}, settings, clock, [] { return 0.5; });
+    return relay.send(email, "req", clock.now());
+  }
+};
+
+const std::string kMailgunOk = R"({"id":"<1@mg.example.com>","message":"Queued. Thank you."})";
+
+}  // namespace
+
+TEST_CASE("first provider accepts with one attempt and no retries", "[relay]") {
+  Harness h;
+  h.transport.push(http(202, "", {{"x-message-id", "sg-1"}}, milliseconds(40)));
+  auto r = h.run();
+  CHECK(r.reason == StopReason::kAccepted);
+  REQUIRE(r.attempts.size() == 1);
+  CHECK(r.accepted()->provider == "sendgrid");
+  CHECK(r.accepted()->result.message_id == "sg-1");
+  CHECK(r.attempts[0].latency_ms == Approx(40));
+  CHECK(r.retries() == 0);
+}
+
+TEST_CASE("503 retries once with backoff, then fails over to Mailgun", "[relay]") {
+  Harness h;
+  h.transport.push(http(503, "Service Unavailable"));
+  h.transport.push(http(503, "Service Unavailable"));
+  h.transport.push(http(200, kMailgunOk));
+  auto r = h.run();
+  CHECK(r.reason == StopReason::kAccepted);
+  REQUIRE(r.attempts.size() == 3);
+  CHECK(r.attempts[0].provider == "sendgrid");
+  CHECK(r.attempts[0].try_number == 1);
+  CHECK(r.attempts[1].try_number == 2);
+  CHECK(r.attempts[2].provider == "mailgun");
+  CHECK(r.accepted()->result.message_id == "<1@mg.example.com>");
+  CHECK(r.retries() == 2);
+  CHECK(h.clock.sleeps() == std::vector<milliseconds>{milliseconds(75)});  // 100 ms ceiling, jitter 0.5
+  CHECK(h.transport.requests()[2].url == "https://mg.test/v3/mg.example.com/messages");
+}
+
+TEST_CASE("400 is a rejection: no retry on the same provider, straight to the next", "[relay]") {
+  Harness h;
+  h.transport.push(http(400, R"({"errors":[{"message":"bad"}]})"));
+  h.transport.push(http(200, kMailgunOk));
+  auto r = h.run();
+  REQUIRE(r.attempts.size() == 2);
+  CHECK(r.attempts[0].result.outcome == AttemptOutcome::kRejected);
+  CHECK(r.attempts[1].provider == "mailgun");
+  CHECK(h.clock.sleeps().empty());
+}
+
+TEST_CASE("everyone refuses: all_providers_failed with every attempt listed", "[relay]") {
+  Harness h;
+  h.transport.push(http(401, R"({"errors":[{"message":"bad key"}]})"));
+  h.transport.push(http(401, R"({"errors":[{"message":"bad key"}]})"));
+  h.transport.push(http(401, "Forbidden"));
+  h.transport.push(http(401, "Forbidden"));
+  auto r = h.run();
+  CHECK(r.reason == StopReason::kAllProvidersFailed);
+  CHECK(r.attempts.size() == 4);
+  CHECK(r.accepted() == nullptr);
+  CHECK(r.attempts[3].result.error == "Forbidden");
+}
+
+TEST_CASE("429 with Retry-After waits exactly that long when it fits", "[relay]") {
+  Harness h;
+  h.transport.push(http(429, "", {{"retry-after", "2"}}));
+  h.transport.push(http(202));
+  auto r = h.run();
+  CHECK(r.reason == StopReason::kAccepted);
+  CHECK(r.attempts.size() == 2);
+  CHECK(h.clock.sleeps() == std::vector<milliseconds>{milliseconds(2000)});
+}
+
+TEST_CASE("429 with a Retry-After beyond the deadline goes to the next provider at once", "[relay]") {
+  Harness h;
+  h.transport.push(http(429, "", {{"retry-after", "60"}}));
+  h.transport.push(http(200, kMailgunOk));
+  auto r = h.run();
+  REQUIRE(r.attempts.size() == 2);
+  CHECK(r.attempts[1].provider == "mailgun");
+  CHECK(h.clock.sleeps().empty());
+}
+
+TEST_CASE("a hanging provider times out (ambiguous) and the relay fails over", "[relay]") {
+  Harness h;
+  h.transport.push(http(202, "", {}, milliseconds(60000)));  // answers far too late
+  h.transport.push(http(200, kMailgunOk));
+  auto r = h.run();
+  CHECK(r.reason == StopReason::kAccepted);
+  REQUIRE(r.attempts.size() == 2);
+  CHECK(r.attempts[0].result.outcome == AttemptOutcome::kTimeout);
+  CHECK(r.attempts[0].result.may_have_been_sent);
+  CHECK(r.attempts[0].latency_ms == Approx(3000));
+  CHECK(h.transport.timeouts()[0] == milliseconds(3000));
+}
+
+TEST_CASE("failover-on-timeout=false stops after an ambiguous timeout", "[relay]") {
+  Harness h;
+  h.settings.policy.failover_on_timeout = false;
+  h.transport.push(http(202, "", {}, milliseconds(60000)));
+  auto r = h.run();
+  CHECK(r.reason == StopReason::kAmbiguousTimeout);
+  CHECK(r.attempts.size() == 1);
+  CHECK(h.transport.requests().size() == 1);
+}
+
+TEST_CASE("connection refused is not ambiguous: retried, then failed over", "[relay]") {
+  Harness h;
+  h.settings.policy.failover_on_timeout = false;
+  h.transport.push(failure(TransportFailure::kConnect, false));
+  h.transport.push(failure(TransportFailure::kConnect, false));
+  h.transport.push(http(200, kMailgunOk));
+  auto r = h.run();
+  CHECK(r.reason == StopReason::kAccepted);
+  CHECK(r.attempts.size() == 3);
+  CHECK_FALSE(r.attempts[0].result.may_have_been_sent);
+  CHECK_THAT(r.attempts[0].result.error, Catch::StartsWith("connect:"));
+}
+
+TEST_CASE("one deadline for the whole request, the last attempt gets only what is left", "[relay]") {
+  Harness h;
+  h.settings.deadline = milliseconds(5000);
+  h.transport.push(http(202, "", {}, milliseconds(60000)));  // sendgrid hangs: 3000 ms used
+  h.transport.push(http(200, kMailgunOk, {}, milliseconds(60000)));  // mailgun hangs too
+  auto r = h.run();
+  CHECK(r.reason == StopReason::kDeadline);
+  REQUIRE(r.attempts.size() == 2);
+  CHECK(h.transport.timeouts() == std::vector<milliseconds>{milliseconds(3000), milliseconds(2000)});
+}
+
+TEST_CASE("a deadline already spent makes no call at all", "[relay]") {
+  Harness h;
+  Relay relay({&h.sendgrid}, h.settings, h.clock);
+  auto started = h.clock.now();
+  h.clock.advance(milliseconds(10001));
+  auto r = relay.send(h.email, "req", started);
+  CHECK(r.reason == StopReason::kDeadline);
+  CHECK(r.attempts.empty());
+  CHECK(h.transport.requests().empty());
+}
