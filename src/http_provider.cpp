@@ -55,6 +55,11 @@ std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view valu
   return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(delta));
 }
 
+std::string api_url(std::string base, std::string_view path) {
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  return base.append(path);
+}
+
 std::string one_line(std::string_view text, std::size_t max) {
   std::string out;
   for (char c : text) {

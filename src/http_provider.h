@@ -38,6 +38,9 @@ AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& res
 // Turns a transport failure into an attempt result (timeout vs error, may_have_been_sent).
 AttemptResult interpret_transport_error(const TransportError& error);
 
+// `base` (with or without a trailing slash) followed by `path` ("/v3/...").
+std::string api_url(std::string base, std::string_view path);
+
 // Keeps at most `max` bytes of provider text on one line, for error fields and logs.
 std::string one_line(std::string_view text, std::size_t max = 200);
 

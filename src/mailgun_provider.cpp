@@ -9,10 +9,8 @@
 namespace mailrelay {
 
 MailgunProvider::MailgunProvider(std::string base_url, std::string domain, std::string api_key)
-    : authorization_("Basic " + base64_encode("api:" + api_key)) {
-  while (!base_url.empty() && base_url.back() == '/') base_url.pop_back();
-  url_ = base_url + "/v3/" + domain + "/messages";
-}
+    : url_(api_url(std::move(base_url), "/v3/" + domain + "/messages")),
+      authorization_("Basic " + base64_encode("api:" + api_key)) {}
 
 HttpRequest MailgunProvider::build_request(const Email& email) const {
   HttpRequest request;

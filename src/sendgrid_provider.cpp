@@ -22,15 +22,10 @@ json address_list(const std::vector<Address>& list) {
   return out;
 }
 
-std::string strip_trailing_slash(std::string s) {
-  while (!s.empty() && s.back() == '/') s.pop_back();
-  return s;
-}
-
 }  // namespace
 
 SendGridProvider::SendGridProvider(std::string base_url, std::string api_key)
-    : url_(strip_trailing_slash(std::move(base_url)) + "/v3/mail/send"),
+    : url_(api_url(std::move(base_url), "/v3/mail/send")),
       authorization_("Bearer " + std::move(api_key)) {}
 
 HttpRequest SendGridProvider::build_request(const Email& email) const {

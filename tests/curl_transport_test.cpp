@@ -110,9 +110,7 @@ TEST_CASE("oversized provider answers are cut off", "[curl_transport]") {
   CurlTransportOptions options;
   options.max_response_bytes = 1000;
   CurlTransport transport(options);
-  fakes::FakeReply reply;
-  reply.status = 500;
-  reply.body = std::string(5000, 'x');
+  auto reply = fakes::reply(500, std::string(5000, 'x'));
   server.push(reply);
   auto r = transport.post(json_post(server.base_url()), milliseconds(2000));
   REQUIRE_FALSE(r);

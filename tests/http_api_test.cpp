@@ -114,10 +114,7 @@ TEST_CASE("an unsafe or missing X-Request-Id is replaced by a fresh id", "[http_
 
 TEST_CASE("200 after failover: SendGrid 503 twice, Mailgun accepts", "[http_api]") {
   ApiHarness h;
-  fakes::FakeReply unavailable;
-  unavailable.status = 503;
-  unavailable.body = "Service Unavailable";
-  unavailable.content_type = "text/plain";
+  auto unavailable = fakes::reply(503, "Service Unavailable", "text/plain");
   h.sendgrid_server.push_n(2, unavailable);
   auto r = h.send(fakes::sample_request());
   REQUIRE(r);
@@ -149,14 +146,9 @@ TEST_CASE("duplicate recipients never cause a SendGrid 400 and a needless failov
 
 TEST_CASE("502: every provider refuses", "[http_api]") {
   ApiHarness h;
-  fakes::FakeReply bad_request;
-  bad_request.status = 400;
-  bad_request.body = R"({"errors":[{"message":"The from address does not match a verified Sender Identity.","field":"from","help":null}]})";
+  auto bad_request = fakes::reply(400, R"({"errors":[{"message":"The from address does not match a verified Sender Identity.","field":"from","help":null}]})");
   h.sendgrid_server.push(bad_request);
-  fakes::FakeReply forbidden;
-  forbidden.status = 401;
-  forbidden.body = "Forbidden";
-  forbidden.content_type = "text/plain";
+  auto forbidden = fakes::reply(401, "Forbidden", "text/plain");
   h.mailgun_server.push_n(2, forbidden);
   auto r = h.send(fakes::sample_request());
   check_error(r, 502, "all_providers_failed");
@@ -172,10 +164,8 @@ TEST_CASE("504: the deadline runs out while providers hang", "[http_api]") {
   settings.attempt_timeout = milliseconds(300);
   settings.deadline = milliseconds(500);
   ApiHarness h(settings);
-  fakes::FakeReply hang;
-  hang.hang = true;
-  h.sendgrid_server.push(hang);
-  h.mailgun_server.push(hang);
+  h.sendgrid_server.push(fakes::hang());
+  h.mailgun_server.push(fakes::hang());
   auto r = h.send(fakes::sample_request());
   check_error(r, 504, "deadline_exceeded");
   json b = body_of(r);
@@ -189,9 +179,7 @@ TEST_CASE("504 without failover when --failover-on-timeout=false", "[http_api]")
   settings.attempt_timeout = milliseconds(300);
   settings.policy.failover_on_timeout = false;
   ApiHarness h(settings);
-  fakes::FakeReply hang;
-  hang.hang = true;
-  h.sendgrid_server.push(hang);
+  h.sendgrid_server.push(fakes::hang());
   auto r = h.send(fakes::sample_request());
   check_error(r, 504, "deadline_exceeded");
   CHECK_THAT(body_of(r)["error"]["message"].get<std::string>(), Catch::Contains("may have accepted"));

@@ -144,9 +144,7 @@ TEST_CASE("SendGrid fails, Mailgun answers: the binary fails over with keys from
   fakes::FakeProviderServer sendgrid, mailgun;
   fakes::write_file(dir.file("sg.key"), std::string(fakes::kSendGridKey) + "\n");
   fakes::write_file(dir.file("mg.key"), fakes::kMailgunKey);
-  fakes::FakeReply unavailable;
-  unavailable.status = 503;
-  unavailable.body = R"({"errors":[{"message":"Service Unavailable"}]})";
+  auto unavailable = fakes::reply(503, R"({"errors":[{"message":"Service Unavailable"}]})");
   sendgrid.push_n(2, unavailable);
   Daemon d({"--listen", "127.0.0.1:0", "--sendgrid-base-url", sendgrid.base_url(), "--sendgrid-api-key-file",
             dir.file("sg.key"), "--mailgun-base-url", mailgun.base_url(), "--mailgun-domain", fakes::kMailgunDomain,

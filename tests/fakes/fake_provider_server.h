@@ -31,6 +31,20 @@ struct FakeReply {
   bool hang = false;  // never answer (until released or the server stops)
 };
 
+// Shorthands for scripted answers.
+inline FakeReply reply(int status, std::string body, std::string content_type = "application/json") {
+  FakeReply r;
+  r.status = status;
+  r.body = std::move(body);
+  r.content_type = std::move(content_type);
+  return r;
+}
+inline FakeReply hang() {
+  FakeReply r;
+  r.hang = true;
+  return r;
+}
+
 struct FormPart {
   std::string name, value, filename, content_type;
 };
