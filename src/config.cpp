@@ -57,6 +57,8 @@ void declare_options(CLI::App& app, Config& c) {
   opt("audit-log", c.audit_log, "audit log path, - for stdout")->capture_default_str();
   opt("audit-log-max-bytes", c.audit_log_max_bytes, "rotate the audit log at this size; 0 = never")->capture_default_str();
   opt("audit-log-max-files", c.audit_log_max_files, "rotated audit logs kept")->capture_default_str();
+  opt("audit-recipient-key-file", c.audit_recipient_key_file,
+      "secret key (16+ bytes) for recipient hashes in the audit log; without it only counts and domains");
   opt("ca-file", c.ca_file, "CA bundle for provider TLS (default: the system store)");
   opt("proxy", c.proxy, "HTTP(S) proxy for provider calls; proxy environment variables are ignored");
 }
@@ -77,6 +79,12 @@ Result<std::string, ConfigExit> read_secret_file(const std::string& path, const 
   std::string value = trim(ss.str());
   if (value.empty()) return ConfigExit{2, what + " file " + path + " is empty"};
   return value;
+}
+
+Result<std::string, ConfigExit> load_recipient_key(const std::string& path) {
+  auto key = read_secret_file(path, "audit recipient key");
+  if (key && key.value().size() < 16) return ConfigExit{2, "audit recipient key in " + path + " is shorter than 16 bytes"};
+  return key;
 }
 
 // --PROVIDER-api-key-file, else env PROVIDER_API_KEY, else $CREDENTIALS_DIRECTORY/provider_api_key.
@@ -225,6 +233,11 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   if (auto exit = parse(app, merged)) return *exit;
   if (auto problem = validate(config)) return ConfigExit{2, *problem};
 
+  if (!config.audit_recipient_key_file.empty()) {
+    auto key = load_recipient_key(config.audit_recipient_key_file);
+    if (!key) return key.error();
+    config.audit_recipient_key = std::move(key).value();
+  }
   // Each listed provider must be usable, checked in the order given so the first problem an
   // operator sees is about the first provider.
   for (const auto& p : config.providers) {
@@ -249,6 +262,27 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
     }
   }
   return config;
+}
+
+Result<HashAddressCommand, ConfigExit> parse_hash_address(const std::vector<std::string>& args) {
+  CLI::App app("mailrelayd hash-address: print the keyed hash the audit log writes for ADDRESS,\n"
+               "so that `grep HASH audit.log` answers \"did we send to this address?\"");
+  std::string key_file, address;
+  app.add_option("--audit-recipient-key-file", key_file, "the daemon's recipient key file")
+      ->envname("MAILRELAY_AUDIT_RECIPIENT_KEY_FILE")
+      ->required();
+  app.add_option("address", address, "the email address")->required();
+  std::vector<std::string> argv(args.rbegin(), args.rend());
+  try {
+    app.parse(argv);
+  } catch (const CLI::CallForHelp&) {
+    return ConfigExit{0, app.help()};
+  } catch (const CLI::ParseError& e) {
+    return ConfigExit{2, e.what()};
+  }
+  auto key = load_recipient_key(key_file);
+  if (!key) return key.error();
+  return HashAddressCommand{std::move(key).value(), address};
 }
 
 }  // namespace mailrelay

@@ -36,6 +36,8 @@ struct Config {
   std::string audit_log = "-";
   std::uint64_t audit_log_max_bytes = 104857600;
   int audit_log_max_files = 10;
+  std::string audit_recipient_key_file;
+  std::string audit_recipient_key;  // secret: never logged
   std::string ca_file;
   std::string proxy;
 };
@@ -49,6 +51,14 @@ struct ConfigExit {
 
 // `args` excludes argv[0]. Reads the environment through getenv.
 Result<Config, ConfigExit> load_config(const std::vector<std::string>& args);
+
+// `mailrelayd hash-address [--audit-recipient-key-file PATH] ADDRESS`: what it needs.
+struct HashAddressCommand {
+  std::string key;
+  std::string address;
+};
+// `args` excludes argv[0] and the word "hash-address".
+Result<HashAddressCommand, ConfigExit> parse_hash_address(const std::vector<std::string>& args);
 
 // True for 127.0.0.0/8, ::1 and localhost.
 bool is_loopback_host(const std::string& host);

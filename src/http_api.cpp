@@ -1,14 +1,12 @@
 #include "http_api.h"
 
-#include <cmath>
-
 #include "email.h"
 #include "request_id.h"
 
 namespace mailrelay {
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // answers keep the documented key order
 
 constexpr const char* kJson = "application/json";
 constexpr const char* kRequestIdHeader = "X-Request-Id";
@@ -18,6 +16,11 @@ const std::vector<std::pair<std::string, std::string>> kRoutes = {
     {"/v1/send", "POST"},
     {"/healthz", "GET"},
 };
+
+// When the request on this worker thread arrived. cpp-httplib runs a request from the pre-routing
+// handler to the error handler on one thread and offers no per-request slot of its own, so this
+// is how the error handler learns the latency of a 413 or 404.
+thread_local Clock::TimePoint tl_request_started;
 
 std::string request_id_of(const httplib::Request& req, httplib::Response& res) {
   if (res.has_header(kRequestIdHeader)) return res.get_header_value(kRequestIdHeader);
@@ -50,58 +53,61 @@ bool is_json_content_type(const std::string& value) {
 
 }  // namespace
 
-HttpApi::HttpApi(Relay& relay, const TokenStore* tokens, ApiSettings settings, Clock& clock,
+HttpApi::HttpApi(Relay& relay, const TokenStore* tokens, AuditLog& audit, ApiSettings settings, Clock& clock,
                  spdlog::logger& log)
-    : relay_(relay), tokens_(tokens), settings_(settings), clock_(clock), log_(log) {}
+    : relay_(relay), tokens_(tokens), audit_(audit), settings_(settings), clock_(clock), log_(log) {}
 
-json HttpApi::attempts_json(const RelayResult& result) {
-  json attempts = json::array();
-  for (const auto& a : result.attempts) {
-    json item{{"provider", a.provider},
-              {"try", a.try_number},
-              {"outcome", std::string(to_string(a.result.outcome))},
-              {"latency_ms", std::round(a.latency_ms * 10) / 10}};
-    if (a.result.http_status) item["http_status"] = a.result.http_status;
-    if (!a.result.error.empty()) item["error"] = a.result.error;
-    if (a.result.may_have_been_sent) item["may_have_been_sent"] = true;
-    attempts.push_back(std::move(item));
-  }
-  return attempts;
+void HttpApi::finish(const httplib::Request& req, httplib::Response& res, int status, json body,
+                     RequestRecord record) {
+  record.request_id = request_id_of(req, res);
+  record.client_ip = req.remote_addr;  // from the socket, never from a header
+  record.method = req.method;
+  record.path = req.path;
+  record.status = status;
+  if (record.outcome.empty()) record.outcome = body.contains("error") ? body["error"]["code"].get<std::string>() : "sent";
+  record.latency_ms = to_ms(clock_.now() - tl_request_started);
+  // The line is in the file before the answer is written: an acknowledged request always has one.
+  audit_.request(record);
+  send_json(res, status, body);
 }
 
 void HttpApi::install(httplib::Server& server) {
   server.set_payload_max_length(settings_.max_body_bytes);
 
-  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+  server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    tl_request_started = clock_.now();
     request_id_of(req, res);
     return httplib::Server::HandlerResponse::Unhandled;
   });
 
   server.Post("/v1/send", [this](const httplib::Request& req, httplib::Response& res) { handle_send(req, res); });
+  // Health checks are not audited: they would drown the requests operators look for.
   server.Get("/healthz", [](const httplib::Request& req, httplib::Response& res) {
     send_json(res, 200, json{{"status", "ok"}, {"request_id", request_id_of(req, res)}});
   });
 
-  // Every 4xx/5xx that a handler did not already answer gets a JSON error body: 404, 405, 413,
-  // and the 400s cpp-httplib produces for malformed HTTP.
-  server.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+  // Every 4xx/5xx that a handler did not already answer gets a JSON error body and an audit
+  // line: 404, 405, 413, and the 400s cpp-httplib produces for malformed HTTP.
+  server.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    // No pre-routing (malformed request line or headers): the request has no start time.
+    if (!res.has_header(kRequestIdHeader)) tl_request_started = clock_.now();
     std::string id = request_id_of(req, res);
     if (res.status == 404) {
       for (const auto& [path, method] : kRoutes) {
         if (req.path == path) {
           res.set_header("Allow", method);
-          send_json(res, 405, error_json(id, "method_not_allowed", req.method + " is not allowed on " + path + "; use " + method));
+          finish(req, res, 405, error_json(id, "method_not_allowed", req.method + " is not allowed on " + path + "; use " + method), {});
           return httplib::Server::HandlerResponse::Handled;
         }
       }
-      send_json(res, 404, error_json(id, "not_found", "no such endpoint"));
+      finish(req, res, 404, error_json(id, "not_found", "no such endpoint"), {});
     } else if (res.status == 413) {
-      send_json(res, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"));
+      finish(req, res, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"), {});
     } else if (res.status >= 500) {
-      send_json(res, res.status, error_json(id, "internal_error", "internal error"));
+      finish(req, res, res.status, error_json(id, "internal_error", "internal error"), {});
     } else {
-      send_json(res, res.status, error_json(id, "invalid_request", "malformed HTTP request"));
+      finish(req, res, res.status, error_json(id, "invalid_request", "malformed HTTP request"), {});
     }
     return httplib::Server::HandlerResponse::Handled;
   }));
@@ -117,42 +123,45 @@ void HttpApi::install(httplib::Server& server) {
     }
     std::string id = request_id_of(req, res);
     log_.error("request {}: unhandled exception: {}", id, what);
-    send_json(res, 500, error_json(id, "internal_error", "internal error; the request id identifies it in the server log"));
+    finish(req, res, 500, error_json(id, "internal_error", "internal error; the request id identifies it in the server log"), {});
   });
 }
 
 void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
-  const auto started = clock_.now();
+  const auto started = tl_request_started;
   const std::string id = request_id_of(req, res);
+  RequestRecord record;
 
   if (tokens_) {
-    auto client = tokens_->authenticate(req.get_header_value("Authorization"));
-    if (!client) {
+    record.client = tokens_->authenticate(req.get_header_value("Authorization"));
+    if (!record.client) {
       res.set_header("WWW-Authenticate", "Bearer");
-      send_json(res, 401, error_json(id, "unauthorized", "missing or unknown bearer token"));
+      finish(req, res, 401, error_json(id, "unauthorized", "missing or unknown bearer token"), record);
       return;
     }
   }
   if (!is_json_content_type(req.get_header_value("Content-Type"))) {
-    send_json(res, 415, error_json(id, "unsupported_media_type", "Content-Type must be application/json"));
+    finish(req, res, 415, error_json(id, "unsupported_media_type", "Content-Type must be application/json"), record);
     return;
   }
   auto email = parse_email(req.body);
   if (!email) {
     const Error& e = email.error();
-    send_json(res, 400, error_json(id, e.code, e.message, e.field));
+    finish(req, res, 400, error_json(id, e.code, e.message, e.field), record);
     return;
   }
+  record.email = &email.value();
 
   RelayResult result = relay_.send(email.value(), id, started);
-  json attempts = attempts_json(result);
+  record.relay = &result;
+  json attempts = attempts_to_json(result);
   if (const Attempt* sent = result.accepted()) {
     json body{{"request_id", id},
               {"status", "sent"},
               {"provider", sent->provider},
               {"provider_message_id", sent->result.message_id.empty() ? json(nullptr) : json(sent->result.message_id)},
               {"attempts", std::move(attempts)}};
-    send_json(res, 200, body);
+    finish(req, res, 200, std::move(body), record);
     return;
   }
   json body;
@@ -174,7 +183,7 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
       break;
   }
   body["attempts"] = std::move(attempts);
-  send_json(res, status, body);
+  finish(req, res, status, std::move(body), record);
 }
 
 }  // namespace mailrelay

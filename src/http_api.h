@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/logger.h>
 
+#include "audit_log.h"
 #include "clock.h"
 #include "relay.h"
 #include "token_store.h"
@@ -22,19 +23,21 @@ struct ApiSettings {
 class HttpApi {
  public:
   // `tokens` may be null (no --tokens-file: protected mode, loopback only).
-  HttpApi(Relay& relay, const TokenStore* tokens, ApiSettings settings, Clock& clock, spdlog::logger& log);
+  HttpApi(Relay& relay, const TokenStore* tokens, AuditLog& audit, ApiSettings settings, Clock& clock,
+          spdlog::logger& log);
 
   // Registers routes, error/exception handlers and the body limit on `server`.
   void install(httplib::Server& server);
 
-  // The JSON body of a 200/502/504 answer to POST /v1/send, minus request_id (exposed for tests).
-  static nlohmann::json attempts_json(const RelayResult& result);
-
  private:
   void handle_send(const httplib::Request& req, httplib::Response& res);
+  // Writes the audit line, then the answer.
+  void finish(const httplib::Request& req, httplib::Response& res, int status, nlohmann::ordered_json body,
+              RequestRecord record);
 
   Relay& relay_;
   const TokenStore* tokens_;
+  AuditLog& audit_;
   ApiSettings settings_;
   Clock& clock_;
   spdlog::logger& log_;

@@ -12,6 +12,7 @@
 #include <spdlog/logger.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include "audit_log.h"
 #include "clock.h"
 #include "config.h"
 #include "curl_transport.h"
@@ -25,6 +26,19 @@
 
 using namespace mailrelay;
 
+namespace {
+
+int print_exit(const ConfigExit& exit) {
+  if (exit.code == 0) {
+    std::fputs(exit.text.c_str(), stdout);
+  } else {
+    std::fprintf(stderr, "mailrelayd: %s\n", exit.text.c_str());
+  }
+  return exit.code;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   // Signals are blocked before any thread starts, so every thread inherits the mask and only the
   // sigwait loop below ever sees them (no async handlers). A SIGTERM during start-up stays pending.
@@ -34,13 +48,15 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  auto loaded = load_config(std::vector<std::string>(argv + 1, argv + argc));
-  if (!loaded) {
-    const ConfigExit& exit = loaded.error();
-    std::fprintf(exit.code == 0 ? stdout : stderr, "%s%s", exit.code == 0 ? "" : "mailrelayd: ", exit.text.c_str());
-    if (exit.code != 0) std::fputc('\n', stderr);
-    return exit.code;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "hash-address") {
+    auto command = parse_hash_address(std::vector<std::string>(args.begin() + 1, args.end()));
+    if (!command) return print_exit(command.error());
+    std::printf("%s\n", hash_address(command.value().key, command.value().address).c_str());
+    return 0;
   }
+  auto loaded = load_config(args);
+  if (!loaded) return print_exit(loaded.error());
   const Config config = std::move(loaded).value();
 
   // Operational log to stderr (journald); injected, never through spdlog's global registry.
@@ -66,9 +82,18 @@ int main(int argc, char** argv) {
     }
   }
 
+  AuditSettings audit_settings{config.audit_log, config.audit_log_max_bytes, config.audit_log_max_files,
+                               config.audit_recipient_key};
+  SystemClock clock;
+  auto opened_audit = AuditLog::open(audit_settings, clock, *log);
+  if (!opened_audit) {
+    log->error("{}", opened_audit.error().message);
+    return 2;
+  }
+  std::unique_ptr<AuditLog> audit = std::move(opened_audit).value();
+
   // libcurl's global state is set up once, before any thread exists.
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  SystemClock clock;
   CurlTransport transport(CurlTransportOptions{config.ca_file, config.proxy});
   std::vector<std::unique_ptr<EmailProvider>> owned;
   for (const auto& name : config.providers) {
@@ -91,8 +116,8 @@ int main(int argc, char** argv) {
   relay_settings.deadline = std::chrono::milliseconds(config.deadline_ms);
   relay_settings.policy.max_retries = config.max_retries;
   relay_settings.policy.failover_on_timeout = config.failover_on_timeout;
-  Relay relay(providers, relay_settings, clock);
-  HttpApi api(relay, tokens.get(), ApiSettings{config.max_body_bytes}, clock, *log);
+  Relay relay(providers, relay_settings, clock, audit.get());
+  HttpApi api(relay, tokens.get(), *audit, ApiSettings{config.max_body_bytes}, clock, *log);
 
   httplib::Server server;
   const int threads = config.threads;
@@ -127,11 +152,16 @@ int main(int argc, char** argv) {
       log->info("received {}, finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       break;
     }
-    log->warn("received {}: reload and log reopening are not supported yet; restart to apply changes",
-              sig == SIGHUP ? "SIGHUP" : "SIGUSR1");
+    if (sig == SIGUSR1) {
+      audit->reopen();
+      log->info("received SIGUSR1, reopened the audit log");
+      continue;
+    }
+    log->warn("received SIGHUP: configuration reload is not supported yet; restart to apply changes");
   }
   server.stop();  // closes the listener; the pool finishes every queued and running request
   serving.join();
+  audit->flush();
   curl_global_cleanup();
   log->info("stopped");
   return 0;

@@ -1,5 +1,6 @@
 #include "relay.h"
 
+#include <cmath>
 #include <random>
 
 namespace mailrelay {
@@ -14,8 +15,37 @@ const Attempt* RelayResult::accepted() const {
   return nullptr;
 }
 
-Relay::Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock, Jitter jitter)
-    : providers_(std::move(providers)), settings_(settings), clock_(clock), jitter_(std::move(jitter)) {
+nlohmann::ordered_json attempts_to_json(const RelayResult& result) {
+  nlohmann::ordered_json attempts = nlohmann::ordered_json::array();
+  for (const auto& a : result.attempts) {
+    nlohmann::ordered_json item{{"provider", a.provider},
+                        {"try", a.try_number},
+                        {"outcome", std::string(to_string(a.result.outcome))},
+                        {"latency_ms", std::round(a.latency_ms * 10) / 10}};
+    if (a.result.http_status) item["http_status"] = a.result.http_status;
+    if (!a.result.error.empty()) item["error"] = a.result.error;
+    if (a.result.may_have_been_sent) item["may_have_been_sent"] = true;
+    attempts.push_back(std::move(item));
+  }
+  return attempts;
+}
+
+std::string_view stop_reason_label(const RelayResult& result) {
+  switch (result.reason) {
+    case StopReason::kAccepted: return "accepted";
+    case StopReason::kDeadline: return "deadline";
+    case StopReason::kAmbiguousTimeout: return "ambiguous_timeout";
+    case StopReason::kAllProvidersFailed: break;
+  }
+  bool all_rejected = !result.attempts.empty();
+  for (const auto& a : result.attempts) all_rejected = all_rejected && a.result.outcome == AttemptOutcome::kRejected;
+  return all_rejected ? "rejected_by_all" : "no_provider_left";
+}
+
+Relay::Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock,
+             AttemptObserver* observer, Jitter jitter)
+    : providers_(std::move(providers)), settings_(settings), clock_(clock), observer_(observer),
+      jitter_(std::move(jitter)) {
   if (!jitter_) {
     jitter_ = [] {
       thread_local std::mt19937_64 engine{std::random_device{}()};
@@ -36,6 +66,9 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
         out.reason = StopReason::kDeadline;
         return out;
       }
+      // Recorded before the call: after a crash, this line is how an operator finds a mail
+      // whose outcome is unknown.
+      if (observer_) observer_->before_attempt(request_id, provider->name(), try_number);
       auto begin = clock_.now();
       Attempt attempt{provider->name(), try_number,
                       provider->send(email, request_id, std::min(settings_.attempt_timeout, left)), 0};

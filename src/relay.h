@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "clock.h"
 #include "email_provider.h"
 #include "failover_policy.h"
@@ -33,12 +35,28 @@ struct RelayResult {
   int retries() const { return attempts.empty() ? 0 : static_cast<int>(attempts.size()) - 1; }
 };
 
+// The "attempts" array of answers and audit lines.
+nlohmann::ordered_json attempts_to_json(const RelayResult& result);
+
+// Why the relay stopped, for the audit line: accepted, rejected_by_all, no_provider_left,
+// deadline or ambiguous_timeout.
+std::string_view stop_reason_label(const RelayResult& result);
+
+// Told before every provider call (the audit log's "attempt" line). Thread-safe implementations.
+class AttemptObserver {
+ public:
+  virtual ~AttemptObserver() = default;
+  virtual void before_attempt(const std::string& request_id, const std::string& provider, int try_number) = 0;
+};
+
 class Relay {
  public:
   // Jitter returns a uniform value in [0, 1); the default draws from a per-thread engine.
   using Jitter = std::function<double()>;
   // REQUIRES: providers non-empty; they outlive the Relay.
-  Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock, Jitter jitter = {});
+  // `observer` may be null.
+  Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock,
+        AttemptObserver* observer = nullptr, Jitter jitter = {});
 
   // `started` is when the request arrived: the deadline counts from there.
   RelayResult send(const Email& email, const std::string& request_id, Clock::TimePoint started);
@@ -49,6 +67,7 @@ class Relay {
   std::vector<EmailProvider*> providers_;
   RelaySettings settings_;
   Clock& clock_;
+  AttemptObserver* observer_;
   Jitter jitter_;
 };
 

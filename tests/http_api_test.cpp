@@ -33,6 +33,8 @@ struct ApiHarness {
   HttpProvider sendgrid{"sendgrid", std::make_unique<SendGridProvider>(sendgrid_server.base_url(), fakes::kSendGridKey), transport};
   HttpProvider mailgun{"mailgun", std::make_unique<MailgunProvider>(mailgun_server.base_url(), fakes::kMailgunDomain, fakes::kMailgunKey), transport};
   std::unique_ptr<TokenStore> tokens;
+  fakes::TempDir dir;
+  std::unique_ptr<AuditLog> audit;
   std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
   std::unique_ptr<Relay> relay;
   std::unique_ptr<HttpApi> api;
@@ -44,8 +46,12 @@ struct ApiHarness {
     if (with_tokens) {
       tokens = std::make_unique<TokenStore>(TokenStore::parse("billing:billing-token-0123456789\nshop:shop%25token-with-percent\n").value());
     }
-    relay = std::make_unique<Relay>(std::vector<EmailProvider*>{&sendgrid, &mailgun}, settings, clock);
-    api = std::make_unique<HttpApi>(*relay, tokens.get(), ApiSettings{max_body}, clock, *log);
+    AuditSettings audit_settings;
+    audit_settings.path = dir.file("audit.log");
+    audit_settings.recipient_key = "fake-recipient-key-0123456789";
+    audit = std::move(AuditLog::open(audit_settings, clock, *log)).value();
+    relay = std::make_unique<Relay>(std::vector<EmailProvider*>{&sendgrid, &mailgun}, settings, clock, audit.get());
+    api = std::make_unique<HttpApi>(*relay, tokens.get(), *audit, ApiSettings{max_body}, clock, *log);
     api->install(server);
     port = server.bind_to_any_port("127.0.0.1");
     thread = std::thread([this] { server.listen_after_bind(); });
@@ -62,6 +68,17 @@ struct ApiHarness {
   }
   httplib::Result send(const json& body, httplib::Headers headers = {}) {
     return client().Post("/v1/send", headers, body.dump(), "application/json");
+  }
+  // Every line of the audit log, parsed.
+  std::vector<json> audit_lines() {
+    std::vector<json> out;
+    std::string text = fakes::read_file(dir.file("audit.log"));
+    std::size_t start = 0;
+    for (std::size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+      out.push_back(json::parse(text.substr(start, nl - start)));
+    }
+    REQUIRE(start == text.size());  // ends with a complete line
+    return out;
   }
 };
 

@@ -18,6 +18,17 @@ using std::chrono::milliseconds;
 namespace {
 
 // Real providers and policy over a scripted transport and a fake clock: only I/O is faked.
+// Records the attempt notifications, in order, together with how many calls the transport had
+// seen at that moment: the notification must come before the call.
+struct Observer : AttemptObserver {
+  fakes::FakeTransport* transport = nullptr;
+  std::vector<std::string> seen;
+  void before_attempt(const std::string& id, const std::string& provider, int try_number) override {
+    seen.push_back(id + " " + provider + " " + std::to_string(try_number) + " after " +
+                   std::to_string(transport->requests().size()) + " calls");
+  }
+};
+
 struct Harness {
   fakes::FakeClock clock;
   fakes::FakeTransport transport{clock};
@@ -25,9 +36,11 @@ struct Harness {
   HttpProvider mailgun{"mailgun", std::make_unique<MailgunProvider>("https://mg.test", "mg.example.com", "k"), transport};
   RelaySettings settings;
   Email email = parse_email(fakes::sample_request().dump()).value();
+  Observer observer;
 
   RelayResult run() {
-    Relay relay({&sendgrid, &mailgun}, settings, clock, [] { return 0.5; });
+    observer.transport = &transport;
+    Relay relay({&sendgrid, &mailgun}, settings, clock, &observer, [] { return 0.5; });
     return relay.send(email, "req", clock.now());
   }
 };
@@ -64,6 +77,8 @@ TEST_CASE("503 retries once with backoff, then fails over to Mailgun", "[relay]"
   CHECK(r.retries() == 2);
   CHECK(h.clock.sleeps() == std::vector<milliseconds>{milliseconds(75)});  // 100 ms ceiling, jitter 0.5
   CHECK(h.transport.requests()[2].url == "https://mg.test/v3/mg.example.com/messages");
+  CHECK(h.observer.seen == std::vector<std::string>{"req sendgrid 1 after 0 calls", "req sendgrid 2 after 1 calls",
+                                                    "req mailgun 1 after 2 calls"});
 }
 
 TEST_CASE("400 is a rejection: no retry on the same provider, straight to the next", "[relay]") {
