@@ -259,3 +259,119 @@ TEST_CASE("401: tokens configured, bearer missing, wrong or right", "[http_api]"
   // Authentication comes before validation: an unauthenticated caller learns nothing else.
   check_error(h.client().Post("/v1/send", "{", "application/json"), 401, "unauthorized");
 }
+
+TEST_CASE("audit: a request line with every key, typed, for 200, 400, 401, 502 and 504", "[http_api][audit]") {
+  RelaySettings settings;
+  settings.attempt_timeout = milliseconds(300);
+  settings.deadline = milliseconds(500);
+  ApiHarness h(settings, 10485760, true);
+  httplib::Headers auth{{"Authorization", "Bearer billing-token-0123456789"}};
+  json bad = fakes::sample_request();
+  bad.erase("subject");
+
+  REQUIRE(h.send(fakes::sample_request(), auth)->status == 200);
+  REQUIRE(h.send(bad, auth)->status == 400);
+  REQUIRE(h.send(fakes::sample_request())->status == 401);
+  h.sendgrid_server.push(fakes::reply(400, R"({"errors":[{"message":"bad from"}]})"));
+  h.mailgun_server.push(fakes::reply(400, R"({"message":"bad from"})"));
+  REQUIRE(h.send(fakes::sample_request(), auth)->status == 502);
+  h.sendgrid_server.push(fakes::hang());
+  h.mailgun_server.push(fakes::hang());
+  REQUIRE(h.send(fakes::sample_request(), auth)->status == 504);
+
+  auto lines = h.audit_lines();
+  std::vector<json> requests;
+  for (const auto& l : lines) {
+    if (l["event"] == "request") requests.push_back(l);
+  }
+  REQUIRE(requests.size() == 5);
+  std::vector<int> statuses;
+  for (const auto& r : requests) {
+    CAPTURE(r.dump());
+    statuses.push_back(r["status"]);
+    CHECK(r["ts"].is_string());
+    CHECK(r["request_id"].is_string());
+    CHECK(r["client_ip"] == "127.0.0.1");
+    CHECK((r["client"].is_string() || r["client"].is_null()));
+    CHECK(r["method"] == "POST");
+    CHECK(r["path"] == "/v1/send");
+    CHECK(r["outcome"].is_string());
+    CHECK((r["provider"].is_string() || r["provider"].is_null()));
+    CHECK((r["provider_message_id"].is_string() || r["provider_message_id"].is_null()));
+    CHECK(r["latency_ms"].is_number());
+    CHECK(r["retries"].is_number_integer());
+    CHECK(r["attempts"].is_array());
+    CHECK(r["recipients"].is_number_integer());
+    CHECK(r.contains("stop_reason"));
+    // Every attempt in the request line has its own attempt line, written before it.
+    std::size_t request_at = 0, attempt_lines = 0;
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      if (lines[i]["request_id"] != r["request_id"]) continue;
+      if (lines[i]["event"] == "attempt") {
+        ++attempt_lines;
+        CHECK(request_at == 0);
+      } else {
+        request_at = i;
+      }
+    }
+    CHECK(attempt_lines == r["attempts"].size());
+  }
+  CHECK(statuses == std::vector<int>{200, 400, 401, 502, 504});
+  CHECK(requests[0]["client"] == "billing");
+  CHECK(requests[0]["outcome"] == "sent");
+  CHECK(requests[0]["provider"] == "sendgrid");
+  CHECK(requests[0]["stop_reason"] == "accepted");
+  CHECK(requests[0]["recipients"] == 2);
+  CHECK(requests[0]["recipient_hashes"][0] == hash_address("fake-recipient-key-0123456789", "alice@example.org"));
+  CHECK(requests[1]["outcome"] == "invalid_request");
+  CHECK(requests[2]["client"].is_null());
+  CHECK(requests[2]["outcome"] == "unauthorized");
+  CHECK(requests[3]["outcome"] == "all_providers_failed");
+  CHECK(requests[3]["stop_reason"] == "rejected_by_all");
+  CHECK(requests[4]["outcome"] == "deadline_exceeded");
+  CHECK(requests[4]["stop_reason"] == "deadline");
+  CHECK(requests[4]["retries"] == 1);
+}
+
+TEST_CASE("audit: 404, 405 and 413 leave a request line too, health checks do not", "[http_api][audit]") {
+  ApiHarness h({}, 1024);
+  json big = fakes::sample_request();
+  big["text"] = std::string(4096, 'x');
+  h.client().Get("/nope");
+  h.client().Get("/v1/send");
+  h.send(big);
+  h.client().Get("/healthz");
+  auto lines = h.audit_lines();
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0]["status"] == 404);
+  CHECK(lines[1]["status"] == 405);
+  CHECK(lines[2]["status"] == 413);
+  CHECK(lines[2]["outcome"] == "payload_too_large");
+}
+
+TEST_CASE("audit: the log holds no subject, body, attachment, address, token or key", "[http_api][audit]") {
+  ApiHarness h({}, 10485760, true);
+  json req = fakes::sample_request();
+  req["from"] = "Secret Sender <sender-pii@example.com>";
+  req["to"] = {"Recipient Person <recipient-pii@example.org>"};
+  req["cc"] = {"cc-pii@example.net"};
+  req["subject"] = "Subject-Secret-7781";
+  req["text"] = "Body-Secret-9913";
+  req["html"] = "<p>Html-Secret-5531</p>";
+  req["attachments"] = {{{"filename", "f.txt"}, {"content", "QXR0YWNobWVudC1TZWNyZXQ="}}};  // Attachment-Secret
+  // SendGrid refuses with a message naming the recipient; Mailgun takes it.
+  h.sendgrid_server.push(fakes::reply(400, R"({"errors":[{"message":"Invalid address recipient-pii@example.org"}]})"));
+  auto r = h.send(req, {{"Authorization", "Bearer billing-token-0123456789"}});
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  std::string log = fakes::read_file(h.dir.file("audit.log"));
+  REQUIRE_FALSE(log.empty());
+  for (const char* secret : {"sender-pii", "recipient-pii", "cc-pii", "Secret Sender", "Recipient Person",
+                             "Subject-Secret", "Body-Secret", "Html-Secret", "Attachment-Secret",
+                             "QXR0YWNobWVudC1TZWNyZXQ", "billing-token-0123456789", fakes::kSendGridKey,
+                             fakes::kMailgunKey, "fake-recipient-key-0123456789"}) {
+    CAPTURE(secret);
+    CHECK(log.find(secret) == std::string::npos);
+  }
+  CHECK(log.find("example.org") != std::string::npos);  // the recipient domain is there, on purpose
+}

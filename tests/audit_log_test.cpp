@@ -1,0 +1,189 @@
+#include <catch2/catch.hpp>
+
+#include <spdlog/sinks/null_sink.h>
+
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "audit_log.h"
+#include "fake_clock.h"
+#include "test_helpers.h"
+
+using namespace mailrelay;
+using nlohmann::json;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> null_logger() {
+  return std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+}
+
+// Parses every line of `path`; fails the test on a torn or partial line.
+std::vector<json> lines_of(const std::string& path) {
+  std::vector<json> out;
+  std::string text = fakes::read_file(path);
+  std::size_t start = 0;
+  for (std::size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+    json line = json::parse(text.substr(start, nl - start), nullptr, false);
+    REQUIRE_FALSE(line.is_discarded());
+    out.push_back(line);
+  }
+  REQUIRE(start == text.size());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("recipient hashes are keyed HMAC-SHA256, case-insensitive, 32 hex characters", "[audit_log]") {
+  // Reference: python3 -c "import hmac,hashlib; print(hmac.new(b'fake-recipient-key-0123456789',
+  //            b'alice@example.org', hashlib.sha256).hexdigest()[:32])"
+  CHECK(hash_address("fake-recipient-key-0123456789", "alice@example.org") == "9d8f9494450345ffd11829bc2cc6810b");
+  CHECK(hash_address("fake-recipient-key-0123456789", "Alice@Example.ORG") == "9d8f9494450345ffd11829bc2cc6810b");
+  CHECK(hash_address("another-fake-key-0123456789", "alice@example.org") != "9d8f9494450345ffd11829bc2cc6810b");
+}
+
+TEST_CASE("addresses in provider text are redacted", "[audit_log]") {
+  auto [text, redacted] = GENERATE(table<std::string, std::string>({
+      {"The to address alice@example.org is invalid", "The to address <address> is invalid"},
+      {"a@b.c and x.y+z@mg.example.com!", "<address> and <address>!"},
+      {"no address @ here", "no address @ here"},
+      {"user@", "user@"},
+      {"", ""}}));
+  CHECK(redact_addresses(text) == redacted);
+}
+
+TEST_CASE("request line: keys, types, and no PII", "[audit_log]") {
+  fakes::TempDir dir;
+  fakes::FakeClock clock;
+  auto ops = null_logger();
+  AuditSettings settings;
+  settings.path = dir.file("audit.log");
+  auto audit = std::move(AuditLog::open(settings, clock, *ops)).value();
+  json j = fakes::sample_request();
+  Email email = parse_email(j.dump()).value();
+  RelayResult relay;
+  relay.reason = StopReason::kAccepted;
+  Attempt failed{"sendgrid", 1, {}, 12.34};
+  failed.result.outcome = AttemptOutcome::kRejected;
+  failed.result.http_status = 400;
+  failed.result.error = "Invalid recipient bob@example.org";
+  Attempt sent{"mailgun", 1, {}, 80};
+  sent.result.outcome = AttemptOutcome::kSent;
+  sent.result.http_status = 200;
+  sent.result.message_id = "<1@mg.example.com>";
+  relay.attempts = {failed, sent};
+  RequestRecord record;
+  record.request_id = "r-1";
+  record.client_ip = "127.0.0.1";
+  record.method = "POST";
+  record.path = "/v1/send";
+  record.status = 200;
+  record.outcome = "sent";
+  record.latency_ms = 95.04;
+  record.email = &email;
+  record.relay = &relay;
+  audit->request(record);
+
+  auto lines = lines_of(dir.file("audit.log"));
+  REQUIRE(lines.size() == 1);
+  const json& l = lines[0];
+  CHECK(l["event"] == "request");
+  CHECK(l["ts"].get<std::string>().size() == 24);  // 2026-11-22T20:58:06.123Z
+  CHECK(l["provider"] == "mailgun");
+  CHECK(l["provider_message_id"] == "<1@mg.example.com>");
+  CHECK(l["retries"] == 1);
+  CHECK(l["latency_ms"] == 95.0);
+  CHECK(l["recipients"] == 2);
+  CHECK(l["recipient_domains"] == json::array({"example.org"}));
+  CHECK_FALSE(l.contains("recipient_hashes"));  // no key configured
+  CHECK(l["stop_reason"] == "accepted");
+  CHECK(l["attempts"][0]["error"] == "Invalid recipient <address>");
+  std::string raw = fakes::read_file(dir.file("audit.log"));
+  CHECK(raw.find("alice@") == std::string::npos);
+  CHECK(raw.find("bob@") == std::string::npos);
+  CHECK(raw.find("Your invoice") == std::string::npos);
+  CHECK(raw.find("plain body") == std::string::npos);
+}
+
+TEST_CASE("built-in rotation under concurrent writers: no line lost, torn or doubled", "[audit_log]") {
+  fakes::TempDir dir;
+  fakes::FakeClock clock;
+  auto ops = null_logger();
+  AuditSettings settings;
+  settings.path = dir.file("audit.log");
+  settings.max_bytes = 8192;
+  settings.max_files = 1000;  // keep everything, so every line can be counted
+  auto audit = std::move(AuditLog::open(settings, clock, *ops)).value();
+  constexpr int kThreads = 4, kPerThread = 500;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) audit->before_attempt("t" + std::to_string(t) + "-" + std::to_string(i), "sendgrid", 1);
+    });
+  }
+  for (auto& t : threads) t.join();
+
+  std::multiset<std::string> ids;
+  int files = 0;
+  for (int n = 0; n <= 1000; ++n) {
+    std::string path = n == 0 ? dir.file("audit.log") : dir.file("audit.log." + std::to_string(n));
+    if (!std::ifstream(path).good()) break;
+    ++files;
+    CHECK(fakes::read_file(path).size() <= settings.max_bytes);
+    for (const auto& line : lines_of(path)) ids.insert(line["request_id"].get<std::string>());
+  }
+  CHECK(files > 10);
+  CHECK(ids.size() == kThreads * kPerThread);
+  CHECK(std::set<std::string>(ids.begin(), ids.end()).size() == ids.size());
+}
+
+TEST_CASE("rotation keeps at most max_files old files", "[audit_log]") {
+  fakes::TempDir dir;
+  fakes::FakeClock clock;
+  auto ops = null_logger();
+  AuditSettings settings;
+  settings.path = dir.file("audit.log");
+  settings.max_bytes = 1000;
+  settings.max_files = 2;
+  auto audit = std::move(AuditLog::open(settings, clock, *ops)).value();
+  for (int i = 0; i < 200; ++i) audit->before_attempt("id-" + std::to_string(i), "mailgun", 1);
+  CHECK(std::ifstream(dir.file("audit.log.1")).good());
+  CHECK(std::ifstream(dir.file("audit.log.2")).good());
+  CHECK_FALSE(std::ifstream(dir.file("audit.log.3")).good());
+  auto newest = lines_of(dir.file("audit.log"));
+  REQUIRE_FALSE(newest.empty());
+  CHECK(newest.back()["request_id"] == "id-199");
+}
+
+TEST_CASE("reopen follows the file name after it was moved away", "[audit_log]") {
+  fakes::TempDir dir;
+  fakes::FakeClock clock;
+  auto ops = null_logger();
+  AuditSettings settings;
+  settings.path = dir.file("audit.log");
+  settings.max_bytes = 0;
+  auto audit = std::move(AuditLog::open(settings, clock, *ops)).value();
+  audit->before_attempt("before", "sendgrid", 1);
+  REQUIRE(std::rename(dir.file("audit.log").c_str(), dir.file("audit.log.moved").c_str()) == 0);
+  audit->before_attempt("between", "sendgrid", 1);  // still goes to the moved file
+  audit->reopen();
+  audit->before_attempt("after", "sendgrid", 1);
+  auto moved = lines_of(dir.file("audit.log.moved"));
+  auto fresh = lines_of(dir.file("audit.log"));
+  REQUIRE(moved.size() == 2);
+  CHECK(moved[1]["request_id"] == "between");
+  REQUIRE(fresh.size() == 1);
+  CHECK(fresh[0]["request_id"] == "after");
+}
+
+TEST_CASE("an audit log that cannot be opened is a start-up error", "[audit_log]") {
+  fakes::FakeClock clock;
+  auto ops = null_logger();
+  AuditSettings settings;
+  settings.path = "/proc/mailrelay-cannot-create/audit.log";
+  auto audit = AuditLog::open(settings, clock, *ops);
+  REQUIRE_FALSE(audit);
+  CHECK_THAT(audit.error().message, Catch::Contains("--audit-log"));
+}
