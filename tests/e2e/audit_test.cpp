@@ -1,0 +1,212 @@
+// End-to-end audit log: the real binary under load while the log rotates or is moved away and
+// reopened, a SIGKILL in the middle of a provider call, and the hash-address subcommand.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <httplib.h>
+
+#include "daemon.h"
+#include "fake_provider_server.h"
+#include "test_helpers.h"
+
+using nlohmann::json;
+
+namespace {
+
+// Every line of every file named `base`, `base.*` or `base-*` in the directory; fails on a torn line.
+std::vector<json> all_lines(const fakes::TempDir& dir, const std::string& base) {
+  std::vector<json> out;
+  for (const auto& path : files_in(dir.path())) {
+    std::string name = path.substr(path.rfind('/') + 1);
+    if (name.rfind(base, 0) != 0) continue;
+    std::string text;
+    if (name.size() > 3 && name.compare(name.size() - 3, 3, ".gz") == 0) {  // compressed by logrotate
+      FILE* gz = popen(("gzip -dc '" + path + "'").c_str(), "r");
+      REQUIRE(gz);
+      char buf[65536];
+      for (std::size_t n; (n = fread(buf, 1, sizeof buf, gz)) > 0;) text.append(buf, n);
+      REQUIRE(pclose(gz) == 0);
+    } else {
+      text = fakes::read_file(path);
+    }
+    std::size_t start = 0;
+    for (std::size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+      json line = json::parse(text.substr(start, nl - start), nullptr, false);
+      INFO(path << ": " << text.substr(start, nl - start));
+      REQUIRE_FALSE(line.is_discarded());
+      out.push_back(line);
+    }
+    INFO(path);
+    REQUIRE(start == text.size());
+  }
+  return out;
+}
+
+// Several client threads send `per_thread` requests each with ids "c<thread>-<n>", while
+// `disturb` runs every 20 ms on this thread. Returns the ids that were answered 200.
+std::set<std::string> load(Daemon& d, int threads, int per_thread, const std::function<void()>& disturb) {
+  std::atomic<int> running{threads};
+  std::mutex mutex;
+  std::set<std::string> acknowledged;
+  std::vector<std::thread> clients;
+  for (int t = 0; t < threads; ++t) {
+    clients.emplace_back([&, t] {
+      auto c = d.client();
+      for (int i = 0; i < per_thread; ++i) {
+        std::string id = "c" + std::to_string(t) + "-" + std::to_string(i);
+        auto r = c.Post("/v1/send", {{"X-Request-Id", id}}, fakes::sample_request().dump(), "application/json");
+        if (r && r->status == 200) {
+          std::lock_guard<std::mutex> lock(mutex);
+          acknowledged.insert(id);
+        }
+      }
+      --running;
+    });
+  }
+  for (int i = 0; i < 3000 && running > 0; ++i) {  // bounded: at most 60 s
+    disturb();
+    usleep(20 * 1000);
+  }
+  for (auto& c : clients) c.join();
+  return acknowledged;
+}
+
+void check_each_once(const std::vector<json>& lines, const std::set<std::string>& acknowledged) {
+  std::map<std::string, int> seen;
+  for (const auto& l : lines) {
+    if (l["event"] == "request") ++seen[l["request_id"].get<std::string>()];
+  }
+  for (const auto& id : acknowledged) {
+    INFO(id);
+    CHECK(seen[id] == 1);
+  }
+  CHECK(seen.size() == acknowledged.size());
+}
+
+}  // namespace
+
+TEST_CASE("SIGUSR1 reopen under load with the file moved away: every acknowledged request once", "[e2e][audit]") {
+  fakes::TempDir dir;
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
+            dir.file("audit.log"), "--audit-log-max-bytes", "0", "--threads", "8"});
+  REQUIRE(d.port() > 0);
+  int moves = 0;
+  auto acknowledged = load(d, 4, 400, [&] {
+    std::string moved = dir.file("audit.log.moved" + std::to_string(++moves));
+    if (std::rename(dir.file("audit.log").c_str(), moved.c_str()) == 0) d.signal(SIGUSR1);
+  });
+  CHECK(d.stop() == 0);
+  CHECK(acknowledged.size() == 1600);
+  CHECK(moves > 3);
+  check_each_once(all_lines(dir, "audit.log"), acknowledged);
+}
+
+TEST_CASE("built-in size rotation under load: every acknowledged request once", "[e2e][audit]") {
+  fakes::TempDir dir;
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
+            dir.file("audit.log"), "--audit-log-max-bytes", "65536", "--audit-log-max-files", "1000"});
+  REQUIRE(d.port() > 0);
+  auto acknowledged = load(d, 4, 400, [] {});
+  CHECK(d.stop() == 0);
+  CHECK(acknowledged.size() == 1600);
+  auto files = files_in(dir.path());
+  CHECK(std::count_if(files.begin(), files.end(), [](const std::string& f) { return f.find("audit.log.") != std::string::npos; }) > 5);
+  check_each_once(all_lines(dir, "audit.log"), acknowledged);
+}
+
+TEST_CASE("the shipped logrotate config rotates the live log without losing a line", "[e2e][audit]") {
+  const char* logrotate = nullptr;
+  for (const char* p : {"/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"}) {
+    if (access(p, X_OK) == 0) logrotate = p;
+  }
+  if (!logrotate) {
+    WARN("logrotate is not installed: skipped");
+    return;
+  }
+  fakes::TempDir dir;
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
+            dir.file("audit.log"), "--audit-log-max-bytes", "0"});
+  REQUIRE(d.port() > 0);
+  // The shipped file, pointed at this test's log and daemon instead of /var/log and systemd.
+  std::string conf = fakes::read_file(std::string(MAILRELAY_SOURCE_DIR) + "/logrotate/mailrelayd");
+  auto replace = [&](const std::string& from, const std::string& to) {
+    auto at = conf.find(from);
+    REQUIRE(at != std::string::npos);
+    conf.replace(at, from.size(), to);
+  };
+  replace("/var/log/mailrelayd/audit.log", dir.file("audit.log"));
+  replace("systemctl kill --kill-whom=main --signal=SIGUSR1 mailrelayd.service", "kill -USR1 " + std::to_string(d.pid()));
+  fakes::write_file(dir.file("logrotate.conf"), conf);
+  std::string command = std::string(logrotate) + " -f -s " + dir.file("state") + " " + dir.file("logrotate.conf") +
+                        " >> " + dir.file("logrotate.out") + " 2>&1";
+  // The shipped dateformat names files to the second, so rotations are spaced a second apart.
+  int rotations = 0;
+  auto last = std::chrono::steady_clock::now() - std::chrono::seconds(2);
+  auto acknowledged = load(d, 4, 1000, [&] {
+    if (rotations < 3 && std::chrono::steady_clock::now() - last > std::chrono::milliseconds(1100)) {
+      last = std::chrono::steady_clock::now();
+      if (std::system(command.c_str()) == 0) ++rotations;
+    }
+  });
+  CHECK(d.stop() == 0);
+  INFO(fakes::read_file(dir.file("logrotate.out")));
+  CHECK(rotations >= 2);
+  CHECK(acknowledged.size() == 4000);
+  check_each_once(all_lines(dir, "audit.log"), acknowledged);
+}
+
+TEST_CASE("SIGKILL during a slow provider call leaves that request's attempt line", "[e2e][audit]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer sendgrid;
+  sendgrid.push(fakes::hang());
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", sendgrid.base_url(),
+            "--audit-log", dir.file("audit.log")},
+           {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
+  REQUIRE(d.port() > 0);
+  std::thread caller([&] {
+    d.client().Post("/v1/send", {{"X-Request-Id", "killed-mid-send"}}, fakes::sample_request().dump(), "application/json");
+  });
+  for (int i = 0; i < 500 && sendgrid.count() == 0; ++i) usleep(10 * 1000);
+  REQUIRE(sendgrid.count() == 1);  // the provider has the request in hand
+  d.signal(SIGKILL);
+  d.wait_exit(5000);
+  caller.join();
+  auto lines = all_lines(dir, "audit.log");
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0]["event"] == "attempt");
+  CHECK(lines[0]["request_id"] == "killed-mid-send");
+  CHECK(lines[0]["provider"] == "sendgrid");
+  CHECK(lines[0]["try"] == 1);
+}
+
+TEST_CASE("hash-address prints the hash the audit log holds for that recipient", "[e2e][audit]") {
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("recipient.key"), "fake-recipient-key-for-tests-0123\n");
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
+            dir.file("audit.log"), "--audit-recipient-key-file", dir.file("recipient.key")});
+  REQUIRE(d.port() > 0);
+  REQUIRE(d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json")->status == 200);
+  CHECK(d.stop() == 0);
+  auto lines = all_lines(dir, "audit.log");
+  REQUIRE(lines.size() == 2);
+  auto hashes = lines[1]["recipient_hashes"];
+  REQUIRE(hashes.size() == 2);
+
+  std::string command = std::string(MAILRELAYD_PATH) + " hash-address --audit-recipient-key-file " +
+                        dir.file("recipient.key") + " Alice@Example.org";
+  FILE* out = popen(command.c_str(), "r");
+  REQUIRE(out);
+  char buf[128] = {};
+  std::string printed = fgets(buf, sizeof buf, out) ? buf : "";
+  CHECK(pclose(out) == 0);
+  CHECK(printed == hashes[0].get<std::string>() + "\n");
+  CHECK(fakes::read_file(dir.file("audit.log")).find("alice@") == std::string::npos);
+}
