@@ -99,12 +99,12 @@ TEST_CASE("SIGUSR1 reopen under load with the file moved away: every acknowledge
             dir.file("audit.log"), "--audit-log-max-bytes", "0", "--threads", "8"});
   REQUIRE(d.port() > 0);
   int moves = 0;
-  auto acknowledged = load(d, 4, 400, [&] {
+  auto acknowledged = load(d, 4, 500, [&] {
     std::string moved = dir.file("audit.log.moved" + std::to_string(++moves));
     if (std::rename(dir.file("audit.log").c_str(), moved.c_str()) == 0) d.signal(SIGUSR1);
   });
   CHECK(d.stop() == 0);
-  CHECK(acknowledged.size() == 1600);
+  CHECK(acknowledged.size() == 2000);
   CHECK(moves > 3);
   check_each_once(all_lines(dir, "audit.log"), acknowledged);
 }
@@ -114,9 +114,9 @@ TEST_CASE("built-in size rotation under load: every acknowledged request once", 
   Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
             dir.file("audit.log"), "--audit-log-max-bytes", "65536", "--audit-log-max-files", "1000"});
   REQUIRE(d.port() > 0);
-  auto acknowledged = load(d, 4, 400, [] {});
+  auto acknowledged = load(d, 4, 500, [] {});
   CHECK(d.stop() == 0);
-  CHECK(acknowledged.size() == 1600);
+  CHECK(acknowledged.size() == 2000);
   auto files = files_in(dir.path());
   CHECK(std::count_if(files.begin(), files.end(), [](const std::string& f) { return f.find("audit.log.") != std::string::npos; }) > 5);
   check_each_once(all_lines(dir, "audit.log"), acknowledged);
