@@ -15,6 +15,7 @@ constexpr const char* kRequestIdHeader = "X-Request-Id";
 const std::vector<std::pair<std::string, std::string>> kRoutes = {
     {"/v1/send", "POST"},
     {"/healthz", "GET"},
+    {"/readyz", "GET"},
 };
 
 // When the request on this worker thread arrived. cpp-httplib runs a request from the pre-routing
@@ -76,14 +77,28 @@ void HttpApi::install(httplib::Server& server) {
 
   server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     tl_request_started = clock_.now();
-    request_id_of(req, res);
+    std::string id = request_id_of(req, res);
+    if (draining_ && req.path == "/v1/send") {
+      res.set_header("Retry-After", "1");
+      finish(req, res, 503, error_json(id, "overloaded", "shutting down; retry on another instance or in a moment"), {});
+      return httplib::Server::HandlerResponse::Handled;
+    }
     return httplib::Server::HandlerResponse::Unhandled;
   });
 
   server.Post("/v1/send", [this](const httplib::Request& req, httplib::Response& res) { handle_send(req, res); });
-  // Health checks are not audited: they would drown the requests operators look for.
+  // Health and readiness checks are not audited: they would drown the requests operators look for.
   server.Get("/healthz", [](const httplib::Request& req, httplib::Response& res) {
     send_json(res, 200, json{{"status", "ok"}, {"request_id", request_id_of(req, res)}});
+  });
+
+  // Ready while not shutting down: every provider can be tried (no circuit breakers yet).
+  server.Get("/readyz", [this](const httplib::Request& req, httplib::Response& res) {
+    if (draining_) {
+      send_json(res, 503, json{{"status", "draining"}, {"request_id", request_id_of(req, res)}});
+    } else {
+      send_json(res, 200, json{{"status", "ready"}, {"request_id", request_id_of(req, res)}});
+    }
   });
 
   // Every 4xx/5xx that a handler did not already answer gets a JSON error body and an audit

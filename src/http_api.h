@@ -2,6 +2,7 @@
 // else: validation is in email.*, sending in relay.*. Thread-safe; one instance serves all workers.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -29,6 +30,10 @@ class HttpApi {
   // Registers routes, error/exception handlers and the body limit on `server`.
   void install(httplib::Server& server);
 
+  // From now on new requests get 503 (the process is shutting down); requests already being
+  // handled finish normally. /readyz turns 503 too, /healthz stays 200.
+  void start_draining() { draining_ = true; }
+
  private:
   void handle_send(const httplib::Request& req, httplib::Response& res);
   // Writes the audit line, then the answer.
@@ -41,6 +46,7 @@ class HttpApi {
   ApiSettings settings_;
   Clock& clock_;
   spdlog::logger& log_;
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace mailrelay

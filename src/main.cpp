@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include <curl/curl.h>
@@ -22,6 +24,7 @@
 #include "outbox_provider.h"
 #include "relay.h"
 #include "sendgrid_provider.h"
+#include "service_notifier.h"
 #include "token_store.h"
 
 using namespace mailrelay;
@@ -144,12 +147,39 @@ int main(int argc, char** argv) {
     server.listen_after_bind();
     kill(getpid(), SIGTERM);  // if the server stops on its own, wake the signal loop
   });
+  for (int i = 0; i < 5000 && !server.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ServiceNotifier notifier;
+  notifier.ready("serving on " + where + ":" + std::to_string(port) + ", providers " + order);
+
+  // The watchdog is fed only while the server answers its own /healthz: a wedged server (all
+  // workers stuck) stops the pings and systemd restarts it.
+  std::mutex stop_mutex;
+  std::condition_variable stop_cv;
+  bool stopping = false;
+  std::thread watchdog;
+  if (auto interval = notifier.watchdog_interval()) {
+    std::string self = config.listen_host == "0.0.0.0" ? "127.0.0.1" : config.listen_host == "::" ? "::1" : config.listen_host;
+    watchdog = std::thread([&, interval = *interval, self] {
+      httplib::Client client(self, port);
+      client.set_connection_timeout(1, 0);
+      client.set_read_timeout(std::max<time_t>(1, interval.count() / 1000), 0);
+      std::unique_lock<std::mutex> lock(stop_mutex);
+      while (!stop_cv.wait_for(lock, interval, [&] { return stopping; })) {
+        lock.unlock();
+        auto r = client.Get("/healthz");
+        if (r && r->status == 200) notifier.watchdog();
+        else log->warn("watchdog: /healthz did not answer; not pinging systemd");
+        lock.lock();
+      }
+    });
+  }
 
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGTERM || sig == SIGINT) {
       log->info("received {}, finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      notifier.stopping("finishing in-flight requests");
       break;
     }
     if (sig == SIGUSR1) {
@@ -159,8 +189,17 @@ int main(int argc, char** argv) {
     }
     log->warn("received SIGHUP: configuration reload is not supported yet; restart to apply changes");
   }
-  server.stop();  // closes the listener; the pool finishes every queued and running request
+  // New requests on open connections get 503 from here on; the listener closes; the pool
+  // finishes every queued and running request before listen_after_bind returns.
+  api.start_draining();
+  server.stop();
   serving.join();
+  {
+    std::lock_guard<std::mutex> lock(stop_mutex);
+    stopping = true;
+  }
+  stop_cv.notify_all();
+  if (watchdog.joinable()) watchdog.join();
   audit->flush();
   curl_global_cleanup();
   log->info("stopped");

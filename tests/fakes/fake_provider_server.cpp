@@ -38,6 +38,8 @@ void FakeProviderServer::start() {
   server_->Post(R"(/v3/mail/send)", handler);
   server_->Post(R"(/v3/([^/]+)/messages)", handler);
   server_->set_keep_alive_max_count(1000);
+  // Enough workers to hold many slow or hanging answers at once (the library default is 8).
+  server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
   port_ = server_->bind_to_any_port("127.0.0.1");
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   fakes::wait_until_running(*server_);
