@@ -54,9 +54,9 @@ bool is_json_content_type(const std::string& value) {
 
 }  // namespace
 
-HttpApi::HttpApi(Relay& relay, const TokenStore* tokens, AuditLog& audit, ApiSettings settings, Clock& clock,
+HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, ApiSettings settings, Clock& clock,
                  spdlog::logger& log)
-    : relay_(relay), tokens_(tokens), audit_(audit), settings_(settings), clock_(clock), log_(log) {}
+    : runtime_(std::move(runtime)), audit_(audit), settings_(settings), clock_(clock), log_(log) {}
 
 void HttpApi::finish(const httplib::Request& req, httplib::Response& res, int status, json body,
                      RequestRecord record) {
@@ -145,10 +145,11 @@ void HttpApi::install(httplib::Server& server) {
 void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
   const auto started = tl_request_started;
   const std::string id = request_id_of(req, res);
+  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
   RequestRecord record;
 
-  if (tokens_) {
-    record.client = tokens_->authenticate(req.get_header_value("Authorization"));
+  if (runtime->tokens) {
+    record.client = runtime->tokens->authenticate(req.get_header_value("Authorization"));
     if (!record.client) {
       res.set_header("WWW-Authenticate", "Bearer");
       finish(req, res, 401, error_json(id, "unauthorized", "missing or unknown bearer token"), record);
@@ -167,7 +168,7 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
   }
   record.email = &email.value();
 
-  RelayResult result = relay_.send(email.value(), id, started);
+  RelayResult result = runtime->relay->send(email.value(), id, started);
   record.relay = &result;
   json attempts = attempts_to_json(result);
   if (const Attempt* sent = result.accepted()) {

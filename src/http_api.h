@@ -13,7 +13,7 @@
 #include "audit_log.h"
 #include "clock.h"
 #include "relay.h"
-#include "token_store.h"
+#include "runtime.h"
 
 namespace mailrelay {
 
@@ -23,9 +23,11 @@ struct ApiSettings {
 
 class HttpApi {
  public:
-  // `tokens` may be null (no --tokens-file: protected mode, loopback only).
-  HttpApi(Relay& relay, const TokenStore* tokens, AuditLog& audit, ApiSettings settings, Clock& clock,
+  HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, ApiSettings settings, Clock& clock,
           spdlog::logger& log);
+
+  // New requests use `runtime`; requests in flight finish on the one they started with.
+  void set_runtime(std::shared_ptr<const Runtime> runtime) { std::atomic_store(&runtime_, std::move(runtime)); }
 
   // Registers routes, error/exception handlers and the body limit on `server`.
   void install(httplib::Server& server);
@@ -40,8 +42,7 @@ class HttpApi {
   void finish(const httplib::Request& req, httplib::Response& res, int status, nlohmann::ordered_json body,
               RequestRecord record);
 
-  Relay& relay_;
-  const TokenStore* tokens_;
+  std::shared_ptr<const Runtime> runtime_;  // accessed with std::atomic_load/atomic_store
   AuditLog& audit_;
   ApiSettings settings_;
   Clock& clock_;

@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <condition_variable>
 #include <mutex>
@@ -19,13 +18,8 @@
 #include "config.h"
 #include "curl_transport.h"
 #include "http_api.h"
-#include "http_provider.h"
-#include "mailgun_provider.h"
-#include "outbox_provider.h"
-#include "relay.h"
-#include "sendgrid_provider.h"
+#include "runtime.h"
 #include "service_notifier.h"
-#include "token_store.h"
 
 using namespace mailrelay;
 
@@ -67,24 +61,6 @@ int main(int argc, char** argv) {
   log->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
   log->flush_on(spdlog::level::info);
 
-  std::unique_ptr<TokenStore> tokens;
-  if (!config.tokens_file.empty()) {
-    auto loaded_tokens = TokenStore::load(config.tokens_file);
-    if (!loaded_tokens) {
-      log->error("{}", loaded_tokens.error().message);
-      return 2;
-    }
-    tokens = std::make_unique<TokenStore>(std::move(loaded_tokens).value());
-  }
-  if (!config.outbox_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(config.outbox_dir, ec);
-    if (ec || access(config.outbox_dir.c_str(), W_OK) != 0) {
-      log->error("--outbox-dir {} is not a writable directory", config.outbox_dir);
-      return 2;
-    }
-  }
-
   AuditSettings audit_settings{config.audit_log, config.audit_log_max_bytes, config.audit_log_max_files,
                                config.audit_recipient_key};
   SystemClock clock;
@@ -98,29 +74,16 @@ int main(int argc, char** argv) {
   // libcurl's global state is set up once, before any thread exists.
   curl_global_init(CURL_GLOBAL_DEFAULT);
   CurlTransport transport(CurlTransportOptions{config.ca_file, config.proxy});
-  std::vector<std::unique_ptr<EmailProvider>> owned;
-  for (const auto& name : config.providers) {
-    if (name == "sendgrid") {
-      owned.push_back(std::make_unique<HttpProvider>(
-          name, std::make_unique<SendGridProvider>(config.sendgrid_base_url, config.sendgrid_api_key), transport));
-    } else if (name == "mailgun") {
-      owned.push_back(std::make_unique<HttpProvider>(
-          name, std::make_unique<MailgunProvider>(config.mailgun_base_url, config.mailgun_domain, config.mailgun_api_key),
-          transport));
-    } else {
-      owned.push_back(std::make_unique<OutboxProvider>(config.outbox_dir, clock));
-    }
+  auto runtime = build_runtime(config, transport, clock, audit.get());
+  if (!runtime) {
+    log->error("{}", runtime.error().message);
+    curl_global_cleanup();
+    return 2;
   }
-  std::vector<EmailProvider*> providers;
-  for (auto& p : owned) providers.push_back(p.get());
-
-  RelaySettings relay_settings;
-  relay_settings.attempt_timeout = std::chrono::milliseconds(config.attempt_timeout_ms);
-  relay_settings.deadline = std::chrono::milliseconds(config.deadline_ms);
-  relay_settings.policy.max_retries = config.max_retries;
-  relay_settings.policy.failover_on_timeout = config.failover_on_timeout;
-  Relay relay(providers, relay_settings, clock, audit.get());
-  HttpApi api(relay, tokens.get(), *audit, ApiSettings{config.max_body_bytes}, clock, *log);
+  const bool auth = runtime.value()->tokens != nullptr;
+  std::string clients = auth ? std::to_string(runtime.value()->tokens->size()) + " clients" : "off (loopback only)";
+  HttpApi api(runtime.value(), *audit, ApiSettings{config.max_body_bytes}, clock, *log);
+  Config current = config;
 
   httplib::Server server;
   const int threads = config.threads;
@@ -140,8 +103,7 @@ int main(int argc, char** argv) {
   std::string where = config.listen_host.find(':') != std::string::npos ? "[" + config.listen_host + "]" : config.listen_host;
   std::string order;
   for (const auto& p : config.providers) order += (order.empty() ? "" : ",") + p;
-  log->info("listening on {}:{} providers={} threads={} auth={}", where, port, order, threads,
-            tokens ? std::to_string(tokens->size()) + " clients" : "off (loopback only)");
+  log->info("listening on {}:{} providers={} threads={} auth={}", where, port, order, threads, clients);
 
   std::thread serving([&] {
     server.listen_after_bind();
@@ -187,7 +149,31 @@ int main(int argc, char** argv) {
       log->info("received SIGUSR1, reopened the audit log");
       continue;
     }
-    log->warn("received SIGHUP: configuration reload is not supported yet; restart to apply changes");
+    // SIGHUP: same flags and environment, the config and tokens files read again. A broken new
+    // configuration is reported and the running one kept.
+    notifier.reloading();
+    auto reloaded = load_config(args);
+    std::string problem = reloaded ? "" : reloaded.error().text;
+    if (reloaded) {
+      if (!current.tokens_file.empty() && reloaded.value().tokens_file.empty()) {
+        problem = "the new configuration has no tokens file; refusing to turn authentication off by reload";
+      } else if (auto next = build_runtime(reloaded.value(), transport, clock, audit.get())) {
+        for (const auto& option : restart_only_changes(current, reloaded.value())) {
+          log->warn("reload: {} changed; it takes effect only after a restart", option);
+        }
+        api.set_runtime(std::move(next).value());
+        current = std::move(reloaded).value();
+        std::string providers;
+        for (const auto& p : current.providers) providers += (providers.empty() ? "" : ",") + p;
+        log->info("reloaded configuration: providers={}", providers);
+        notifier.ready("serving on " + where + ":" + std::to_string(port) + ", providers " + providers);
+        continue;
+      } else {
+        problem = next.error().message;
+      }
+    }
+    log->error("reload failed, keeping the running configuration: {}", problem);
+    notifier.ready("reload failed, running the previous configuration: " + problem);
   }
   // New requests on open connections get 503 from here on; the listener closes; the pool
   // finishes every queued and running request before listen_after_bind returns.

@@ -30,28 +30,31 @@ struct ApiHarness {
   fakes::FakeProviderServer sendgrid_server, mailgun_server;
   SystemClock clock;
   CurlTransport transport{CurlTransportOptions{}};
-  HttpProvider sendgrid{"sendgrid", std::make_unique<SendGridProvider>(sendgrid_server.base_url(), fakes::kSendGridKey), transport};
-  HttpProvider mailgun{"mailgun", std::make_unique<MailgunProvider>(mailgun_server.base_url(), fakes::kMailgunDomain, fakes::kMailgunKey), transport};
-  std::unique_ptr<TokenStore> tokens;
   fakes::TempDir dir;
   std::unique_ptr<AuditLog> audit;
   std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
-  std::unique_ptr<Relay> relay;
   std::unique_ptr<HttpApi> api;
   httplib::Server server;
   std::thread thread;
   int port = 0;
 
   explicit ApiHarness(RelaySettings settings = {}, std::uint64_t max_body = 10485760, bool with_tokens = false) {
-    if (with_tokens) {
-      tokens = std::make_unique<TokenStore>(TokenStore::parse("billing:billing-token-0123456789\nshop:shop%25token-with-percent\n").value());
-    }
     AuditSettings audit_settings;
     audit_settings.path = dir.file("audit.log");
     audit_settings.recipient_key = "fake-recipient-key-0123456789";
     audit = std::move(AuditLog::open(audit_settings, clock, *log)).value();
-    relay = std::make_unique<Relay>(std::vector<EmailProvider*>{&sendgrid, &mailgun}, settings, clock, audit.get());
-    api = std::make_unique<HttpApi>(*relay, tokens.get(), *audit, ApiSettings{max_body}, clock, *log);
+    auto runtime = std::make_shared<Runtime>();
+    if (with_tokens) {
+      runtime->tokens = std::make_unique<TokenStore>(TokenStore::parse("billing:billing-token-0123456789\n").value());
+    }
+    runtime->providers.push_back(std::make_unique<HttpProvider>(
+        "sendgrid", std::make_unique<SendGridProvider>(sendgrid_server.base_url(), fakes::kSendGridKey), transport));
+    runtime->providers.push_back(std::make_unique<HttpProvider>(
+        "mailgun", std::make_unique<MailgunProvider>(mailgun_server.base_url(), fakes::kMailgunDomain, fakes::kMailgunKey),
+        transport));
+    runtime->relay = std::make_unique<Relay>(
+        std::vector<EmailProvider*>{runtime->providers[0].get(), runtime->providers[1].get()}, settings, clock, audit.get());
+    api = std::make_unique<HttpApi>(runtime, *audit, ApiSettings{max_body}, clock, *log);
     api->install(server);
     port = server.bind_to_any_port("127.0.0.1");
     thread = std::thread([this] { server.listen_after_bind(); });

@@ -60,7 +60,7 @@ class Daemon {
       kill(pid_, SIGKILL);
       wait_exit(5000);
     }
-    reader_.join();
+    if (reader_.joinable()) reader_.join();
     close(err_fd_);
   }
   int port() const { return port_; }
@@ -74,9 +74,10 @@ class Daemon {
     if (waitpid(pid_, &st, WNOHANG) == pid_) status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     return status_ >= 0;
   }
-  // Exit code, or -1 if it did not exit within `ms`.
+  // Exit code, or -1 if it did not exit within `ms`. Once it exited, err() holds all it wrote.
   int wait_exit(int ms) {
     for (int i = 0; i < ms / 10 && !exited(); ++i) usleep(10 * 1000);
+    if (status_ >= 0 && reader_.joinable()) reader_.join();  // the pipe is at EOF
     return status_;
   }
   int stop() {

@@ -160,3 +160,44 @@ TEST_CASE("the shipped unit passes systemd-analyze verify and scores 1.5 or lowe
   double score = std::stod(score_line.substr(colon + 2));
   CHECK(score <= 1.5);
 }
+
+TEST_CASE("SIGHUP switches the provider order for new requests and keeps serving through a broken config", "[e2e][service]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer sendgrid, mailgun;
+  NotifySocket notify(dir.file("notify.sock"));
+  auto write_config = [&](const std::string& providers, const std::string& extra = "") {
+    fakes::write_file(dir.file("mailrelay.conf"),
+                      "providers = \"" + providers + "\"\nsendgrid-base-url = \"" + sendgrid.base_url() +
+                          "\"\nmailgun-base-url = \"" + mailgun.base_url() + "\"\nmailgun-domain = \"" +
+                          fakes::kMailgunDomain + "\"\n" + extra);
+  };
+  write_config("sendgrid,mailgun");
+  Daemon d({"--listen", "127.0.0.1:0", "--config", dir.file("mailrelay.conf")},
+           {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey, std::string("MAILGUN_API_KEY=") + fakes::kMailgunKey,
+            "NOTIFY_SOCKET=" + dir.file("notify.sock")});
+  REQUIRE(d.port() > 0);
+  REQUIRE(notify.wait_for("READY=1", 5000));
+  auto provider_of_next_send = [&] {
+    auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    return json::parse(r->body)["provider"].get<std::string>();
+  };
+  CHECK(provider_of_next_send() == "sendgrid");
+
+  write_config("mailgun,sendgrid");
+  d.signal(SIGHUP);
+  CHECK(notify.wait_for("RELOADING=1", 5000));
+  for (int i = 0; i < 500 && d.err().find("reloaded configuration") == std::string::npos; ++i) usleep(10 * 1000);
+  CHECK(notify.count("READY=1") == 2);
+  CHECK(provider_of_next_send() == "mailgun");
+
+  write_config("mailgun,sendgrid", "no_such_option = 1\n");
+  d.signal(SIGHUP);
+  for (int i = 0; i < 500 && d.err().find("reload failed") == std::string::npos; ++i) usleep(10 * 1000);
+  CHECK_THAT(d.err(), Catch::Contains("reload failed, keeping the running configuration") &&
+                          Catch::Contains("no_such_option"));
+  CHECK(notify.wait_for("STATUS=reload failed", 2000));
+  CHECK(provider_of_next_send() == "mailgun");  // still serving, on the previous configuration
+  CHECK(d.stop() == 0);
+}

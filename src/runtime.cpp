@@ -1,0 +1,70 @@
+#include "runtime.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "http_provider.h"
+#include "mailgun_provider.h"
+#include "outbox_provider.h"
+#include "sendgrid_provider.h"
+
+namespace mailrelay {
+
+Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpTransport& transport,
+                                                     Clock& clock, AttemptObserver* observer) {
+  auto runtime = std::make_shared<Runtime>();
+  if (!config.tokens_file.empty()) {
+    auto tokens = TokenStore::load(config.tokens_file);
+    if (!tokens) return tokens.error();
+    runtime->tokens = std::make_unique<TokenStore>(std::move(tokens).value());
+  }
+  if (!config.outbox_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(config.outbox_dir, ec);
+    if (ec || access(config.outbox_dir.c_str(), W_OK) != 0) {
+      return Error{"config", "--outbox-dir " + config.outbox_dir + " is not a writable directory", ""};
+    }
+  }
+  std::vector<EmailProvider*> order;
+  for (const auto& name : config.providers) {
+    if (name == "sendgrid") {
+      runtime->providers.push_back(std::make_unique<HttpProvider>(
+          name, std::make_unique<SendGridProvider>(config.sendgrid_base_url, config.sendgrid_api_key), transport));
+    } else if (name == "mailgun") {
+      runtime->providers.push_back(std::make_unique<HttpProvider>(
+          name, std::make_unique<MailgunProvider>(config.mailgun_base_url, config.mailgun_domain, config.mailgun_api_key),
+          transport));
+    } else {
+      runtime->providers.push_back(std::make_unique<OutboxProvider>(config.outbox_dir, clock));
+    }
+    order.push_back(runtime->providers.back().get());
+  }
+  RelaySettings settings;
+  settings.attempt_timeout = std::chrono::milliseconds(config.attempt_timeout_ms);
+  settings.deadline = std::chrono::milliseconds(config.deadline_ms);
+  settings.policy.max_retries = config.max_retries;
+  settings.policy.failover_on_timeout = config.failover_on_timeout;
+  runtime->relay = std::make_unique<Relay>(order, settings, clock, observer);
+  return std::shared_ptr<const Runtime>(std::move(runtime));
+}
+
+std::vector<std::string> restart_only_changes(const Config& before, const Config& after) {
+  std::vector<std::string> changed;
+  auto check = [&](const char* name, bool differs) {
+    if (differs) changed.emplace_back(name);
+  };
+  check("listen", before.listen != after.listen);
+  check("threads", before.threads != after.threads);
+  check("max-queue", before.max_queue != after.max_queue);
+  check("max-body-bytes", before.max_body_bytes != after.max_body_bytes);
+  check("audit-log", before.audit_log != after.audit_log);
+  check("audit-log-max-bytes", before.audit_log_max_bytes != after.audit_log_max_bytes);
+  check("audit-log-max-files", before.audit_log_max_files != after.audit_log_max_files);
+  check("audit-recipient-key-file", before.audit_recipient_key != after.audit_recipient_key);
+  check("ca-file", before.ca_file != after.ca_file);
+  check("proxy", before.proxy != after.proxy);
+  return changed;
+}
+
+}  // namespace mailrelay

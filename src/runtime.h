@@ -1,0 +1,34 @@
+// Runtime: what SIGHUP may replace: client tokens, providers and the relay over them. Immutable
+// once built. Requests hold it through a shared_ptr, so a reload never changes a request midway:
+// in-flight requests finish on the runtime they started with.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clock.h"
+#include "config.h"
+#include "email_provider.h"
+#include "http_transport.h"
+#include "relay.h"
+#include "result.h"
+#include "token_store.h"
+
+namespace mailrelay {
+
+struct Runtime {
+  std::unique_ptr<TokenStore> tokens;  // null: no --tokens-file
+  std::vector<std::unique_ptr<EmailProvider>> providers;
+  std::unique_ptr<Relay> relay;
+};
+
+// Builds the runtime `config` describes. Fails (with a message for the operator) when the tokens
+// file cannot be loaded or the outbox directory cannot be created.
+Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpTransport& transport,
+                                                     Clock& clock, AttemptObserver* observer);
+
+// Options that only take effect on restart and differ between `before` and `after`, by name.
+std::vector<std::string> restart_only_changes(const Config& before, const Config& after);
+
+}  // namespace mailrelay
