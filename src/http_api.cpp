@@ -16,7 +16,17 @@ const std::vector<std::pair<std::string, std::string>> kRoutes = {
     {"/v1/send", "POST"},
     {"/healthz", "GET"},
     {"/readyz", "GET"},
+    {"/metrics", "GET"},
+    {"/v1/providers", "GET"},
 };
+
+// The route label for metrics: one of ours, or "other" (unknown paths must not grow the label set).
+std::string route_of(const std::string& path) {
+  for (const auto& route : kRoutes) {
+    if (route.first == path) return path;
+  }
+  return "other";
+}
 
 // When the request on this worker thread arrived. cpp-httplib runs a request from the pre-routing
 // handler to the error handler on one thread and offers no per-request slot of its own, so this
@@ -54,9 +64,10 @@ bool is_json_content_type(const std::string& value) {
 
 }  // namespace
 
-HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, ApiSettings settings, Clock& clock,
-                 spdlog::logger& log)
-    : runtime_(std::move(runtime)), audit_(audit), settings_(settings), clock_(clock), log_(log) {}
+HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, ApiSettings settings,
+                 Clock& clock, spdlog::logger& log, std::function<std::size_t()> queue_depth)
+    : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics), queue_depth_(std::move(queue_depth)),
+      settings_(settings), clock_(clock), log_(log) {}
 
 void HttpApi::finish(const httplib::Request& req, httplib::Response& res, int status, json body,
                      RequestRecord record) {
@@ -69,6 +80,7 @@ void HttpApi::finish(const httplib::Request& req, httplib::Response& res, int st
   record.latency_ms = to_ms(clock_.now() - tl_request_started);
   // The line is in the file before the answer is written: an acknowledged request always has one.
   audit_.request(record);
+  metrics_.request(route_of(req.path), status, record.latency_ms / 1000, record.relay);
   send_json(res, status, body);
 }
 
@@ -87,9 +99,32 @@ void HttpApi::install(httplib::Server& server) {
   });
 
   server.Post("/v1/send", [this](const httplib::Request& req, httplib::Response& res) { handle_send(req, res); });
-  // Health and readiness checks are not audited: they would drown the requests operators look for.
-  server.Get("/healthz", [](const httplib::Request& req, httplib::Response& res) {
+  // Health, readiness and metrics are not audited: they would drown the requests operators look for.
+  server.Get("/healthz", [this](const httplib::Request& req, httplib::Response& res) {
     send_json(res, 200, json{{"status", "ok"}, {"request_id", request_id_of(req, res)}});
+    metrics_.request(req.path, res.status, 0, nullptr);
+  });
+  server.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+    metrics_.request(req.path, 200, 0, nullptr);
+    res.set_content(metrics_.render(queue_depth_ ? queue_depth_() : 0), "text/plain; version=0.0.4");
+  });
+  server.Get("/v1/providers", [this](const httplib::Request& req, httplib::Response& res) {
+    const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+    std::string id = request_id_of(req, res);
+    if (runtime->tokens && !runtime->tokens->authenticate(req.get_header_value("Authorization"))) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      finish(req, res, 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
+      return;
+    }
+    json providers = json::array();
+    for (const auto& name : runtime->provider_names) {
+      json p = metrics_.provider_json(name);
+      // No circuit breakers yet: every configured provider is tried, so each is enabled and closed.
+      providers.push_back(json{{"name", name}, {"enabled", true}, {"circuit", "closed"},
+                               {"counters", p["counters"]}, {"last_error", p["last_error"]}});
+    }
+    metrics_.request(req.path, 200, 0, nullptr);
+    send_json(res, 200, json{{"request_id", id}, {"providers", providers}});
   });
 
   // Ready while not shutting down: every provider can be tried (no circuit breakers yet).
@@ -99,6 +134,7 @@ void HttpApi::install(httplib::Server& server) {
     } else {
       send_json(res, 200, json{{"status", "ready"}, {"request_id", request_id_of(req, res)}});
     }
+    metrics_.request(req.path, res.status, 0, nullptr);
   });
 
   // Every 4xx/5xx that a handler did not already answer gets a JSON error body and an audit
@@ -147,6 +183,11 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
   const std::string id = request_id_of(req, res);
   const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
   RequestRecord record;
+  metrics_.begin_send();
+  struct EndSend {
+    Metrics& m;
+    ~EndSend() { m.end_send(); }
+  } end_send{metrics_};
 
   if (runtime->tokens) {
     record.client = runtime->tokens->authenticate(req.get_header_value("Authorization"));

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <httplib.h>
@@ -12,6 +13,7 @@
 
 #include "audit_log.h"
 #include "clock.h"
+#include "metrics.h"
 #include "relay.h"
 #include "runtime.h"
 
@@ -23,8 +25,9 @@ struct ApiSettings {
 
 class HttpApi {
  public:
-  HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, ApiSettings settings, Clock& clock,
-          spdlog::logger& log);
+  // `queue_depth` reports connections waiting for a worker (for /metrics).
+  HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, ApiSettings settings,
+          Clock& clock, spdlog::logger& log, std::function<std::size_t()> queue_depth = {});
 
   // New requests use `runtime`; requests in flight finish on the one they started with.
   void set_runtime(std::shared_ptr<const Runtime> runtime) { std::atomic_store(&runtime_, std::move(runtime)); }
@@ -44,6 +47,8 @@ class HttpApi {
 
   std::shared_ptr<const Runtime> runtime_;  // accessed with std::atomic_load/atomic_store
   AuditLog& audit_;
+  Metrics& metrics_;
+  std::function<std::size_t()> queue_depth_;
   ApiSettings settings_;
   Clock& clock_;
   spdlog::logger& log_;

@@ -18,7 +18,9 @@
 #include "config.h"
 #include "curl_transport.h"
 #include "http_api.h"
+#include "metrics.h"
 #include "runtime.h"
+#include "worker_pool.h"
 #include "service_notifier.h"
 
 using namespace mailrelay;
@@ -74,7 +76,8 @@ int main(int argc, char** argv) {
   // libcurl's global state is set up once, before any thread exists.
   curl_global_init(CURL_GLOBAL_DEFAULT);
   CurlTransport transport(CurlTransportOptions{config.ca_file, config.proxy});
-  auto runtime = build_runtime(config, transport, clock, audit.get());
+  Metrics metrics(MAILRELAY_VERSION);
+  auto runtime = build_runtime(config, transport, clock, {audit.get(), &metrics});
   if (!runtime) {
     log->error("{}", runtime.error().message);
     curl_global_cleanup();
@@ -82,12 +85,22 @@ int main(int argc, char** argv) {
   }
   const bool auth = runtime.value()->tokens != nullptr;
   std::string clients = auth ? std::to_string(runtime.value()->tokens->size()) + " clients" : "off (loopback only)";
-  HttpApi api(runtime.value(), *audit, ApiSettings{config.max_body_bytes}, clock, *log);
+  // The pool belongs to cpp-httplib (it deletes it when listening ends); we only read its depth
+  // while serving.
+  std::atomic<WorkerPool*> pool{nullptr};
+  HttpApi api(runtime.value(), *audit, metrics, ApiSettings{config.max_body_bytes}, clock, *log, [&pool] {
+    WorkerPool* p = pool.load();
+    return p ? p->depth() : 0;
+  });
   Config current = config;
 
   httplib::Server server;
   const int threads = config.threads;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  server.new_task_queue = [threads, &pool] {
+    auto* p = new WorkerPool(static_cast<size_t>(threads));
+    pool = p;
+    return p;
+  };
   server.set_tcp_nodelay(true);  // answers are small: Nagle + delayed ACK would add 40 ms each
   server.set_keep_alive_max_count(1000);
   api.install(server);
@@ -157,7 +170,7 @@ int main(int argc, char** argv) {
     if (reloaded) {
       if (!current.tokens_file.empty() && reloaded.value().tokens_file.empty()) {
         problem = "the new configuration has no tokens file; refusing to turn authentication off by reload";
-      } else if (auto next = build_runtime(reloaded.value(), transport, clock, audit.get())) {
+      } else if (auto next = build_runtime(reloaded.value(), transport, clock, {audit.get(), &metrics})) {
         for (const auto& option : restart_only_changes(current, reloaded.value())) {
           log->warn("reload: {} changed; it takes effect only after a restart", option);
         }

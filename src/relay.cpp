@@ -43,8 +43,8 @@ std::string_view stop_reason_label(const RelayResult& result) {
 }
 
 Relay::Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock,
-             AttemptObserver* observer, Jitter jitter)
-    : providers_(std::move(providers)), settings_(settings), clock_(clock), observer_(observer),
+             std::vector<AttemptObserver*> observers, Jitter jitter)
+    : providers_(std::move(providers)), settings_(settings), clock_(clock), observers_(std::move(observers)),
       jitter_(std::move(jitter)) {
   if (!jitter_) {
     jitter_ = [] {
@@ -68,11 +68,12 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
       }
       // Recorded before the call: after a crash, this line is how an operator finds a mail
       // whose outcome is unknown.
-      if (observer_) observer_->before_attempt(request_id, provider->name(), try_number);
+      for (auto* o : observers_) o->before_attempt(request_id, provider->name(), try_number);
       auto begin = clock_.now();
       Attempt attempt{provider->name(), try_number,
                       provider->send(email, request_id, std::min(settings_.attempt_timeout, left)), 0};
       attempt.latency_ms = to_ms(clock_.now() - begin);
+      for (auto* o : observers_) o->after_attempt(request_id, attempt);
       out.attempts.push_back(attempt);
 
       Decision d = settings_.policy.after_attempt(attempt.result, try_number, time_left(), jitter_());

@@ -42,11 +42,13 @@ nlohmann::ordered_json attempts_to_json(const RelayResult& result);
 // deadline or ambiguous_timeout.
 std::string_view stop_reason_label(const RelayResult& result);
 
-// Told before every provider call (the audit log's "attempt" line). Thread-safe implementations.
+// Told before every provider call (the audit log's "attempt" line) and after it (metrics).
+// Implementations are thread-safe.
 class AttemptObserver {
  public:
   virtual ~AttemptObserver() = default;
   virtual void before_attempt(const std::string& request_id, const std::string& provider, int try_number) = 0;
+  virtual void after_attempt(const std::string& /*request_id*/, const Attempt& /*attempt*/) {}
 };
 
 class Relay {
@@ -54,9 +56,9 @@ class Relay {
   // Jitter returns a uniform value in [0, 1); the default draws from a per-thread engine.
   using Jitter = std::function<double()>;
   // REQUIRES: providers non-empty; they outlive the Relay.
-  // `observer` may be null.
+  // Observers are told in order; they outlive the Relay.
   Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock,
-        AttemptObserver* observer = nullptr, Jitter jitter = {});
+        std::vector<AttemptObserver*> observers = {}, Jitter jitter = {});
 
   // `started` is when the request arrived: the deadline counts from there.
   RelayResult send(const Email& email, const std::string& request_id, Clock::TimePoint started);
@@ -67,7 +69,7 @@ class Relay {
   std::vector<EmailProvider*> providers_;
   RelaySettings settings_;
   Clock& clock_;
-  AttemptObserver* observer_;
+  std::vector<AttemptObserver*> observers_;
   Jitter jitter_;
 };
 

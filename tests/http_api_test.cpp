@@ -32,6 +32,7 @@ struct ApiHarness {
   CurlTransport transport{CurlTransportOptions{}};
   fakes::TempDir dir;
   std::unique_ptr<AuditLog> audit;
+  Metrics metrics{"test"};
   std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
   std::unique_ptr<HttpApi> api;
   httplib::Server server;
@@ -53,8 +54,10 @@ struct ApiHarness {
         "mailgun", std::make_unique<MailgunProvider>(mailgun_server.base_url(), fakes::kMailgunDomain, fakes::kMailgunKey),
         transport));
     runtime->relay = std::make_unique<Relay>(
-        std::vector<EmailProvider*>{runtime->providers[0].get(), runtime->providers[1].get()}, settings, clock, audit.get());
-    api = std::make_unique<HttpApi>(runtime, *audit, ApiSettings{max_body}, clock, *log);
+        std::vector<EmailProvider*>{runtime->providers[0].get(), runtime->providers[1].get()}, settings, clock,
+        std::vector<AttemptObserver*>{audit.get(), &metrics});
+    runtime->provider_names = {"sendgrid", "mailgun"};
+    api = std::make_unique<HttpApi>(runtime, *audit, metrics, ApiSettings{max_body}, clock, *log);
     api->install(server);
     port = server.bind_to_any_port("127.0.0.1");
     thread = std::thread([this] { server.listen_after_bind(); });
@@ -377,4 +380,65 @@ TEST_CASE("audit: the log holds no subject, body, attachment, address, token or 
     CHECK(log.find(secret) == std::string::npos);
   }
   CHECK(log.find("example.org") != std::string::npos);  // the recipient domain is there, on purpose
+}
+
+namespace {
+// The value of one sample line in Prometheus text ("name{labels} value"), or -1 when absent.
+double sample(const std::string& text, const std::string& series) {
+  auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+}  // namespace
+
+TEST_CASE("metrics move as traffic flows", "[http_api][metrics]") {
+  ApiHarness h;
+  std::string before = h.client().Get("/metrics")->body;
+  CHECK(sample(before, "mailrelay_failovers_total") == 0);
+  CHECK(sample(before, R"(mailrelay_requests_total{route="/v1/send",status="200"})") == -1);
+
+  REQUIRE(h.send(fakes::sample_request())->status == 200);
+  h.sendgrid_server.push_n(2, fakes::reply(503, "Service Unavailable", "text/plain"));
+  REQUIRE(h.send(fakes::sample_request())->status == 200);
+  REQUIRE(h.client().Get("/nope")->status == 404);
+
+  auto r = h.client().Get("/metrics");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK_THAT(r->get_header_value("Content-Type"), Catch::StartsWith("text/plain"));
+  const std::string& m = r->body;
+  INFO(m);
+  CHECK(sample(m, R"(mailrelay_requests_total{route="/v1/send",status="200"})") == 2);
+  CHECK(sample(m, R"(mailrelay_requests_total{route="other",status="404"})") == 1);
+  CHECK(sample(m, R"(mailrelay_attempts_total{provider="sendgrid",outcome="sent"})") == 1);
+  CHECK(sample(m, R"(mailrelay_attempts_total{provider="sendgrid",outcome="error"})") == 2);
+  CHECK(sample(m, R"(mailrelay_attempts_total{provider="mailgun",outcome="sent"})") == 1);
+  CHECK(sample(m, "mailrelay_failovers_total") == 1);
+  CHECK(sample(m, "mailrelay_send_duration_seconds_count") == 2);
+  CHECK(sample(m, R"(mailrelay_provider_latency_seconds_count{provider="sendgrid"})") == 3);
+  CHECK(sample(m, R"(mailrelay_provider_latency_seconds_bucket{provider="mailgun",le="+Inf"})") == 1);
+  CHECK(sample(m, "mailrelay_in_flight") == 0);
+  CHECK(sample(m, "mailrelay_queue_depth") == 0);
+  CHECK(sample(m, R"(mailrelay_build_info{version="test"})") == 1);
+}
+
+TEST_CASE("/v1/providers: order, state, counters and last error, behind the bearer token", "[http_api][metrics]") {
+  ApiHarness h({}, 10485760, true);
+  httplib::Headers auth{{"Authorization", "Bearer billing-token-0123456789"}};
+  check_error(h.client().Get("/v1/providers"), 401, "unauthorized");
+  h.sendgrid_server.push(fakes::reply(400, R"({"errors":[{"message":"Invalid address alice@example.org"}]})"));
+  REQUIRE(h.send(fakes::sample_request(), auth)->status == 200);
+  auto r = h.client().Get("/v1/providers", auth);
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  json b = body_of(r);
+  REQUIRE(b["providers"].size() == 2);
+  CHECK(b["providers"][0]["name"] == "sendgrid");
+  CHECK(b["providers"][0]["enabled"] == true);
+  CHECK(b["providers"][0]["circuit"] == "closed");
+  CHECK(b["providers"][0]["counters"]["rejected"] == 1);
+  CHECK(b["providers"][0]["last_error"]["message"] == "Invalid address <address>");
+  CHECK(b["providers"][1]["name"] == "mailgun");
+  CHECK(b["providers"][1]["counters"]["sent"] == 1);
+  CHECK(b["providers"][1]["last_error"].is_null());
 }

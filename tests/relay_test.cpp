@@ -40,7 +40,7 @@ struct Harness {
 
   RelayResult run() {
     observer.transport = &transport;
-    Relay relay({&sendgrid, &mailgun}, settings, clock, &observer, [] { return 0.5; });
+    Relay relay({&sendgrid, &mailgun}, settings, clock, {&observer}, [] { return 0.5; });
     return relay.send(email, "req", clock.now());
   }
 };

@@ -1,0 +1,111 @@
+#include "metrics.h"
+
+#include <cstdio>
+#include <ctime>
+#include <set>
+
+#include "audit_log.h"
+
+namespace mailrelay {
+
+void Histogram::observe(double seconds) {
+  for (std::size_t i = 0; i < kBounds.size(); ++i) {
+    if (seconds <= kBounds[i]) ++buckets_[i];
+  }
+  ++count_;
+  sum_micros_ += static_cast<std::uint64_t>(seconds * 1e6);
+}
+
+void Histogram::write(std::string& out, const std::string& name, const std::string& labels) const {
+  std::string sep = labels.empty() ? "" : ",";
+  char bound[32];
+  for (std::size_t i = 0; i < kBounds.size(); ++i) {
+    std::snprintf(bound, sizeof bound, "%g", kBounds[i]);
+    out += name + "_bucket{" + labels + sep + "le=\"" + bound + "\"} " + std::to_string(buckets_[i].load()) + "\n";
+  }
+  out += name + "_bucket{" + labels + sep + "le=\"+Inf\"} " + std::to_string(count_.load()) + "\n";
+  char sum[32];
+  std::snprintf(sum, sizeof sum, "%.6f", static_cast<double>(sum_micros_.load()) / 1e6);
+  std::string braces = labels.empty() ? "" : "{" + labels + "}";
+  out += name + "_sum" + braces + " " + sum + "\n";
+  out += name + "_count" + braces + " " + std::to_string(count_.load()) + "\n";
+}
+
+void Metrics::after_attempt(const std::string& /*request_id*/, const Attempt& attempt) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ProviderStats& stats = providers_[attempt.provider];
+  ++stats.outcomes[std::string(to_string(attempt.result.outcome))];
+  if (attempt.result.outcome != AttemptOutcome::kSkipped) stats.latency.observe(attempt.latency_ms / 1000);
+  if (attempt.result.outcome != AttemptOutcome::kSent && !attempt.result.error.empty()) {
+    stats.last_error = redact_addresses(attempt.result.error);
+    std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    stats.last_error_at = buf;
+  }
+}
+
+void Metrics::request(const std::string& route, int status, double seconds, const RelayResult* relay) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++requests_[{route, status}];
+  if (route == "/v1/send") send_duration_.observe(seconds);
+  if (relay) {
+    std::set<std::string> asked;
+    for (const auto& a : relay->attempts) asked.insert(a.provider);
+    if (asked.size() > 1) ++failovers_;
+  }
+}
+
+std::string Metrics::render(std::size_t queue_depth) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::string out;
+  out += "# HELP mailrelay_requests_total HTTP requests answered, by route and status.\n"
+         "# TYPE mailrelay_requests_total counter\n";
+  for (const auto& [key, n] : requests_) {
+    out += "mailrelay_requests_total{route=\"" + key.first + "\",status=\"" + std::to_string(key.second) + "\"} " +
+           std::to_string(n) + "\n";
+  }
+  out += "# HELP mailrelay_attempts_total Provider attempts, by provider and outcome.\n"
+         "# TYPE mailrelay_attempts_total counter\n";
+  for (const auto& [provider, stats] : providers_) {
+    for (const auto& [outcome, n] : stats.outcomes) {
+      out += "mailrelay_attempts_total{provider=\"" + provider + "\",outcome=\"" + outcome + "\"} " + std::to_string(n) + "\n";
+    }
+  }
+  out += "# HELP mailrelay_failovers_total Sends that asked more than one provider.\n"
+         "# TYPE mailrelay_failovers_total counter\n"
+         "mailrelay_failovers_total " + std::to_string(failovers_) + "\n";
+  out += "# HELP mailrelay_provider_latency_seconds Duration of provider attempts.\n"
+         "# TYPE mailrelay_provider_latency_seconds histogram\n";
+  for (const auto& [provider, stats] : providers_) {
+    stats.latency.write(out, "mailrelay_provider_latency_seconds", "provider=\"" + provider + "\"");
+  }
+  out += "# HELP mailrelay_send_duration_seconds Duration of POST /v1/send, end to end.\n"
+         "# TYPE mailrelay_send_duration_seconds histogram\n";
+  send_duration_.write(out, "mailrelay_send_duration_seconds", "");
+  out += "# HELP mailrelay_in_flight Sends being handled now.\n# TYPE mailrelay_in_flight gauge\n"
+         "mailrelay_in_flight " + std::to_string(in_flight_.load()) + "\n";
+  out += "# HELP mailrelay_queue_depth Accepted connections waiting for a worker.\n# TYPE mailrelay_queue_depth gauge\n"
+         "mailrelay_queue_depth " + std::to_string(queue_depth) + "\n";
+  out += "# HELP mailrelay_build_info Build information.\n# TYPE mailrelay_build_info gauge\n"
+         "mailrelay_build_info{version=\"" + version_ + "\"} 1\n";
+  return out;
+}
+
+nlohmann::ordered_json Metrics::provider_json(const std::string& provider) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  nlohmann::ordered_json counters{{"sent", 0}, {"rejected", 0}, {"error", 0}, {"timeout", 0}, {"skipped", 0}};
+  nlohmann::ordered_json last_error = nullptr;
+  auto it = providers_.find(provider);
+  if (it != providers_.end()) {
+    for (const auto& [outcome, n] : it->second.outcomes) counters[outcome] = n;
+    if (!it->second.last_error.empty()) {
+      last_error = {{"at", it->second.last_error_at}, {"message", it->second.last_error}};
+    }
+  }
+  return {{"counters", counters}, {"last_error", last_error}};
+}
+
+}  // namespace mailrelay

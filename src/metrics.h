@@ -1,0 +1,69 @@
+// Metrics: counters, gauges and histograms for /metrics (Prometheus text format 0.0.4) and the
+// per-provider view of /v1/providers. A short writer of our own: prometheus-cpp would add a
+// registry, a second HTTP server or glue code for what is a page of text. Thread-safe.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "relay.h"
+
+namespace mailrelay {
+
+// A latency histogram in seconds with fixed buckets.
+class Histogram {
+ public:
+  static constexpr std::array<double, 12> kBounds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                     0.5,   1,    2.5,   5,    10,  30};
+  void observe(double seconds);
+  // Appends the _bucket/_sum/_count lines of `name` with `labels` ("" or `provider="x"`).
+  void write(std::string& out, const std::string& name, const std::string& labels) const;
+
+ private:
+  std::array<std::atomic<std::uint64_t>, kBounds.size()> buckets_{};
+  std::atomic<std::uint64_t> count_{0};
+  std::atomic<std::uint64_t> sum_micros_{0};
+};
+
+class Metrics final : public AttemptObserver {
+ public:
+  explicit Metrics(std::string version) : version_(std::move(version)) {}
+
+  void before_attempt(const std::string&, const std::string&, int) override {}
+  void after_attempt(const std::string& request_id, const Attempt& attempt) override;
+
+  // One HTTP request answered: by route and status; for /v1/send also its duration and relay.
+  void request(const std::string& route, int status, double seconds, const RelayResult* relay);
+  void begin_send() { ++in_flight_; }
+  void end_send() { --in_flight_; }
+
+  // Prometheus text exposition. `queue_depth` comes from the worker pool.
+  std::string render(std::size_t queue_depth) const;
+  // Counters and last error of one provider, for /v1/providers.
+  nlohmann::ordered_json provider_json(const std::string& provider) const;
+
+ private:
+  struct ProviderStats {
+    std::map<std::string, std::uint64_t> outcomes;
+    std::string last_error;
+    std::string last_error_at;
+    Histogram latency;
+  };
+
+  std::string version_;
+  mutable std::mutex mutex_;
+  std::map<std::pair<std::string, int>, std::uint64_t> requests_;
+  std::map<std::string, ProviderStats> providers_;
+  std::uint64_t failovers_ = 0;
+  Histogram send_duration_;
+  std::atomic<long> in_flight_{0};
+};
+
+}  // namespace mailrelay
