@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <set>
 
 #include "config.h"
 #include "test_helpers.h"
@@ -167,4 +168,30 @@ TEST_CASE("IPv6 listen address and --failover-on-timeout=false", "[config]") {
   CHECK(c.value().listen_host == "::1");
   CHECK(c.value().listen_port == 9090);
   CHECK_FALSE(c.value().failover_on_timeout);
+}
+
+TEST_CASE("the example config documents every option, and names no unknown one", "[config]") {
+  std::string text = fakes::read_file(std::string(MAILRELAY_TEST_DIR) + "/../systemd/mailrelay.conf");
+  std::set<std::string> documented;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t nl = text.find('\n', start);
+    std::string line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+    start = nl == std::string::npos ? text.size() : nl + 1;
+    if (line.size() > 1 && line[0] == '#' && std::islower(static_cast<unsigned char>(line[1])) &&
+        line.find(" = ") != std::string::npos) {
+      documented.insert(line.substr(1, line.find(" = ") - 1));
+    }
+  }
+  auto help = load({"--help"});
+  REQUIRE_FALSE(help);
+  std::set<std::string> options;
+  const std::string& h = help.error().text;
+  for (std::size_t at = h.find("--"); at != std::string::npos; at = h.find("--", at + 2)) {
+    std::size_t end = h.find_first_not_of("abcdefghijklmnopqrstuvwxyz-", at + 2);
+    options.insert(h.substr(at + 2, end - at - 2));
+  }
+  options.erase("help");
+  options.erase("config");
+  CHECK(documented == options);
 }
