@@ -163,6 +163,7 @@ json AuditLog::request_json(const RequestRecord& r) const {
             {"attempts", json::array()},
             {"stop_reason", nullptr},
             {"recipients", 0}};
+  if (!r.replay_of.empty()) line["replay_of"] = r.replay_of;
   if (r.relay) {
     json attempts = attempts_to_json(*r.relay);
     for (auto& a : attempts) {

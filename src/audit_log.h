@@ -35,7 +35,8 @@ struct RequestRecord {
   std::string method;
   std::string path;
   int status = 0;
-  std::string outcome;  // "sent", or the error code answered
+  std::string outcome;  // "sent", "replayed", or the error code answered
+  std::string replay_of;  // for an idempotent replay: the request id of the first answer
   double latency_ms = 0;
   const Email* email = nullptr;         // when the body parsed
   const RelayResult* relay = nullptr;   // when the relay ran

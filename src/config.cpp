@@ -173,6 +173,19 @@ std::optional<std::string> validate(Config& c) {
   return std::nullopt;
 }
 
+// Parses `args` into `app`: nullopt to go on, or how to exit (help: 0, usage error: 2).
+std::optional<ConfigExit> parse(CLI::App& app, std::vector<std::string> args) {
+  std::reverse(args.begin(), args.end());  // CLI11 consumes the vector from the back
+  try {
+    app.parse(args);
+  } catch (const CLI::CallForHelp&) {
+    return ConfigExit{0, app.help()};
+  } catch (const CLI::ParseError& e) {
+    return ConfigExit{2, e.what()};
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool is_loopback_host(const std::string& host) {
@@ -183,18 +196,6 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   // CLI11 applies a config file before the environment, so the file would beat the environment.
   // The contract is flags > environment > file. So: parse flags and environment once to learn
   // what they set, turn the file's remaining entries into flags, and parse everything again.
-  auto parse = [](CLI::App& app, std::vector<std::string> argv) -> std::optional<ConfigExit> {
-    std::reverse(argv.begin(), argv.end());  // CLI11 consumes the vector from the back
-    try {
-      app.parse(argv);
-    } catch (const CLI::CallForHelp&) {
-      return ConfigExit{0, app.help()};
-    } catch (const CLI::ParseError& e) {
-      return ConfigExit{2, e.what()};
-    }
-    return std::nullopt;
-  };
-
   Config first;
   CLI::App probe("mailrelayd");
   declare_options(probe, first);
@@ -272,14 +273,7 @@ Result<HashAddressCommand, ConfigExit> parse_hash_address(const std::vector<std:
       ->envname("MAILRELAY_AUDIT_RECIPIENT_KEY_FILE")
       ->required();
   app.add_option("address", address, "the email address")->required();
-  std::vector<std::string> argv(args.rbegin(), args.rend());
-  try {
-    app.parse(argv);
-  } catch (const CLI::CallForHelp&) {
-    return ConfigExit{0, app.help()};
-  } catch (const CLI::ParseError& e) {
-    return ConfigExit{2, e.what()};
-  }
+  if (auto exit = parse(app, args)) return *exit;
   auto key = load_recipient_key(key_file);
   if (!key) return key.error();
   return HashAddressCommand{std::move(key).value(), address};

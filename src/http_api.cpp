@@ -1,5 +1,9 @@
 #include "http_api.h"
 
+#include <openssl/sha.h>
+
+#include <algorithm>
+
 #include "email.h"
 #include "request_id.h"
 
@@ -54,6 +58,24 @@ json error_json(const std::string& request_id, const std::string& code, const st
   return json{{"request_id", request_id}, {"error", std::move(error)}};
 }
 
+// Idempotency keys: 1 to 255 printable ASCII characters (they are echoed nowhere, but kept).
+bool is_acceptable_idempotency_key(const std::string& key) {
+  return !key.empty() && key.size() <= 255 &&
+         std::all_of(key.begin(), key.end(), [](char c) { return c >= 33 && c <= 126; });
+}
+
+std::string sha256_hex(const std::string& data) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : digest) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
 bool is_json_content_type(const std::string& value) {
   std::string v;
   for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -64,9 +86,11 @@ bool is_json_content_type(const std::string& value) {
 
 }  // namespace
 
-HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, ApiSettings settings,
-                 Clock& clock, spdlog::logger& log, std::function<std::size_t()> queue_depth)
-    : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics), queue_depth_(std::move(queue_depth)),
+HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics,
+                 IdempotencyCache& idempotency, ApiSettings settings, Clock& clock, spdlog::logger& log,
+                 std::function<std::size_t()> queue_depth)
+    : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics), idempotency_(idempotency),
+      queue_depth_(std::move(queue_depth)),
       settings_(settings), clock_(clock), log_(log) {}
 
 void HttpApi::finish(const httplib::Request& req, httplib::Response& res, int status, json body,
@@ -209,6 +233,44 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
   }
   record.email = &email.value();
 
+  // Idempotency-Key (SPEC section 6), scoped to the client. The guard forgets the key if this
+  // handler ends without storing an answer (an exception): a stuck "in flight" would block it.
+  const bool keyed = req.has_header("Idempotency-Key");
+  const std::string key = req.get_header_value("Idempotency-Key");
+  const std::string client = record.client.value_or("");
+  if (keyed) {
+    if (!is_acceptable_idempotency_key(key)) {
+      finish(req, res, 400, error_json(id, "invalid_request", "must be 1 to 255 printable ASCII characters", "Idempotency-Key"), record);
+      return;
+    }
+    auto lookup = idempotency_.begin(client, key, sha256_hex(req.body));
+    switch (lookup.verdict) {
+      case IdempotencyCache::Verdict::kReplay:
+        metrics_.idempotent_replay();
+        res.set_header("Idempotent-Replayed", "true");
+        record.outcome = "replayed";
+        record.replay_of = lookup.answer.request_id;
+        finish(req, res, lookup.answer.status, json::parse(lookup.answer.body), record);
+        return;
+      case IdempotencyCache::Verdict::kInFlight:
+        finish(req, res, 409, error_json(id, "idempotency_in_flight", "a request with this Idempotency-Key is still being processed; retry later"), record);
+        return;
+      case IdempotencyCache::Verdict::kMismatch:
+        finish(req, res, 422, error_json(id, "idempotency_mismatch", "this Idempotency-Key was used with a different request body"), record);
+        return;
+      case IdempotencyCache::Verdict::kProceed:
+        break;
+    }
+  }
+  struct ForgetKeyUnlessAnswered {
+    IdempotencyCache* cache;
+    const std::string& client;
+    const std::string& key;
+    ~ForgetKeyUnlessAnswered() {
+      if (cache) cache->release(client, key);  // no-op once an answer is stored
+    }
+  } forget{keyed ? &idempotency_ : nullptr, client, key};
+
   RelayResult result = runtime->relay->send(email.value(), id, started);
   record.relay = &result;
   json attempts = attempts_to_json(result);
@@ -218,6 +280,7 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
               {"provider", sent->provider},
               {"provider_message_id", sent->result.message_id.empty() ? json(nullptr) : json(sent->result.message_id)},
               {"attempts", std::move(attempts)}};
+    if (keyed) idempotency_.complete(client, key, {200, body.dump(), id});
     finish(req, res, 200, std::move(body), record);
     return;
   }
@@ -240,6 +303,11 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
       break;
   }
   body["attempts"] = std::move(attempts);
+  // Remembered only when a provider may have the message; when surely nothing went out, the key
+  // is forgotten so that a retry with it can still send.
+  bool may_have_been_sent = std::any_of(result.attempts.begin(), result.attempts.end(),
+                                        [](const Attempt& a) { return a.result.may_have_been_sent; });
+  if (keyed && may_have_been_sent) idempotency_.complete(client, key, {status, body.dump(), id});
   finish(req, res, status, std::move(body), record);
 }
 

@@ -13,6 +13,7 @@
 
 #include "audit_log.h"
 #include "clock.h"
+#include "idempotency_cache.h"
 #include "metrics.h"
 #include "relay.h"
 #include "runtime.h"
@@ -26,8 +27,8 @@ struct ApiSettings {
 class HttpApi {
  public:
   // `queue_depth` reports connections waiting for a worker (for /metrics).
-  HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, ApiSettings settings,
-          Clock& clock, spdlog::logger& log, std::function<std::size_t()> queue_depth = {});
+  HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, IdempotencyCache& idempotency,
+          ApiSettings settings, Clock& clock, spdlog::logger& log, std::function<std::size_t()> queue_depth = {});
 
   // New requests use `runtime`; requests in flight finish on the one they started with.
   void set_runtime(std::shared_ptr<const Runtime> runtime) { std::atomic_store(&runtime_, std::move(runtime)); }
@@ -48,6 +49,7 @@ class HttpApi {
   std::shared_ptr<const Runtime> runtime_;  // accessed with std::atomic_load/atomic_store
   AuditLog& audit_;
   Metrics& metrics_;
+  IdempotencyCache& idempotency_;
   std::function<std::size_t()> queue_depth_;
   ApiSettings settings_;
   Clock& clock_;

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "curl_transport.h"
 #include "http_api.h"
+#include "idempotency_cache.h"
 #include "metrics.h"
 #include "runtime.h"
 #include "worker_pool.h"
@@ -88,7 +89,9 @@ int main(int argc, char** argv) {
   // The pool belongs to cpp-httplib (it deletes it when listening ends); we only read its depth
   // while serving.
   std::atomic<WorkerPool*> pool{nullptr};
-  HttpApi api(runtime.value(), *audit, metrics, ApiSettings{config.max_body_bytes}, clock, *log, [&pool] {
+  // 24 hours of keys, as Stripe and the IETF draft suggest; 100k entries of a few hundred bytes.
+  IdempotencyCache idempotency(100000, std::chrono::hours(24), clock);
+  HttpApi api(runtime.value(), *audit, metrics, idempotency, ApiSettings{config.max_body_bytes}, clock, *log, [&pool] {
     WorkerPool* p = pool.load();
     return p ? p->depth() : 0;
   });

@@ -77,6 +77,9 @@ std::string Metrics::render(std::size_t queue_depth) const {
   out += "# HELP mailrelay_failovers_total Sends that asked more than one provider.\n"
          "# TYPE mailrelay_failovers_total counter\n"
          "mailrelay_failovers_total " + std::to_string(failovers_) + "\n";
+  out += "# HELP mailrelay_idempotency_replays_total Answers replayed for a repeated Idempotency-Key.\n"
+         "# TYPE mailrelay_idempotency_replays_total counter\n"
+         "mailrelay_idempotency_replays_total " + std::to_string(replays_.load()) + "\n";
   out += "# HELP mailrelay_provider_latency_seconds Duration of provider attempts.\n"
          "# TYPE mailrelay_provider_latency_seconds histogram\n";
   for (const auto& [provider, stats] : providers_) {

@@ -41,6 +41,7 @@ class Metrics final : public AttemptObserver {
 
   // One HTTP request answered: by route and status; for /v1/send also its duration and relay.
   void request(const std::string& route, int status, double seconds, const RelayResult* relay);
+  void idempotent_replay() { ++replays_; }
   void begin_send() { ++in_flight_; }
   void end_send() { --in_flight_; }
 
@@ -64,6 +65,7 @@ class Metrics final : public AttemptObserver {
   std::uint64_t failovers_ = 0;
   Histogram send_duration_;
   std::atomic<long> in_flight_{0};
+  std::atomic<std::uint64_t> replays_{0};
 };
 
 }  // namespace mailrelay

@@ -16,9 +16,21 @@ using nlohmann::json;
 
 namespace {
 
-std::shared_ptr<spdlog::logger> null_logger() {
-  return std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
-}
+// An audit log in a fresh directory, on a fake clock.
+struct Fixture {
+  fakes::TempDir dir;
+  fakes::FakeClock clock;
+  std::shared_ptr<spdlog::logger> ops =
+      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+  AuditSettings settings;
+
+  std::unique_ptr<AuditLog> open(std::uint64_t max_bytes, int max_files) {
+    settings.path = dir.file("audit.log");
+    settings.max_bytes = max_bytes;
+    settings.max_files = max_files;
+    return std::move(AuditLog::open(settings, clock, *ops)).value();
+  }
+};
 
 // Parses every line of `path`; fails the test on a torn or partial line.
 std::vector<json> lines_of(const std::string& path) {
@@ -55,12 +67,8 @@ TEST_CASE("addresses in provider text are redacted", "[audit_log]") {
 }
 
 TEST_CASE("request line: keys, types, and no PII", "[audit_log]") {
-  fakes::TempDir dir;
-  fakes::FakeClock clock;
-  auto ops = null_logger();
-  AuditSettings settings;
-  settings.path = dir.file("audit.log");
-  auto audit = std::move(AuditLog::open(settings, clock, *ops)).value();
+  Fixture f;
+  auto audit = f.open(0, 0);
   json j = fakes::sample_request();
   Email email = parse_email(j.dump()).value();
   RelayResult relay;
@@ -86,7 +94,7 @@ TEST_CASE("request line: keys, types, and no PII", "[audit_log]") {
   record.relay = &relay;
   audit->request(record);
 
-  auto lines = lines_of(dir.file("audit.log"));
+  auto lines = lines_of(f.dir.file("audit.log"));
   REQUIRE(lines.size() == 1);
   const json& l = lines[0];
   CHECK(l["event"] == "request");
@@ -100,7 +108,7 @@ TEST_CASE("request line: keys, types, and no PII", "[audit_log]") {
   CHECK_FALSE(l.contains("recipient_hashes"));  // no key configured
   CHECK(l["stop_reason"] == "accepted");
   CHECK(l["attempts"][0]["error"] == "Invalid recipient <address>");
-  std::string raw = fakes::read_file(dir.file("audit.log"));
+  std::string raw = fakes::read_file(f.dir.file("audit.log"));
   CHECK(raw.find("alice@") == std::string::npos);
   CHECK(raw.find("bob@") == std::string::npos);
   CHECK(raw.find("Your invoice") == std::string::npos);
@@ -108,14 +116,8 @@ TEST_CASE("request line: keys, types, and no PII", "[audit_log]") {
 }
 
 TEST_CASE("built-in rotation under concurrent writers: no line lost, torn or doubled", "[audit_log]") {
-  fakes::TempDir dir;
-  fakes::FakeClock clock;
-  auto ops = null_logger();
-  AuditSettings settings;
-  settings.path = dir.file("audit.log");
-  settings.max_bytes = 8192;
-  settings.max_files = 1000;  // keep everything, so every line can be counted
-  auto audit = std::move(AuditLog::open(settings, clock, *ops)).value();
+  Fixture f;
+  auto audit = f.open(8192, 1000);  // keep everything, so every line can be counted
   constexpr int kThreads = 4, kPerThread = 500;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
@@ -128,10 +130,10 @@ TEST_CASE("built-in rotation under concurrent writers: no line lost, torn or dou
   std::multiset<std::string> ids;
   int files = 0;
   for (int n = 0; n <= 1000; ++n) {
-    std::string path = n == 0 ? dir.file("audit.log") : dir.file("audit.log." + std::to_string(n));
+    std::string path = n == 0 ? f.dir.file("audit.log") : f.dir.file("audit.log." + std::to_string(n));
     if (!std::ifstream(path).good()) break;
     ++files;
-    CHECK(fakes::read_file(path).size() <= settings.max_bytes);
+    CHECK(fakes::read_file(path).size() <= f.settings.max_bytes);
     for (const auto& line : lines_of(path)) ids.insert(line["request_id"].get<std::string>());
   }
   CHECK(files > 10);
@@ -140,38 +142,27 @@ TEST_CASE("built-in rotation under concurrent writers: no line lost, torn or dou
 }
 
 TEST_CASE("rotation keeps at most max_files old files", "[audit_log]") {
-  fakes::TempDir dir;
-  fakes::FakeClock clock;
-  auto ops = null_logger();
-  AuditSettings settings;
-  settings.path = dir.file("audit.log");
-  settings.max_bytes = 1000;
-  settings.max_files = 2;
-  auto audit = std::move(AuditLog::open(settings, clock, *ops)).value();
+  Fixture f;
+  auto audit = f.open(1000, 2);
   for (int i = 0; i < 200; ++i) audit->before_attempt("id-" + std::to_string(i), "mailgun", 1);
-  CHECK(std::ifstream(dir.file("audit.log.1")).good());
-  CHECK(std::ifstream(dir.file("audit.log.2")).good());
-  CHECK_FALSE(std::ifstream(dir.file("audit.log.3")).good());
-  auto newest = lines_of(dir.file("audit.log"));
+  CHECK(std::ifstream(f.dir.file("audit.log.1")).good());
+  CHECK(std::ifstream(f.dir.file("audit.log.2")).good());
+  CHECK_FALSE(std::ifstream(f.dir.file("audit.log.3")).good());
+  auto newest = lines_of(f.dir.file("audit.log"));
   REQUIRE_FALSE(newest.empty());
   CHECK(newest.back()["request_id"] == "id-199");
 }
 
 TEST_CASE("reopen follows the file name after it was moved away", "[audit_log]") {
-  fakes::TempDir dir;
-  fakes::FakeClock clock;
-  auto ops = null_logger();
-  AuditSettings settings;
-  settings.path = dir.file("audit.log");
-  settings.max_bytes = 0;
-  auto audit = std::move(AuditLog::open(settings, clock, *ops)).value();
+  Fixture f;
+  auto audit = f.open(0, 0);
   audit->before_attempt("before", "sendgrid", 1);
-  REQUIRE(std::rename(dir.file("audit.log").c_str(), dir.file("audit.log.moved").c_str()) == 0);
+  REQUIRE(std::rename(f.dir.file("audit.log").c_str(), f.dir.file("audit.log.moved").c_str()) == 0);
   audit->before_attempt("between", "sendgrid", 1);  // still goes to the moved file
   audit->reopen();
   audit->before_attempt("after", "sendgrid", 1);
-  auto moved = lines_of(dir.file("audit.log.moved"));
-  auto fresh = lines_of(dir.file("audit.log"));
+  auto moved = lines_of(f.dir.file("audit.log.moved"));
+  auto fresh = lines_of(f.dir.file("audit.log"));
   REQUIRE(moved.size() == 2);
   CHECK(moved[1]["request_id"] == "between");
   REQUIRE(fresh.size() == 1);
@@ -179,11 +170,9 @@ TEST_CASE("reopen follows the file name after it was moved away", "[audit_log]")
 }
 
 TEST_CASE("an audit log that cannot be opened is a start-up error", "[audit_log]") {
-  fakes::FakeClock clock;
-  auto ops = null_logger();
-  AuditSettings settings;
-  settings.path = "/proc/mailrelay-cannot-create/audit.log";
-  auto audit = AuditLog::open(settings, clock, *ops);
+  Fixture f;
+  f.settings.path = "/proc/mailrelay-cannot-create/audit.log";
+  auto audit = AuditLog::open(f.settings, f.clock, *f.ops);
   REQUIRE_FALSE(audit);
   CHECK_THAT(audit.error().message, Catch::Contains("--audit-log"));
 }

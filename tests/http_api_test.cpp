@@ -33,6 +33,7 @@ struct ApiHarness {
   fakes::TempDir dir;
   std::unique_ptr<AuditLog> audit;
   Metrics metrics{"test"};
+  IdempotencyCache idempotency{1000, std::chrono::hours(24), clock};
   std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
   std::unique_ptr<HttpApi> api;
   httplib::Server server;
@@ -46,7 +47,8 @@ struct ApiHarness {
     audit = std::move(AuditLog::open(audit_settings, clock, *log)).value();
     auto runtime = std::make_shared<Runtime>();
     if (with_tokens) {
-      runtime->tokens = std::make_unique<TokenStore>(TokenStore::parse("billing:billing-token-0123456789\n").value());
+      runtime->tokens = std::make_unique<TokenStore>(
+          TokenStore::parse("billing:billing-token-0123456789\nshop:shop-token-0123456789ab\n").value());
     }
     runtime->providers.push_back(std::make_unique<HttpProvider>(
         "sendgrid", std::make_unique<SendGridProvider>(sendgrid_server.base_url(), fakes::kSendGridKey), transport));
@@ -57,7 +59,7 @@ struct ApiHarness {
         std::vector<EmailProvider*>{runtime->providers[0].get(), runtime->providers[1].get()}, settings, clock,
         std::vector<AttemptObserver*>{audit.get(), &metrics});
     runtime->provider_names = {"sendgrid", "mailgun"};
-    api = std::make_unique<HttpApi>(runtime, *audit, metrics, ApiSettings{max_body}, clock, *log);
+    api = std::make_unique<HttpApi>(runtime, *audit, metrics, idempotency, ApiSettings{max_body}, clock, *log);
     api->install(server);
     port = server.bind_to_any_port("127.0.0.1");
     thread = std::thread([this] { server.listen_after_bind(); });
@@ -441,4 +443,69 @@ TEST_CASE("/v1/providers: order, state, counters and last error, behind the bear
   CHECK(b["providers"][1]["name"] == "mailgun");
   CHECK(b["providers"][1]["counters"]["sent"] == 1);
   CHECK(b["providers"][1]["last_error"].is_null());
+}
+
+TEST_CASE("409, 422 and replays: Idempotency-Key end to end", "[http_api][idempotency]") {
+  ApiHarness h({}, 10485760, true);
+  httplib::Headers billing{{"Authorization", "Bearer billing-token-0123456789"}, {"Idempotency-Key", "order-42"}};
+  httplib::Headers shop{{"Authorization", "Bearer shop-token-0123456789ab"}, {"Idempotency-Key", "order-42"}};
+
+  // 409 while the first request with the key is still at the (slow) provider.
+  fakes::FakeReply slow;
+  slow.delay = milliseconds(800);
+  h.sendgrid_server.push(slow);
+  std::unique_ptr<httplib::Result> first;
+  std::thread t([&] { first = std::make_unique<httplib::Result>(h.send(fakes::sample_request(), billing)); });
+  for (int i = 0; i < 200 && h.sendgrid_server.count() == 0; ++i) std::this_thread::sleep_for(milliseconds(5));
+  check_error(h.send(fakes::sample_request(), billing), 409, "idempotency_in_flight");
+  t.join();
+  REQUIRE(first);
+  REQUIRE(*first);
+  REQUIRE((*first)->status == 200);
+
+  // Replay: same key, same body, same client: the first answer, nothing sent.
+  auto again = h.send(fakes::sample_request(), billing);
+  REQUIRE(again);
+  CHECK(again->status == 200);
+  CHECK(again->get_header_value("Idempotent-Replayed") == "true");
+  CHECK(again->body == (*first)->body);
+  CHECK(h.sendgrid_server.count() == 1);
+  CHECK((*first)->get_header_value("Idempotent-Replayed").empty());
+
+  // 422: same key, other body.
+  json other = fakes::sample_request();
+  other["subject"] = "Another subject";
+  check_error(h.send(other, billing), 422, "idempotency_mismatch");
+
+  // Another client's key space is its own.
+  auto theirs = h.send(fakes::sample_request(), shop);
+  REQUIRE(theirs);
+  CHECK(theirs->status == 200);
+  CHECK(theirs->get_header_value("Idempotent-Replayed").empty());
+  CHECK(h.sendgrid_server.count() == 2);
+
+  auto metrics = h.client().Get("/metrics")->body;
+  CHECK(metrics.find("\nmailrelay_idempotency_replays_total 1\n") != std::string::npos);
+  // The replay is audited as such, pointing at the first answer.
+  bool found = false;
+  for (const auto& l : h.audit_lines()) {
+    if (l["event"] == "request" && l["outcome"] == "replayed") {
+      found = true;
+      CHECK(l["replay_of"] == json::parse((*first)->body)["request_id"]);
+    }
+  }
+  CHECK(found);
+}
+
+TEST_CASE("Idempotency-Key: a failure that surely sent nothing is not replayed", "[http_api][idempotency]") {
+  ApiHarness h;
+  httplib::Headers keyed{{"Idempotency-Key", "retry-me"}};
+  h.sendgrid_server.push(fakes::reply(400, R"({"errors":[{"message":"bad"}]})"));
+  h.mailgun_server.push(fakes::reply(400, R"({"message":"bad"})"));
+  check_error(h.send(fakes::sample_request(), keyed), 502, "all_providers_failed");
+  auto retry = h.send(fakes::sample_request(), keyed);  // providers recovered: this one sends
+  REQUIRE(retry);
+  CHECK(retry->status == 200);
+  CHECK(retry->get_header_value("Idempotent-Replayed").empty());
+  check_error(h.send(fakes::sample_request(), {{"Idempotency-Key", std::string(256, 'k')}}), 400, "invalid_request");
 }

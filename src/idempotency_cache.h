@@ -1,0 +1,67 @@
+// IdempotencyCache: remembers answers by (client, Idempotency-Key) for SPEC section 6: a repeat
+// with the same body gets the first answer back, a different body is a conflict, a twin still
+// in flight is refused. In memory, bounded (oldest entries evicted first), entries expire after
+// the TTL. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <list>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "clock.h"
+
+namespace mailrelay {
+
+class IdempotencyCache {
+ public:
+  struct Answer {
+    int status = 0;
+    std::string body;
+    std::string request_id;
+  };
+  enum class Verdict {
+    kProceed,   // first time: handle it, then complete() or release()
+    kReplay,    // answered before with the same body: `answer` holds it
+    kInFlight,  // the first request with this key is still being handled
+    kMismatch,  // the key was used with a different body
+  };
+  struct Lookup {
+    Verdict verdict = Verdict::kProceed;
+    Answer answer;
+  };
+
+  IdempotencyCache(std::size_t capacity, std::chrono::seconds ttl, Clock& clock);
+
+  // `body_digest` identifies the request body (SHA-256 of it).
+  Lookup begin(const std::string& client, const std::string& key, const std::string& body_digest);
+  // Stores the answer for replays.
+  void complete(const std::string& client, const std::string& key, Answer answer);
+  // Forgets the key: nothing can have been sent, so a retry with it may send.
+  void release(const std::string& client, const std::string& key);
+
+  std::size_t size() const;
+
+ private:
+  struct Entry {
+    std::string digest;
+    bool done = false;
+    Answer answer;
+    Clock::TimePoint created;
+    std::list<std::pair<std::string, std::string>>::iterator age;  // position in oldest_
+  };
+  using Id = std::pair<std::string, std::string>;  // client, key
+
+  void erase(std::map<Id, Entry>::iterator it);
+
+  std::size_t capacity_;
+  std::chrono::seconds ttl_;
+  Clock& clock_;
+  mutable std::mutex mutex_;
+  std::map<Id, Entry> entries_;
+  std::list<Id> oldest_;  // front = oldest
+};
+
+}  // namespace mailrelay
