@@ -10,6 +10,7 @@ std::string_view to_string(StopReason reason) {
     case StopReason::kAllProvidersFailed: return "all_providers_failed";
     case StopReason::kDeadline: return "deadline";
     case StopReason::kAmbiguousTimeout: return "ambiguous_no_failover";
+    case StopReason::kNoProviderAvailable: return "no_provider_available";
   }
   return "unknown";
 }

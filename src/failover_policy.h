@@ -14,6 +14,7 @@ enum class StopReason {
   kAllProvidersFailed, // every provider was tried (or skipped) and none accepted
   kDeadline,           // the request deadline ran out
   kAmbiguousTimeout,   // a provider may have accepted it and --failover-on-timeout=false
+  kNoProviderAvailable, // every provider was skipped (circuit open or parked): nothing was sent
 };
 
 std::string_view to_string(StopReason reason);

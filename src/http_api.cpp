@@ -143,18 +143,25 @@ void HttpApi::install(httplib::Server& server) {
     json providers = json::array();
     for (const auto& name : runtime->provider_names) {
       json p = metrics_.provider_json(name);
-      // No circuit breakers yet: every configured provider is tried, so each is enabled and closed.
-      providers.push_back(json{{"name", name}, {"enabled", true}, {"circuit", "closed"},
+      std::string circuit = runtime->health ? std::string(to_string(runtime->health->state(name))) : "closed";
+      providers.push_back(json{{"name", name}, {"enabled", true}, {"circuit", circuit},
                                {"counters", p["counters"]}, {"last_error", p["last_error"]}});
     }
     metrics_.request(req.path, 200, 0, nullptr);
     send_json(res, 200, json{{"request_id", id}, {"providers", providers}});
   });
 
-  // Ready while not shutting down: every provider can be tried (no circuit breakers yet).
+  // Ready while not shutting down and at least one provider can be tried.
   server.Get("/readyz", [this](const httplib::Request& req, httplib::Response& res) {
+    const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+    bool any = !runtime->health;
+    for (const auto& name : runtime->provider_names) {
+      any = any || runtime->health->wait(name).count() == 0;
+    }
     if (draining_) {
       send_json(res, 503, json{{"status", "draining"}, {"request_id", request_id_of(req, res)}});
+    } else if (!any) {
+      send_json(res, 503, json{{"status", "no_provider_available"}, {"request_id", request_id_of(req, res)}});
     } else {
       send_json(res, 200, json{{"status", "ready"}, {"request_id", request_id_of(req, res)}});
     }
@@ -291,6 +298,16 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
       status = 504;
       body = error_json(id, "deadline_exceeded", "no provider accepted the message within the request deadline");
       break;
+    case StopReason::kNoProviderAvailable: {
+      status = 503;
+      auto wait = std::chrono::milliseconds::max();
+      for (const auto& name : runtime->provider_names) {
+        if (runtime->health) wait = std::min(wait, runtime->health->wait(name));
+      }
+      res.set_header("Retry-After", std::to_string(std::max<long long>(1, (wait.count() + 999) / 1000)));
+      body = error_json(id, "no_provider_available", "every provider is skipped (circuit open or throttled); see attempts");
+      break;
+    }
     case StopReason::kAmbiguousTimeout:
       status = 504;
       body = error_json(id, "deadline_exceeded",

@@ -1,5 +1,6 @@
 #include "relay.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -35,6 +36,7 @@ std::string_view stop_reason_label(const RelayResult& result) {
     case StopReason::kAccepted: return "accepted";
     case StopReason::kDeadline: return "deadline";
     case StopReason::kAmbiguousTimeout: return "ambiguous_timeout";
+    case StopReason::kNoProviderAvailable: return "no_provider_available";
     case StopReason::kAllProvidersFailed: break;
   }
   bool all_rejected = !result.attempts.empty();
@@ -43,8 +45,9 @@ std::string_view stop_reason_label(const RelayResult& result) {
 }
 
 Relay::Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock,
-             std::vector<AttemptObserver*> observers, Jitter jitter)
-    : providers_(std::move(providers)), settings_(settings), clock_(clock), observers_(std::move(observers)),
+             ProviderHealth* health, std::vector<AttemptObserver*> observers, Jitter jitter)
+    : providers_(std::move(providers)), settings_(settings), clock_(clock), health_(health),
+      observers_(std::move(observers)),
       jitter_(std::move(jitter)) {
   if (!jitter_) {
     jitter_ = [] {
@@ -66,6 +69,17 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
         out.reason = StopReason::kDeadline;
         return out;
       }
+      // A provider whose circuit is open or that asked us to wait is skipped without a call;
+      // the skip is an attempt of its own, so the answer says why that provider was not used.
+      std::string why_not;
+      if (health_ && !health_->admit(provider->name(), why_not)) {
+        Attempt skipped{provider->name(), try_number, {}, 0};
+        skipped.result.outcome = AttemptOutcome::kSkipped;
+        skipped.result.error = why_not;
+        for (auto* o : observers_) o->after_attempt(request_id, skipped);
+        out.attempts.push_back(skipped);
+        break;
+      }
       // Recorded before the call: after a crash, this line is how an operator finds a mail
       // whose outcome is unknown.
       for (auto* o : observers_) o->before_attempt(request_id, provider->name(), try_number);
@@ -73,6 +87,7 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
       Attempt attempt{provider->name(), try_number,
                       provider->send(email, request_id, std::min(settings_.attempt_timeout, left)), 0};
       attempt.latency_ms = to_ms(clock_.now() - begin);
+      if (health_) health_->record(provider->name(), attempt.result);
       for (auto* o : observers_) o->after_attempt(request_id, attempt);
       out.attempts.push_back(attempt);
 
@@ -86,8 +101,11 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
     }
   }
   // Out of providers. If the last one failed because the deadline cut its attempt short, the
-  // deadline is the honest reason.
-  out.reason = time_left().count() <= 0 ? StopReason::kDeadline : StopReason::kAllProvidersFailed;
+  // deadline is the honest reason; if none could even be tried, say so.
+  bool all_skipped = std::all_of(out.attempts.begin(), out.attempts.end(),
+                                 [](const Attempt& a) { return a.result.outcome == AttemptOutcome::kSkipped; });
+  if (all_skipped) out.reason = StopReason::kNoProviderAvailable;
+  else out.reason = time_left().count() <= 0 ? StopReason::kDeadline : StopReason::kAllProvidersFailed;
   return out;
 }
 

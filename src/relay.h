@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "circuit_breaker.h"
 #include "clock.h"
 #include "email_provider.h"
 #include "failover_policy.h"
@@ -39,7 +40,7 @@ struct RelayResult {
 nlohmann::ordered_json attempts_to_json(const RelayResult& result);
 
 // Why the relay stopped, for the audit line: accepted, rejected_by_all, no_provider_left,
-// deadline or ambiguous_timeout.
+// no_provider_available, deadline or ambiguous_timeout.
 std::string_view stop_reason_label(const RelayResult& result);
 
 // Told before every provider call (the audit log's "attempt" line) and after it (metrics).
@@ -56,9 +57,10 @@ class Relay {
   // Jitter returns a uniform value in [0, 1); the default draws from a per-thread engine.
   using Jitter = std::function<double()>;
   // REQUIRES: providers non-empty; they outlive the Relay.
-  // Observers are told in order; they outlive the Relay.
+  // `health` (may be null) decides which providers are skipped; observers are told in order.
+  // Both outlive the Relay.
   Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock,
-        std::vector<AttemptObserver*> observers = {}, Jitter jitter = {});
+        ProviderHealth* health = nullptr, std::vector<AttemptObserver*> observers = {}, Jitter jitter = {});
 
   // `started` is when the request arrived: the deadline counts from there.
   RelayResult send(const Email& email, const std::string& request_id, Clock::TimePoint started);
@@ -69,6 +71,7 @@ class Relay {
   std::vector<EmailProvider*> providers_;
   RelaySettings settings_;
   Clock& clock_;
+  ProviderHealth* health_;
   std::vector<AttemptObserver*> observers_;
   Jitter jitter_;
 };

@@ -12,7 +12,8 @@
 namespace mailrelay {
 
 Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpTransport& transport,
-                                                     Clock& clock, std::vector<AttemptObserver*> observers) {
+                                                     Clock& clock, ProviderHealth* health,
+                                                     std::vector<AttemptObserver*> observers) {
   auto runtime = std::make_shared<Runtime>();
   if (!config.tokens_file.empty()) {
     auto tokens = TokenStore::load(config.tokens_file);
@@ -45,8 +46,9 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpT
   settings.deadline = std::chrono::milliseconds(config.deadline_ms);
   settings.policy.max_retries = config.max_retries;
   settings.policy.failover_on_timeout = config.failover_on_timeout;
-  runtime->relay = std::make_unique<Relay>(order, settings, clock, std::move(observers));
+  runtime->relay = std::make_unique<Relay>(order, settings, clock, health, std::move(observers));
   runtime->provider_names = config.providers;
+  runtime->health = health;
   return std::shared_ptr<const Runtime>(std::move(runtime));
 }
 

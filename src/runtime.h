@@ -22,12 +22,14 @@ struct Runtime {
   std::vector<std::unique_ptr<EmailProvider>> providers;
   std::unique_ptr<Relay> relay;
   std::vector<std::string> provider_names;  // in order
+  ProviderHealth* health = nullptr;          // shared across reloads; may be null
 };
 
 // Builds the runtime `config` describes. Fails (with a message for the operator) when the tokens
 // file cannot be loaded or the outbox directory cannot be created.
 Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpTransport& transport,
-                                                     Clock& clock, std::vector<AttemptObserver*> observers);
+                                                     Clock& clock, ProviderHealth* health,
+                                                     std::vector<AttemptObserver*> observers);
 
 // Options that only take effect on restart and differ between `before` and `after`, by name.
 std::vector<std::string> restart_only_changes(const Config& before, const Config& after);

@@ -35,6 +35,7 @@ struct ApiHarness {
   Metrics metrics{"test"};
   IdempotencyCache idempotency{1000, std::chrono::hours(24), clock};
   std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+  ProviderHealth health{BreakerSettings{}, clock, *log};
   std::unique_ptr<HttpApi> api;
   httplib::Server server;
   std::thread thread;
@@ -57,7 +58,8 @@ struct ApiHarness {
         transport));
     runtime->relay = std::make_unique<Relay>(
         std::vector<EmailProvider*>{runtime->providers[0].get(), runtime->providers[1].get()}, settings, clock,
-        std::vector<AttemptObserver*>{audit.get(), &metrics});
+        &health, std::vector<AttemptObserver*>{audit.get(), &metrics});
+    runtime->health = &health;
     runtime->provider_names = {"sendgrid", "mailgun"};
     api = std::make_unique<HttpApi>(runtime, *audit, metrics, idempotency, ApiSettings{max_body}, clock, *log);
     api->install(server);
@@ -508,4 +510,26 @@ TEST_CASE("Idempotency-Key: a failure that surely sent nothing is not replayed",
   CHECK(retry->status == 200);
   CHECK(retry->get_header_value("Idempotent-Replayed").empty());
   check_error(h.send(fakes::sample_request(), {{"Idempotency-Key", std::string(256, 'k')}}), 400, "invalid_request");
+}
+
+TEST_CASE("503 no_provider_available when every provider is parked, and readyz says so", "[http_api][circuit_breaker]") {
+  ApiHarness h;
+  auto throttled = fakes::reply(429, R"({"message":"too many requests"})");
+  throttled.headers = {{"Retry-After", "30"}};
+  h.sendgrid_server.push(throttled);
+  h.mailgun_server.push(throttled);
+  check_error(h.send(fakes::sample_request()), 502, "all_providers_failed");
+  auto r = h.send(fakes::sample_request());
+  check_error(r, 503, "no_provider_available");
+  int retry_after = std::stoi(r->get_header_value("Retry-After"));
+  CHECK(retry_after >= 29);
+  CHECK(retry_after <= 30);
+  json b = body_of(r);
+  REQUIRE(b["attempts"].size() == 2);
+  CHECK(b["attempts"][0]["outcome"] == "skipped");
+  CHECK_THAT(b["attempts"][0]["error"].get<std::string>(), Catch::Contains("429"));
+  CHECK(h.sendgrid_server.count() == 1);
+  CHECK(h.mailgun_server.count() == 1);
+  CHECK(h.client().Get("/readyz")->status == 503);
+  CHECK(body_of(h.client().Get("/v1/providers"))["providers"][0]["circuit"] == "parked");
 }

@@ -2,6 +2,8 @@
 
 #include <memory>
 
+#include <spdlog/sinks/null_sink.h>
+
 #include "fake_clock.h"
 #include "fake_transport.h"
 #include "http_provider.h"
@@ -37,10 +39,11 @@ struct Harness {
   RelaySettings settings;
   Email email = parse_email(fakes::sample_request().dump()).value();
   Observer observer;
+  ProviderHealth* health = nullptr;
 
   RelayResult run() {
     observer.transport = &transport;
-    Relay relay({&sendgrid, &mailgun}, settings, clock, {&observer}, [] { return 0.5; });
+    Relay relay({&sendgrid, &mailgun}, settings, clock, health, {&observer}, [] { return 0.5; });
     return relay.send(email, "req", clock.now());
   }
 };
@@ -181,4 +184,47 @@ TEST_CASE("a deadline already spent makes no call at all", "[relay]") {
   CHECK(r.reason == StopReason::kDeadline);
   CHECK(r.attempts.empty());
   CHECK(h.transport.requests().empty());
+}
+
+TEST_CASE("an open circuit skips the provider without a network call, then a probe closes it", "[relay]") {
+  Harness h;
+  auto log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+  ProviderHealth health(BreakerSettings{}, h.clock, *log);
+  h.health = &health;
+  h.settings.policy.max_retries = 0;
+  for (int i = 0; i < 5; ++i) {
+    h.transport.push(http(503, "Service Unavailable"));
+    h.transport.push(http(200, kMailgunOk));
+    REQUIRE(h.run().reason == StopReason::kAccepted);
+  }
+  REQUIRE(h.transport.requests().size() == 10);
+  h.transport.push(http(200, kMailgunOk));
+  auto r = h.run();
+  CHECK(h.transport.requests().size() == 11);  // only Mailgun was called
+  REQUIRE(r.attempts.size() == 2);
+  CHECK(r.attempts[0].provider == "sendgrid");
+  CHECK(r.attempts[0].result.outcome == AttemptOutcome::kSkipped);
+  CHECK_THAT(r.attempts[0].result.error, Catch::Contains("circuit open"));
+  CHECK(r.accepted()->provider == "mailgun");
+
+  h.clock.advance(milliseconds(5000));
+  h.transport.push(http(202, "", {{"x-message-id", "probe"}}));
+  auto probe = h.run();
+  CHECK(probe.accepted()->provider == "sendgrid");
+  CHECK(health.state("sendgrid") == CircuitState::kClosed);
+}
+
+TEST_CASE("every provider skipped: no_provider_available, nothing sent", "[relay]") {
+  Harness h;
+  auto log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+  ProviderHealth health(BreakerSettings{}, h.clock, *log);
+  h.health = &health;
+  h.transport.push(http(429, "", {{"retry-after", "60"}}));
+  h.transport.push(http(429, "", {{"retry-after", "60"}}));
+  CHECK(h.run().reason == StopReason::kAllProvidersFailed);
+  auto r = h.run();
+  CHECK(r.reason == StopReason::kNoProviderAvailable);
+  CHECK(r.attempts.size() == 2);
+  CHECK(h.transport.requests().size() == 2);
+  CHECK(stop_reason_label(r) == "no_provider_available");
 }

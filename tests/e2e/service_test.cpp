@@ -29,15 +29,24 @@ class NotifySocket {
     REQUIRE(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
   }
   ~NotifySocket() { close(fd_); }
-  // Waits (bounded) for a datagram containing `text`; returns every datagram read meanwhile.
+  // Waits (bounded) for a datagram containing `text`, keeping every datagram read meanwhile.
   bool wait_for(const std::string& text, int timeout_ms) {
-    for (int waited = 0; waited < timeout_ms; waited += 10) {
+    for (int waited = 0; waited <= timeout_ms; waited += 10) {
       char buf[4096];
       ssize_t n;
       while ((n = recv(fd_, buf, sizeof buf, MSG_DONTWAIT)) > 0) messages.emplace_back(buf, static_cast<std::size_t>(n));
       for (const auto& m : messages) {
         if (m.find(text) != std::string::npos) return true;
       }
+      usleep(10 * 1000);
+    }
+    return false;
+  }
+  // Waits (bounded) until `n` datagrams contain `text`.
+  bool wait_count(const std::string& text, int n, int timeout_ms) {
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+      wait_for(text, 0);
+      if (count(text) >= n) return true;
       usleep(10 * 1000);
     }
     return false;
@@ -189,7 +198,7 @@ TEST_CASE("SIGHUP switches the provider order for new requests and keeps serving
   d.signal(SIGHUP);
   CHECK(notify.wait_for("RELOADING=1", 5000));
   for (int i = 0; i < 500 && d.err().find("reloaded configuration") == std::string::npos; ++i) usleep(10 * 1000);
-  CHECK(notify.count("READY=1") == 2);
+  CHECK(notify.wait_count("READY=1", 2, 5000));
   CHECK(provider_of_next_send() == "mailgun");
 
   write_config("mailgun,sendgrid", "no_such_option = 1\n");

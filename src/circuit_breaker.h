@@ -1,0 +1,61 @@
+// ProviderHealth: per-provider circuit breakers and throttling, shared by all requests (the only
+// cross-request state of the send path). A provider that keeps failing is skipped for a cool-down
+// that doubles on every trip, then one probe request decides whether it closes again; a 429 with
+// Retry-After parks the provider for exactly that long. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <spdlog/logger.h>
+
+#include "clock.h"
+#include "email_provider.h"
+
+namespace mailrelay {
+
+struct BreakerSettings {
+  int failure_threshold = 5;                        // consecutive failures that open the circuit
+  std::chrono::milliseconds base_cooldown{5000};    // first open period
+  std::chrono::milliseconds max_cooldown{300000};   // doubling stops here (5 minutes)
+};
+
+enum class CircuitState { kClosed, kOpen, kHalfOpen, kParked };
+std::string_view to_string(CircuitState state);
+
+class ProviderHealth {
+ public:
+  ProviderHealth(BreakerSettings settings, Clock& clock, spdlog::logger& log);
+
+  // Whether `provider` may be called now; when not, `reason` says why (for the skipped attempt).
+  // A half-open provider admits one probe at a time.
+  bool admit(const std::string& provider, std::string& reason);
+  // The outcome of a call that admit() allowed.
+  void record(const std::string& provider, const AttemptResult& result);
+
+  CircuitState state(const std::string& provider);
+  // Time until `provider` may be tried again (zero when it may be tried now).
+  std::chrono::milliseconds wait(const std::string& provider);
+
+ private:
+  struct Breaker {
+    CircuitState state = CircuitState::kClosed;
+    int consecutive_failures = 0;
+    int trips = 0;  // opens in a row without a successful probe in between
+    Clock::TimePoint until{};  // end of the open or parked period
+    bool probe_in_flight = false;
+  };
+  void transition(const std::string& provider, Breaker& b, CircuitState to, const std::string& why);
+  void refresh(const std::string& provider, Breaker& b);  // open/parked -> half-open/closed on time
+
+  BreakerSettings settings_;
+  Clock& clock_;
+  spdlog::logger& log_;
+  std::mutex mutex_;
+  std::map<std::string, Breaker> breakers_;
+};
+
+}  // namespace mailrelay
