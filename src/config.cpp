@@ -47,6 +47,10 @@ void declare_options(CLI::App& app, Config& c) {
   opt("mailgun-api-key-file", c.mailgun_api_key_file,
       "file holding the Mailgun API key (else env MAILGUN_API_KEY, else credential mailgun_api_key)");
   opt("outbox-dir", c.outbox_dir, "directory the outbox provider writes .eml files to (created if missing)");
+  opt("strategy", c.strategy,
+      "which provider goes first: failover (the order given), round-robin, or weighted; the rest of the order is the fallback")
+      ->capture_default_str();
+  opt("weights", c.weights, "for --strategy weighted: sendgrid=3,mailgun=1 (unlisted providers weigh 1)");
   opt("attempt-timeout-ms", c.attempt_timeout_ms, "one provider call, connect to last byte")->capture_default_str();
   opt("deadline-ms", c.deadline_ms, "whole request: all attempts and backoff")->capture_default_str();
   opt("max-retries", c.max_retries, "extra tries on the same provider for retryable failures")->capture_default_str();
@@ -238,6 +242,25 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
     auto key = load_recipient_key(config.audit_recipient_key_file);
     if (!key) return key.error();
     config.audit_recipient_key = std::move(key).value();
+  }
+  if (config.strategy != "failover" && config.strategy != "round-robin" && config.strategy != "weighted") {
+    return ConfigExit{2, "--strategy must be failover, round-robin or weighted, got '" + config.strategy + "'"};
+  }
+  config.provider_weights.assign(config.providers.size(), 1.0);
+  std::stringstream weights(config.weights);
+  for (std::string item; std::getline(weights, item, ',');) {
+    auto eq = item.find('=');
+    auto at = eq == std::string::npos ? config.providers.end()
+                                       : std::find(config.providers.begin(), config.providers.end(), item.substr(0, eq));
+    char* end = nullptr;
+    double w = eq == std::string::npos ? -1 : std::strtod(item.c_str() + eq + 1, &end);
+    if (at == config.providers.end() || w < 0 || !end || *end != '\0') {
+      return ConfigExit{2, "--weights: '" + item + "' is not provider=weight for a provider in --providers"};
+    }
+    config.provider_weights[static_cast<std::size_t>(at - config.providers.begin())] = w;
+  }
+  if (std::all_of(config.provider_weights.begin(), config.provider_weights.end(), [](double w) { return w == 0; })) {
+    return ConfigExit{2, "--weights: at least one provider needs a weight above 0"};
   }
   // Each listed provider must be usable, checked in the order given so the first problem an
   // operator sees is about the first provider.

@@ -27,6 +27,9 @@ struct Config {
   std::string mailgun_api_key_file;
   std::string mailgun_api_key;  // secret: never logged
   std::string outbox_dir;
+  std::string strategy = "failover";  // failover, round-robin, weighted
+  std::string weights;                // "sendgrid=3,mailgun=1"; unlisted providers weigh 1
+  std::vector<double> provider_weights;  // derived: one per provider, in order
   int attempt_timeout_ms = 3000;
   int deadline_ms = 10000;
   int max_retries = 1;

@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
   Metrics metrics(MAILRELAY_VERSION);
   // Provider health outlives reloads: a provider that is down stays skipped after a SIGHUP.
   ProviderHealth health(BreakerSettings{}, clock, *log);
-  auto runtime = build_runtime(config, transport, clock, &health, {audit.get(), &metrics});
+  RetryBudget retry_budget(RetryBudgetSettings{}, clock);
+  auto runtime = build_runtime(config, transport, clock, &health, &retry_budget, {audit.get(), &metrics});
   if (!runtime) {
     log->error("{}", runtime.error().message);
     curl_global_cleanup();
@@ -175,7 +176,7 @@ int main(int argc, char** argv) {
     if (reloaded) {
       if (!current.tokens_file.empty() && reloaded.value().tokens_file.empty()) {
         problem = "the new configuration has no tokens file; refusing to turn authentication off by reload";
-      } else if (auto next = build_runtime(reloaded.value(), transport, clock, &health, {audit.get(), &metrics})) {
+      } else if (auto next = build_runtime(reloaded.value(), transport, clock, &health, &retry_budget, {audit.get(), &metrics})) {
         for (const auto& option : restart_only_changes(current, reloaded.value())) {
           log->warn("reload: {} changed; it takes effect only after a restart", option);
         }

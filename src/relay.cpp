@@ -45,8 +45,8 @@ std::string_view stop_reason_label(const RelayResult& result) {
 }
 
 Relay::Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock,
-             ProviderHealth* health, std::vector<AttemptObserver*> observers, Jitter jitter)
-    : providers_(std::move(providers)), settings_(settings), clock_(clock), health_(health),
+             ProviderHealth* health, std::vector<AttemptObserver*> observers, Jitter jitter, RetryBudget* budget)
+    : providers_(std::move(providers)), settings_(settings), clock_(clock), health_(health), budget_(budget),
       observers_(std::move(observers)),
       jitter_(std::move(jitter)) {
   if (!jitter_) {
@@ -57,12 +57,36 @@ Relay::Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Cloc
   }
 }
 
+std::vector<EmailProvider*> Relay::order() {
+  std::size_t first = 0;
+  if (settings_.strategy == Strategy::kRoundRobin) {
+    first = static_cast<std::size_t>(turn_++ % providers_.size());
+  } else if (settings_.strategy == Strategy::kWeighted) {
+    double total = 0;
+    for (double w : settings_.weights) total += w;
+    double point = jitter_() * total;
+    for (std::size_t i = 0; i < settings_.weights.size(); ++i) {
+      if (point < settings_.weights[i]) {
+        first = i;
+        break;
+      }
+      point -= settings_.weights[i];
+    }
+  }
+  std::vector<EmailProvider*> out{providers_[first]};
+  for (std::size_t i = 0; i < providers_.size(); ++i) {
+    if (i != first) out.push_back(providers_[i]);
+  }
+  return out;
+}
+
 RelayResult Relay::send(const Email& email, const std::string& request_id, Clock::TimePoint started) {
   RelayResult out;
+  if (budget_) budget_->on_request();
   const auto deadline = started + settings_.deadline;
   auto time_left = [&] { return duration_cast<milliseconds>(deadline - clock_.now()); };
 
-  for (EmailProvider* provider : providers_) {
+  for (EmailProvider* provider : order()) {
     for (int try_number = 1;; ++try_number) {
       milliseconds left = time_left();
       if (left.count() <= 0) {
@@ -96,6 +120,9 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
         out.reason = d.reason;
         return out;
       }
+      // A retry on the same provider spends from the budget shared by all requests; without
+      // budget left the next provider is tried instead (an outage must not double the load).
+      if (d.step == NextStep::kRetrySameProvider && budget_ && !budget_->try_spend()) break;
       if (d.step == NextStep::kNextProvider) break;
       clock_.sleep_for(d.delay);
     }

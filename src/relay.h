@@ -2,7 +2,9 @@
 // attempt. Thread-safe: per-request state lives on the stack of send().
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -11,12 +13,18 @@
 
 #include "circuit_breaker.h"
 #include "clock.h"
+#include "retry_budget.h"
 #include "email_provider.h"
 #include "failover_policy.h"
 
 namespace mailrelay {
 
+// Which provider is tried first; the configured order after it stays the fallback.
+enum class Strategy { kFailover, kRoundRobin, kWeighted };
+
 struct RelaySettings {
+  Strategy strategy = Strategy::kFailover;
+  std::vector<double> weights;  // kWeighted: one per provider, in provider order
   std::chrono::milliseconds attempt_timeout{3000};
   std::chrono::milliseconds deadline{10000};
   FailoverPolicy policy;
@@ -57,10 +65,11 @@ class Relay {
   // Jitter returns a uniform value in [0, 1); the default draws from a per-thread engine.
   using Jitter = std::function<double()>;
   // REQUIRES: providers non-empty; they outlive the Relay.
-  // `health` (may be null) decides which providers are skipped; observers are told in order.
-  // Both outlive the Relay.
+  // `health` (may be null) decides which providers are skipped, `budget` (may be null) whether a
+  // retry may be spent; observers are told in order. All outlive the Relay.
   Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Clock& clock,
-        ProviderHealth* health = nullptr, std::vector<AttemptObserver*> observers = {}, Jitter jitter = {});
+        ProviderHealth* health = nullptr, std::vector<AttemptObserver*> observers = {}, Jitter jitter = {},
+        RetryBudget* budget = nullptr);
 
   // `started` is when the request arrived: the deadline counts from there.
   RelayResult send(const Email& email, const std::string& request_id, Clock::TimePoint started);
@@ -71,7 +80,12 @@ class Relay {
   std::vector<EmailProvider*> providers_;
   RelaySettings settings_;
   Clock& clock_;
+  // The order for one request: the strategy's first choice, then the others as configured.
+  std::vector<EmailProvider*> order();
+
   ProviderHealth* health_;
+  RetryBudget* budget_;
+  std::atomic<std::uint64_t> turn_{0};  // round-robin position
   std::vector<AttemptObserver*> observers_;
   Jitter jitter_;
 };

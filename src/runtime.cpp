@@ -12,7 +12,7 @@
 namespace mailrelay {
 
 Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpTransport& transport,
-                                                     Clock& clock, ProviderHealth* health,
+                                                     Clock& clock, ProviderHealth* health, RetryBudget* budget,
                                                      std::vector<AttemptObserver*> observers) {
   auto runtime = std::make_shared<Runtime>();
   if (!config.tokens_file.empty()) {
@@ -42,11 +42,15 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpT
     order.push_back(runtime->providers.back().get());
   }
   RelaySettings settings;
+  settings.strategy = config.strategy == "round-robin" ? Strategy::kRoundRobin
+                      : config.strategy == "weighted"  ? Strategy::kWeighted
+                                                       : Strategy::kFailover;
+  settings.weights = config.provider_weights;
   settings.attempt_timeout = std::chrono::milliseconds(config.attempt_timeout_ms);
   settings.deadline = std::chrono::milliseconds(config.deadline_ms);
   settings.policy.max_retries = config.max_retries;
   settings.policy.failover_on_timeout = config.failover_on_timeout;
-  runtime->relay = std::make_unique<Relay>(order, settings, clock, health, std::move(observers));
+  runtime->relay = std::make_unique<Relay>(order, settings, clock, health, std::move(observers), Relay::Jitter{}, budget);
   runtime->provider_names = config.providers;
   runtime->health = health;
   return std::shared_ptr<const Runtime>(std::move(runtime));

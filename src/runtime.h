@@ -28,7 +28,7 @@ struct Runtime {
 // Builds the runtime `config` describes. Fails (with a message for the operator) when the tokens
 // file cannot be loaded or the outbox directory cannot be created.
 Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpTransport& transport,
-                                                     Clock& clock, ProviderHealth* health,
+                                                     Clock& clock, ProviderHealth* health, RetryBudget* budget,
                                                      std::vector<AttemptObserver*> observers);
 
 // Options that only take effect on restart and differ between `before` and `after`, by name.

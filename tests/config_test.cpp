@@ -195,3 +195,28 @@ TEST_CASE("the example config documents every option, and names no unknown one",
   options.erase("config");
   CHECK(documented == options);
 }
+
+TEST_CASE("strategy and weights", "[config]") {
+  EnvVar sg("SENDGRID_API_KEY", "SG.fake");
+  EnvVar mg("MAILGUN_API_KEY", "fake-mg");
+  std::vector<std::string> base{"--mailgun-domain", "mg.example.com"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return load(args);
+  };
+  auto ok = with({"--strategy", "weighted", "--weights", "mailgun=3"});
+  REQUIRE(ok);
+  CHECK(ok.value().provider_weights == std::vector<double>{1, 3});
+  CHECK(with({"--strategy", "round-robin"}));
+  for (auto bad : std::vector<std::vector<std::string>>{{"--strategy", "random"},
+                                                         {"--weights", "pigeon=1"},
+                                                         {"--weights", "sendgrid"},
+                                                         {"--weights", "sendgrid=-1"},
+                                                         {"--weights", "sendgrid=0,mailgun=0"}}) {
+    CAPTURE(bad);
+    auto c = with(bad);
+    REQUIRE_FALSE(c);
+    CHECK(c.error().code == 2);
+  }
+}

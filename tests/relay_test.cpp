@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <map>
 #include <memory>
+#include <random>
 
 #include <spdlog/sinks/null_sink.h>
 
@@ -227,4 +229,70 @@ TEST_CASE("every provider skipped: no_provider_available, nothing sent", "[relay
   CHECK(r.attempts.size() == 2);
   CHECK(h.transport.requests().size() == 2);
   CHECK(stop_reason_label(r) == "no_provider_available");
+}
+
+namespace {
+// How often each provider went first over `n` sends through one Relay.
+std::map<std::string, int> first_choices(Harness& h, Relay& relay, int n) {
+  std::map<std::string, int> firsts;
+  for (int i = 0; i < n; ++i) {
+    h.transport.push(http(202));
+    auto r = relay.send(h.email, "req", h.clock.now());
+    ++firsts[r.attempts.at(0).provider];
+  }
+  return firsts;
+}
+}  // namespace
+
+TEST_CASE("round-robin alternates the first provider exactly", "[relay][strategy]") {
+  Harness h;
+  h.settings.strategy = Strategy::kRoundRobin;
+  Relay relay({&h.sendgrid, &h.mailgun}, h.settings, h.clock);
+  auto firsts = first_choices(h, relay, 1000);
+  CHECK(firsts["sendgrid"] == 500);
+  CHECK(firsts["mailgun"] == 500);
+}
+
+TEST_CASE("weighted picks the first provider by weight (3:1 within 5 points over 1000)", "[relay][strategy]") {
+  Harness h;
+  h.settings.strategy = Strategy::kWeighted;
+  h.settings.weights = {3, 1};
+  std::mt19937_64 engine(42);
+  Relay relay({&h.sendgrid, &h.mailgun}, h.settings, h.clock, nullptr, {},
+              [&] { return std::uniform_real_distribution<double>(0, 1)(engine); });
+  auto firsts = first_choices(h, relay, 1000);
+  CHECK(firsts["sendgrid"] + firsts["mailgun"] == 1000);
+  CHECK(firsts["sendgrid"] >= 700);
+  CHECK(firsts["sendgrid"] <= 800);
+}
+
+TEST_CASE("the rest of the order stays the fallback under any strategy", "[relay][strategy]") {
+  Harness h;
+  h.settings.strategy = Strategy::kRoundRobin;
+  h.settings.policy.max_retries = 0;
+  Relay relay({&h.sendgrid, &h.mailgun}, h.settings, h.clock);
+  h.transport.push(http(202));  // first send: sendgrid first, accepted
+  relay.send(h.email, "a", h.clock.now());
+  h.transport.push(http(503));  // second send: mailgun first, fails; sendgrid takes it
+  h.transport.push(http(202));
+  auto r = relay.send(h.email, "b", h.clock.now());
+  REQUIRE(r.attempts.size() == 2);
+  CHECK(r.attempts[0].provider == "mailgun");
+  CHECK(r.accepted()->provider == "sendgrid");
+}
+
+TEST_CASE("the retry budget bounds extra calls during an outage", "[relay][retry_budget]") {
+  Harness h;
+  RetryBudget budget(RetryBudgetSettings{}, h.clock);  // 20% of requests, at least 3 per window
+  Relay relay({&h.sendgrid, &h.mailgun}, h.settings, h.clock, nullptr, {}, [] { return 0.5; }, &budget);
+  // SendGrid is down, Mailgun is up. Every request may retry SendGrid once (max_retries 1).
+  h.transport.responder = [](const HttpRequest& r) {
+    return r.url.find("sg.test") != std::string::npos ? http(503, "down") : http(200, kMailgunOk);
+  };
+  for (int i = 0; i < 100; ++i) REQUIRE(relay.send(h.email, "req", h.clock.now()).reason == StopReason::kAccepted);
+  auto requests = h.transport.requests();
+  auto sendgrid_calls = std::count_if(requests.begin(), requests.end(),
+                                      [](const HttpRequest& r) { return r.url.find("sg.test") != std::string::npos; });
+  CHECK(sendgrid_calls >= 100 + 3);   // the minimum is always allowed
+  CHECK(sendgrid_calls <= 100 + 20);  // 20% of 100 requests; without the budget it would be 200
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <variant>
 #include <vector>
@@ -35,6 +36,9 @@ class FakeTransport final : public mailrelay::HttpTransport {
  public:
   explicit FakeTransport(FakeClock& clock) : clock_(clock) {}
 
+  // Answers by request once the script is used up (e.g. by URL: one provider down, one up).
+  std::function<ScriptedAnswer(const mailrelay::HttpRequest&)> responder;
+
   void push(ScriptedAnswer a) {
     std::lock_guard<std::mutex> lock(mutex_);
     script_.push_back(std::move(a));
@@ -48,7 +52,7 @@ class FakeTransport final : public mailrelay::HttpTransport {
       requests_.push_back(request);
       timeouts_.push_back(timeout);
       if (script_.empty()) {
-        a = failure(mailrelay::TransportFailure::kConnect, false);
+        a = responder ? responder(request) : failure(mailrelay::TransportFailure::kConnect, false);
       } else {
         a = script_.front();
         script_.pop_front();
