@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cctype>
 
 namespace mailrelay {
@@ -51,6 +52,36 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
   return n;
 }
 
+// The request body is handed to libcurl through a read callback with no way to seek back.
+// libcurl 7.88 re-sends a POST by itself when a reused connection dies before any answer
+// ("Connection died, retrying a fresh connect"): the provider may then get the message twice
+// while we saw one call. Without a way to rewind the body, libcurl cannot re-send and fails with
+// CURLE_SEND_FAIL_REWIND instead, which we report as an ambiguous attempt: every transmission is
+// an attempt the relay records. Connection reuse is unaffected; only that retry is given up.
+struct BodyReader {
+  const std::string* body;
+  std::size_t offset = 0;
+};
+
+size_t read_body(char* buffer, size_t size, size_t count, void* user) {
+  auto* reader = static_cast<BodyReader*>(user);
+  size_t n = std::min(size * count, reader->body->size() - reader->offset);
+  std::memcpy(buffer, reader->body->data() + reader->offset, n);
+  reader->offset += n;
+  return n;
+}
+
+// The same for multipart posts: one part that cannot be rewound once read makes the whole
+// form impossible to re-send (curl rewinds every part before a retry). Seeking to the start
+// before anything was read is the normal first send, and allowed.
+size_t read_part(char* buffer, size_t size, size_t count, void* user) { return read_body(buffer, size, count, user); }
+
+int seek_part(void* user, curl_off_t offset, int origin) {
+  auto* reader = static_cast<BodyReader*>(user);
+  if (origin == SEEK_SET && offset == 0 && reader->offset == 0) return CURL_SEEKFUNC_OK;
+  return CURL_SEEKFUNC_CANTSEEK;
+}
+
 TransportError classify(CURLcode code, CURL* curl, bool overflow) {
   curl_off_t pretransfer = 0;
   curl_easy_getinfo(curl, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
@@ -81,6 +112,11 @@ TransportError classify(CURLcode code, CURL* curl, bool overflow) {
     case CURLE_OPERATION_TIMEDOUT:
       e.kind = TransportFailure::kTimeout;
       e.may_have_been_sent = request_started;
+      break;
+    case CURLE_SEND_FAIL_REWIND:  // the connection died and libcurl wanted to re-send (see above)
+      e.kind = TransportFailure::kConnectionLost;
+      e.message = "connection lost after the request was sent; not re-sent";
+      e.may_have_been_sent = true;
       break;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
@@ -164,6 +200,8 @@ Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& requ
   add_header("Expect:");  // no 100-continue round trip (and no stall on servers without it)
 
   std::unique_ptr<curl_mime, MimeDeleter> mime;
+  BodyReader body_reader{&request.body};
+  std::vector<BodyReader> part_readers;
   curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);               // we are multi-threaded
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -184,10 +222,13 @@ Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& requ
 
   if (!request.form.empty()) {
     mime.reset(curl_mime_init(curl));
+    part_readers.reserve(request.form.size());
     for (const auto& field : request.form) {
       curl_mimepart* part = curl_mime_addpart(mime.get());
       curl_mime_name(part, field.name.c_str());
-      curl_mime_data(part, field.value.data(), field.value.size());
+      part_readers.push_back(BodyReader{&field.value});
+      curl_mime_data_cb(part, static_cast<curl_off_t>(field.value.size()), read_part, seek_part, nullptr,
+                        &part_readers.back());
       if (!field.filename.empty()) {
         curl_mime_filename(part, field.filename.c_str());
         curl_mime_type(part, field.content_type.c_str());
@@ -196,8 +237,10 @@ Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& requ
     curl_easy_setopt(curl, CURLOPT_MIMEPOST, mime.get());
   } else {
     add_header("Content-Type: " + request.content_type);
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.data());  // not copied
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, read_body);  // streamed from the request: no copy
+    curl_easy_setopt(curl, CURLOPT_READDATA, &body_reader);
   }
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
 

@@ -192,3 +192,32 @@ TEST_CASE("TLS: verified against --ca-file, an unknown CA fails before anything 
     CHECK(server.count() == 0);
   }
 }
+
+TEST_CASE("no silent resend: a reused connection that dies after the request is one ambiguous attempt", "[curl_transport]") {
+  CurlGlobal g;
+  fakes::RawServer server(fakes::RawServer::Mode::kDropSecond);
+  CurlTransport transport({});
+  SECTION("JSON body (SendGrid)") {
+    auto first = transport.post(json_post(server.base_url()), milliseconds(2000));
+    REQUIRE(first);
+    CHECK(first.value().status == 202);
+    auto second = transport.post(json_post(server.base_url()), milliseconds(2000));  // reuses the connection
+    REQUIRE_FALSE(second);
+    CHECK(second.error().kind == TransportFailure::kConnectionLost);
+    CHECK(second.error().may_have_been_sent);
+  }
+  SECTION("multipart form (Mailgun)") {
+    HttpRequest form;
+    form.url = server.base_url() + "/v3/mg.example.com/messages";
+    form.form = {{"to", "a@example.org", "", ""}, {"attachment", "bytes", "a.txt", "text/plain"}};
+    REQUIRE(transport.post(form, milliseconds(2000)));
+    auto second = transport.post(form, milliseconds(2000));
+    REQUIRE_FALSE(second);
+    CHECK(second.error().may_have_been_sent);
+  }
+  // What the provider received and what we report agree: two calls, two requests. libcurl's
+  // own retry would have delivered a third, on a fresh connection.
+  for (int i = 0; i < 100 && server.requests() < 2; ++i) usleep(10 * 1000);
+  usleep(200 * 1000);
+  CHECK(server.requests() == 2);
+}

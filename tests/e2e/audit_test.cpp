@@ -15,6 +15,7 @@
 
 #include "daemon.h"
 #include "fake_provider_server.h"
+#include "raw_server.h"
 #include "test_helpers.h"
 
 using nlohmann::json;
@@ -209,4 +210,29 @@ TEST_CASE("hash-address prints the hash the audit log holds for that recipient",
   CHECK(pclose(out) == 0);
   CHECK(printed == hashes[0].get<std::string>() + "\n");
   CHECK(fakes::read_file(dir.file("audit.log")).find("alice@") == std::string::npos);
+}
+
+TEST_CASE("no silent resend: what the provider received and what the audit recorded agree", "[e2e][audit]") {
+  fakes::TempDir dir;
+  fakes::RawServer provider(fakes::RawServer::Mode::kDropSecond);  // drops the 2nd request on a connection
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", provider.base_url(),
+            "--audit-log", dir.file("audit.log"), "--threads", "1"},
+           {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
+  REQUIRE(d.port() > 0);
+  auto c = d.client();
+  auto first = c.Post("/v1/send", fakes::sample_request().dump(), "application/json");
+  REQUIRE(first);
+  CHECK(first->status == 200);
+  auto second = c.Post("/v1/send", fakes::sample_request().dump(), "application/json");
+  REQUIRE(second);
+  CHECK(second->status == 502);
+  json attempts = json::parse(second->body)["attempts"];
+  REQUIRE(attempts.size() == 1);
+  CHECK(attempts[0]["may_have_been_sent"] == true);
+  CHECK(d.stop() == 0);
+  usleep(200 * 1000);
+  int attempt_lines = 0;
+  for (const auto& l : all_lines(dir, "audit.log")) attempt_lines += l["event"] == "attempt";
+  CHECK(provider.requests() == 2);
+  CHECK(attempt_lines == provider.requests());
 }

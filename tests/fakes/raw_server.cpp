@@ -46,8 +46,8 @@ void RawServer::serve() {
   for (auto& t : connections) t.join();
 }
 
-void RawServer::handle(int fd) {
-  // Read one request: headers, then Content-Length bytes of body; bounded by time and size.
+// Reads one request: headers, then Content-Length bytes of body; bounded by time and size.
+bool RawServer::read_request(int fd) {
   std::string data;
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   std::size_t need = std::string::npos;
@@ -69,8 +69,18 @@ void RawServer::handle(int fd) {
     if (n <= 0) break;
     data.append(buf, static_cast<std::size_t>(n));
   }
-  if (need != std::string::npos && data.size() >= need) ++requests_;
+  bool complete = need != std::string::npos && data.size() >= need;
+  if (complete) ++requests_;
+  return complete;
+}
 
+void RawServer::handle(int fd) {
+  bool complete = read_request(fd);
+  if (mode_ == Mode::kDropSecond && complete) {
+    const char ok[] = "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nX-Message-Id: raw-1\r\n\r\n";
+    (void)::send(fd, ok, sizeof ok - 1, MSG_NOSIGNAL);
+    read_request(fd);  // the second request on this connection: read, then dropped below
+  }
   switch (mode_) {
     case Mode::kReset: {
       linger l{1, 0};  // close with RST instead of FIN
@@ -78,6 +88,7 @@ void RawServer::handle(int fd) {
       break;
     }
     case Mode::kCloseWithoutAnswer:
+    case Mode::kDropSecond:
       break;
     case Mode::kGarbage: {
       const char garbage[] = "this is not HTTP at all\r\n\r\n";

@@ -11,7 +11,9 @@ namespace fakes {
 
 class RawServer {
  public:
-  enum class Mode { kReset, kCloseWithoutAnswer, kGarbage, kHang };
+  // kDropSecond answers the first request on a connection (202, kept alive), then reads the
+  // second request on that connection and closes it without answering.
+  enum class Mode { kReset, kCloseWithoutAnswer, kGarbage, kHang, kDropSecond };
   explicit RawServer(Mode mode);
   ~RawServer();
   RawServer(const RawServer&) = delete;
@@ -24,6 +26,7 @@ class RawServer {
  private:
   void serve();
   void handle(int fd);
+  bool read_request(int fd);
 
   Mode mode_;
   int listener_ = -1;
