@@ -130,7 +130,20 @@ void HttpApi::install(httplib::Server& server) {
   });
   server.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
     metrics_.request(req.path, 200, 0, nullptr);
-    res.set_content(metrics_.render(queue_depth_ ? queue_depth_() : 0), "text/plain; version=0.0.4");
+    std::string text = metrics_.render(queue_depth_ ? queue_depth_() : 0);
+    const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+    if (runtime->health) {
+      text += "# HELP mailrelay_provider_circuit Circuit state by provider: 1 for the current state.\n"
+              "# TYPE mailrelay_provider_circuit gauge\n";
+      for (const auto& name : runtime->provider_names) {
+        auto now = runtime->health->state(name);
+        for (auto state : {CircuitState::kClosed, CircuitState::kOpen, CircuitState::kHalfOpen, CircuitState::kParked}) {
+          text += "mailrelay_provider_circuit{provider=\"" + name + "\",state=\"" + std::string(to_string(state)) +
+                  "\"} " + (state == now ? "1" : "0") + "\n";
+        }
+      }
+    }
+    res.set_content(text, "text/plain; version=0.0.4");
   });
   server.Get("/v1/providers", [this](const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);

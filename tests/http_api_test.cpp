@@ -532,4 +532,7 @@ TEST_CASE("503 no_provider_available when every provider is parked, and readyz s
   CHECK(h.mailgun_server.count() == 1);
   CHECK(h.client().Get("/readyz")->status == 503);
   CHECK(body_of(h.client().Get("/v1/providers"))["providers"][0]["circuit"] == "parked");
+  std::string metrics = h.client().Get("/metrics")->body;
+  CHECK(sample(metrics, R"(mailrelay_provider_circuit{provider="sendgrid",state="parked"})") == 1);
+  CHECK(sample(metrics, R"(mailrelay_provider_circuit{provider="sendgrid",state="closed"})") == 0);
 }
