@@ -1,5 +1,6 @@
 // mailrelayd: wiring only. Parse config, build the objects, serve, handle signals.
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -27,6 +28,14 @@
 using namespace mailrelay;
 
 namespace {
+
+// cpp-httplib 0.11.4 listens with a backlog of 5: a burst of connections beyond that is dropped
+// at the SYN and retried by clients a second or more later. This exposes the listening socket so
+// that main can listen again with a real backlog (listen(2) on a listening socket resizes it).
+class Server final : public httplib::Server {
+ public:
+  int listening_socket() const { return svr_sock_; }
+};
 
 int print_exit(const ConfigExit& exit) {
   if (exit.code == 0) {
@@ -100,7 +109,7 @@ int main(int argc, char** argv) {
   });
   Config current = config;
 
-  httplib::Server server;
+  Server server;
   const int threads = config.threads;
   server.new_task_queue = [threads, &pool] {
     auto* p = new WorkerPool(static_cast<size_t>(threads));
@@ -114,7 +123,7 @@ int main(int argc, char** argv) {
   int port = config.listen_port;
   bool bound = port == 0 ? (port = server.bind_to_any_port(config.listen_host)) > 0
                          : server.bind_to_port(config.listen_host, port);
-  if (!bound) {
+  if (!bound || ::listen(server.listening_socket(), 4096) != 0) {
     log->error("cannot listen on {}: {}", config.listen, std::strerror(errno));
     curl_global_cleanup();
     return 1;

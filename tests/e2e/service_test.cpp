@@ -107,7 +107,7 @@ TEST_CASE("SIGTERM with 20 sends in flight: every one completes 200, new work ge
       if (r && r->status == 200) ++ok;
     });
   }
-  for (int i = 0; i < 500 && sendgrid.count() < 20; ++i) usleep(10 * 1000);
+  for (int i = 0; i < 1000 && sendgrid.count() < 20; ++i) usleep(10 * 1000);
   CHECK(sendgrid.count() == 20);  // all 20 are with the provider now
   d.signal(SIGTERM);
   usleep(200 * 1000);
