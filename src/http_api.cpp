@@ -6,6 +6,7 @@
 
 #include "email.h"
 #include "request_id.h"
+#include "worker_pool.h"
 
 namespace mailrelay {
 namespace {
@@ -114,9 +115,14 @@ void HttpApi::install(httplib::Server& server) {
   server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     tl_request_started = clock_.now();
     std::string id = request_id_of(req, res);
-    if (draining_ && req.path == "/v1/send") {
+    // Sends are refused while shutting down, and on connections admitted beyond --max-queue.
+    // Health checks and metrics still answer: they are cheap, and the watchdog relies on them.
+    if ((draining_ || WorkerPool::shedding()) && req.path == "/v1/send") {
       res.set_header("Retry-After", "1");
-      finish(req, res, 503, error_json(id, "overloaded", "shutting down; retry on another instance or in a moment"), {});
+      finish(req, res, 503,
+             error_json(id, "overloaded", draining_ ? "shutting down; retry on another instance or in a moment"
+                                                    : "too many requests in progress; retry in a moment"),
+             {});
       return httplib::Server::HandlerResponse::Handled;
     }
     return httplib::Server::HandlerResponse::Unhandled;

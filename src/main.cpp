@@ -111,8 +111,9 @@ int main(int argc, char** argv) {
 
   Server server;
   const int threads = config.threads;
-  server.new_task_queue = [threads, &pool] {
-    auto* p = new WorkerPool(static_cast<size_t>(threads));
+  const int max_queue = config.max_queue;
+  server.new_task_queue = [threads, max_queue, &pool] {
+    auto* p = new WorkerPool(static_cast<size_t>(threads), static_cast<size_t>(max_queue));
     pool = p;
     return p;
   };

@@ -1,19 +1,33 @@
 #include "worker_pool.h"
 
 namespace mailrelay {
+namespace {
+thread_local bool tl_shedding = false;
+}  // namespace
 
-WorkerPool::WorkerPool(std::size_t threads) {
-  for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+bool WorkerPool::shedding() { return tl_shedding; }
+
+WorkerPool::WorkerPool(std::size_t threads, std::size_t max_queue, std::size_t shedders)
+    : max_queue_(max_queue), max_shed_queue_(shedders * 4) {
+  for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(queue_, false); });
+  for (std::size_t i = 0; i < shedders; ++i) threads_.emplace_back([this] { work(shed_queue_, true); });
 }
 
 WorkerPool::~WorkerPool() { shutdown(); }
 
 void WorkerPool::enqueue(std::function<void()> fn) {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back(std::move(fn));
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (queue_.size() < max_queue_) {
+      queue_.push_back(std::move(fn));
+    } else {
+      // Shedding is fast (a 503 per request), so this wait is short; while it lasts, new
+      // connections wait in the kernel's listen backlog instead of in our memory.
+      room_.wait(lock, [this] { return shed_queue_.size() < max_shed_queue_ || shutting_down_; });
+      shed_queue_.push_back(std::move(fn));
+    }
   }
-  ready_.notify_one();
+  ready_.notify_all();
 }
 
 void WorkerPool::shutdown() {
@@ -23,6 +37,7 @@ void WorkerPool::shutdown() {
     shutting_down_ = true;
   }
   ready_.notify_all();
+  room_.notify_all();
   for (auto& t : threads_) t.join();
   threads_.clear();
 }
@@ -32,16 +47,18 @@ std::size_t WorkerPool::depth() const {
   return queue_.size();
 }
 
-void WorkerPool::work() {
+void WorkerPool::work(std::deque<std::function<void()>>& queue, bool shed) {
+  tl_shedding = shed;
   for (;;) {
     std::function<void()> task;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      ready_.wait(lock, [this] { return shutting_down_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // shutting down and nothing left
-      task = std::move(queue_.front());
-      queue_.pop_front();
+      ready_.wait(lock, [&] { return shutting_down_ || !queue.empty(); });
+      if (queue.empty()) return;  // shutting down and nothing left
+      task = std::move(queue.front());
+      queue.pop_front();
     }
+    if (shed) room_.notify_one();
     task();
   }
 }

@@ -210,3 +210,41 @@ TEST_CASE("SIGHUP switches the provider order for new requests and keeps serving
   CHECK(provider_of_next_send() == "mailgun");  // still serving, on the previous configuration
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("overload: beyond threads + queue, sends get a fast 503 while admitted ones complete", "[e2e][service]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer sendgrid;
+  fakes::FakeReply slow;
+  slow.delay = std::chrono::milliseconds(1500);
+  sendgrid.push_n(10, slow);
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", sendgrid.base_url(),
+            "--threads", "2", "--max-queue", "2"},
+           {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
+  REQUIRE(d.port() > 0);
+  std::mutex mutex;
+  std::vector<std::pair<int, double>> answers;  // status, seconds
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 10; ++i) {
+    clients.emplace_back([&] {
+      auto begin = std::chrono::steady_clock::now();
+      auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+      double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+      std::lock_guard<std::mutex> lock(mutex);
+      answers.emplace_back(r ? r->status : -1, took);
+    });
+    usleep(20 * 1000);  // arrive in order: 2 to workers, 2 to the queue, the rest beyond
+  }
+  for (auto& t : clients) t.join();
+  int ok = 0, overloaded = 0;
+  for (const auto& [status, took] : answers) {
+    if (status == 200) ++ok;
+    if (status == 503) {
+      ++overloaded;
+      CHECK(took < 0.5);  // answered at once, not after the slow sends
+    }
+  }
+  CHECK(ok == 4);
+  CHECK(overloaded == 6);
+  CHECK(d.client().Get("/healthz")->status == 200);  // health checks still answer
+  CHECK(d.stop() == 0);
+}
