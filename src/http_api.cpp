@@ -114,6 +114,10 @@ void HttpApi::install(httplib::Server& server) {
 
   server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     tl_request_started = clock_.now();
+    // cpp-httplib 0.11.4 applies a client's Range header to any answer, POST included, and would
+    // send 206 with a slice of a JSON document. Nothing we serve is a range resource: drop it.
+    // (The Request is cpp-httplib's own non-const object, handed to us as const.)
+    const_cast<httplib::Request&>(req).ranges.clear();
     std::string id = request_id_of(req, res);
     // Sends are refused while shutting down, and on connections admitted beyond --max-queue.
     // Health checks and metrics still answer: they are cheap, and the watchdog relies on them.

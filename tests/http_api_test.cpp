@@ -536,3 +536,17 @@ TEST_CASE("503 no_provider_available when every provider is parked, and readyz s
   CHECK(sample(metrics, R"(mailrelay_provider_circuit{provider="sendgrid",state="parked"})") == 1);
   CHECK(sample(metrics, R"(mailrelay_provider_circuit{provider="sendgrid",state="closed"})") == 0);
 }
+
+TEST_CASE("hazards: Range is ignored, REMOTE_ADDR cannot fake the client address, request ids cannot inject headers", "[http_api][hazards]") {
+  ApiHarness h;
+  auto r = h.send(fakes::sample_request(), {{"Range", "bytes=0-10"}});
+  REQUIRE(r);
+  CHECK(r->status == 200);  // a naive cpp-httplib 0.11.4 server answers 206 with 11 bytes
+  CHECK_NOTHROW(json::parse(r->body));
+  auto spoofed = h.send(fakes::sample_request(), {{"REMOTE_ADDR", "203.0.113.9"}, {"X-Request-Id", "a%0D%0AX-Evil:%201"}});
+  REQUIRE(spoofed);
+  CHECK_FALSE(spoofed->has_header("X-Evil"));
+  CHECK(is_acceptable_request_id(spoofed->get_header_value("X-Request-Id")));
+  auto lines = h.audit_lines();
+  CHECK(lines.back()["client_ip"] == "127.0.0.1");
+}
