@@ -145,20 +145,6 @@ TransportError classify(CURLcode code, CURL* curl, bool overflow) {
 
 }  // namespace
 
-std::string_view to_string(TransportFailure kind) {
-  switch (kind) {
-    case TransportFailure::kResolve: return "dns";
-    case TransportFailure::kConnect: return "connect";
-    case TransportFailure::kTls: return "tls";
-    case TransportFailure::kTimeout: return "timeout";
-    case TransportFailure::kConnectionLost: return "connection_lost";
-    case TransportFailure::kProtocol: return "protocol";
-    case TransportFailure::kResponseTooLarge: return "response_too_large";
-    case TransportFailure::kOther: return "transport";
-  }
-  return "transport";
-}
-
 CurlTransport::CurlTransport(CurlTransportOptions options) : options_(std::move(options)) {}
 
 CurlTransport::~CurlTransport() {

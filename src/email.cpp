@@ -212,8 +212,9 @@ Result<Email> parse_email(std::string_view body) {
   json doc;
   try {
     doc = json::parse(body);
-  } catch (const json::parse_error& e) {
-    // nlohmann's messages name the byte offset and the reason (including ill-formed UTF-8).
+  } catch (const json::exception& e) {
+    // parse_error names the byte offset and the reason (including ill-formed UTF-8);
+    // out_of_range is a number too large for a double (1e999), found by the fuzzer.
     return invalid("", std::string("body is not valid JSON: ") + e.what());
   }
   if (!doc.is_object()) return invalid("", "body must be a JSON object");

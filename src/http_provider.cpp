@@ -19,6 +19,20 @@ std::string_view to_string(AttemptOutcome outcome) {
   return "error";
 }
 
+std::string_view to_string(TransportFailure kind) {
+  switch (kind) {
+    case TransportFailure::kResolve: return "dns";
+    case TransportFailure::kConnect: return "connect";
+    case TransportFailure::kTls: return "tls";
+    case TransportFailure::kTimeout: return "timeout";
+    case TransportFailure::kConnectionLost: return "connection_lost";
+    case TransportFailure::kProtocol: return "protocol";
+    case TransportFailure::kResponseTooLarge: return "response_too_large";
+    case TransportFailure::kOther: return "transport";
+  }
+  return "transport";
+}
+
 std::string HttpResponse::header(std::string_view name) const {
   for (const auto& [key, value] : headers) {
     if (key.size() == name.size() &&

@@ -169,6 +169,7 @@ TEST_CASE("bodies that are not a JSON object are refused", "[email]") {
       {"\"text\"", "must be a JSON object"},
       {"{\"subject\": \"\xff\xfe\"}", "not valid JSON"},        // invalid UTF-8
       {"{\"subject\": \"\\ud800\"}", "not valid JSON"},         // lone surrogate
+      {"{\"from\": 6666666E66666666666666666}", "not valid JSON"},  // number overflow (fuzzer)
       {std::string(100000, '['), "nested deeper"},
       {"{\"to\": [[[[[[[[[[\"a@b\"]]]]]]]]]]}", "nested deeper"}}));
   auto r = parse_email(body);
