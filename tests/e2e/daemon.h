@@ -44,7 +44,7 @@ class Daemon {
       }
     });
     // Wait (bounded) for the port or for the process to exit.
-    for (int i = 0; i < 200 && port_ == 0 && !exited(); ++i) {
+    for (int i = 0; i < 600 && port_ == 0 && !exited(); ++i) {  // at most 15 s, for loaded machines
       usleep(25 * 1000);
       std::lock_guard<std::mutex> lock(mutex_);
       auto at = stderr_.find("listening on ");
