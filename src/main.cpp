@@ -130,8 +130,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::string where = config.listen_host.find(':') != std::string::npos ? "[" + config.listen_host + "]" : config.listen_host;
-  std::string order;
-  for (const auto& p : config.providers) order += (order.empty() ? "" : ",") + p;
+  auto joined = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
+    return out;
+  };
+  const std::string order = joined(config.providers);
   log->info("listening on {}:{} providers={} threads={} auth={}", where, port, order, threads, clients);
 
   std::thread serving([&] {
@@ -192,8 +196,7 @@ int main(int argc, char** argv) {
         }
         api.set_runtime(std::move(next).value());
         current = std::move(reloaded).value();
-        std::string providers;
-        for (const auto& p : current.providers) providers += (providers.empty() ? "" : ",") + p;
+        const std::string providers = joined(current.providers);
         log->info("reloaded configuration: providers={}", providers);
         notifier.ready("serving on " + where + ":" + std::to_string(port) + ", providers " + providers);
         continue;
