@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "email.h"
+#include "front_door.h"
 #include "request_id.h"
 #include "worker_pool.h"
 
@@ -77,6 +78,12 @@ std::string sha256_hex(const std::string& data) {
   return out;
 }
 
+bool iequals(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 bool is_json_content_type(const std::string& value) {
   std::string v;
   for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -112,27 +119,77 @@ void HttpApi::finish(const httplib::Request& req, httplib::Response& res, int st
 void HttpApi::install(httplib::Server& server) {
   server.set_payload_max_length(settings_.max_body_bytes);
 
+  // Everything that can be refused before the body is read is refused here, and the connection
+  // is then closed: an unread body must never be parsed as the next request (smuggling).
   server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     tl_request_started = clock_.now();
-    // cpp-httplib 0.11.4 applies a client's Range header to any answer, POST included, and would
-    // send 206 with a slice of a JSON document. Nothing we serve is a range resource: drop it.
-    // (The Request is cpp-httplib's own non-const object, handed to us as const.)
-    const_cast<httplib::Request&>(req).ranges.clear();
     std::string id = request_id_of(req, res);
+    auto refuse = [&](int status, const std::string& code, const std::string& message) {
+      FrontDoor::close_connection(res);
+      finish(req, res, status, error_json(id, code, message), {});
+      return httplib::Server::HandlerResponse::Handled;
+    };
+    if (FrontDoor::request_head_malformed()) return refuse(400, "invalid_request", "malformed request headers");
+    const bool chunked = req.has_header("Transfer-Encoding");
+    const std::size_t lengths = req.get_header_value_count("Content-Length");
+    const std::string length_text = req.get_header_value("Content-Length");
+    if (chunked && (req.get_header_value_count("Transfer-Encoding") != 1 ||
+                    !iequals(req.get_header_value("Transfer-Encoding"), "chunked"))) {
+      return refuse(400, "invalid_request", "Transfer-Encoding must be chunked, once");
+    }
+    if (chunked && lengths > 0) return refuse(400, "invalid_request", "Content-Length and Transfer-Encoding together");
+    if (lengths > 1) return refuse(400, "invalid_request", "more than one Content-Length");
+    if (lengths == 1 && (length_text.empty() || length_text.size() > 18 ||
+                         !std::all_of(length_text.begin(), length_text.end(), ::isdigit))) {
+      return refuse(400, "invalid_request", "Content-Length is not a number");
+    }
+    const std::uint64_t length = lengths == 1 ? std::stoull(length_text) : 0;
+    // cpp-httplib would inflate gzip and brotli bodies without bound before any limit applies.
+    if (req.has_header("Content-Encoding")) {
+      return refuse(415, "unsupported_media_type", "Content-Encoding is not accepted; send the body uncompressed");
+    }
+    const bool is_send = req.method == "POST" && req.path == "/v1/send";
+    if (!is_send && (chunked || length > 0)) {
+      FrontDoor::close_connection(res);
+      answer_unrouted(req, res);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (is_send && length > settings_.max_body_bytes) {
+      return refuse(413, "payload_too_large", "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes");
+    }
+    if (is_send && !chunked && lengths == 0) return refuse(411, "length_required", "Content-Length or chunked transfer coding required");
     // Sends are refused while shutting down, and on connections admitted beyond --max-queue.
     // Health checks and metrics still answer: they are cheap, and the watchdog relies on them.
-    if ((draining_ || WorkerPool::shedding()) && req.path == "/v1/send") {
+    if ((draining_ || WorkerPool::shedding()) && is_send) {
       res.set_header("Retry-After", "1");
-      finish(req, res, 503,
-             error_json(id, "overloaded", draining_ ? "shutting down; retry on another instance or in a moment"
-                                                    : "too many requests in progress; retry in a moment"),
-             {});
-      return httplib::Server::HandlerResponse::Handled;
+      return refuse(503, "overloaded", draining_ ? "shutting down; retry on another instance or in a moment"
+                                                 : "too many requests in progress; retry in a moment");
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
 
-  server.Post("/v1/send", [this](const httplib::Request& req, httplib::Response& res) { handle_send(req, res); });
+  // The body is read here, not by cpp-httplib: 0.11.4 applies no limit to a chunked body.
+  server.Post("/v1/send", [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+    std::string body;
+    body.reserve(req.get_header_value<std::uint64_t>("Content-Length"));  // checked against the limit
+    bool too_large = false;
+    bool complete = read([&](const char* data, std::size_t size) {
+      too_large = body.size() + size > settings_.max_body_bytes;
+      if (!too_large) body.append(data, size);
+      return !too_large;
+    });
+    if (!complete) {
+      FrontDoor::close_connection(res);
+      const std::string id = request_id_of(req, res);
+      if (too_large) {
+        finish(req, res, 413, error_json(id, "payload_too_large", "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes"), {});
+      } else {
+        finish(req, res, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
+      }
+      return;
+    }
+    handle_send(req, res, body);
+  });
   // Health, readiness and metrics are not audited: they would drown the requests operators look for.
   server.Get("/healthz", [this](const httplib::Request& req, httplib::Response& res) {
     send_json(res, 200, json{{"status", "ok"}, {"request_id", request_id_of(req, res)}});
@@ -197,17 +254,15 @@ void HttpApi::install(httplib::Server& server) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     // No pre-routing (malformed request line or headers): the request has no start time.
     if (!res.has_header(kRequestIdHeader)) tl_request_started = clock_.now();
-    std::string id = request_id_of(req, res);
     if (res.status == 404) {
-      for (const auto& [path, method] : kRoutes) {
-        if (req.path == path) {
-          res.set_header("Allow", method);
-          finish(req, res, 405, error_json(id, "method_not_allowed", req.method + " is not allowed on " + path + "; use " + method), {});
-          return httplib::Server::HandlerResponse::Handled;
-        }
-      }
-      finish(req, res, 404, error_json(id, "not_found", "no such endpoint"), {});
-    } else if (res.status == 413) {
+      answer_unrouted(req, res);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    // What cpp-httplib refused itself (a malformed request line or headers, a bad Range) may
+    // leave bytes that must not be read as a request.
+    FrontDoor::close_connection(res);
+    std::string id = request_id_of(req, res);
+    if (res.status == 413) {
       finish(req, res, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"), {});
     } else if (res.status >= 500) {
       finish(req, res, res.status, error_json(id, "internal_error", "internal error"), {});
@@ -232,7 +287,20 @@ void HttpApi::install(httplib::Server& server) {
   });
 }
 
-void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
+// 405 on one of our paths with another method, 404 elsewhere.
+void HttpApi::answer_unrouted(const httplib::Request& req, httplib::Response& res) {
+  std::string id = request_id_of(req, res);
+  for (const auto& [path, method] : kRoutes) {
+    if (req.path == path) {
+      res.set_header("Allow", method);
+      finish(req, res, 405, error_json(id, "method_not_allowed", req.method + " is not allowed on " + path + "; use " + method), {});
+      return;
+    }
+  }
+  finish(req, res, 404, error_json(id, "not_found", "no such endpoint"), {});
+}
+
+void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, const std::string& body) {
   const auto started = tl_request_started;
   const std::string id = request_id_of(req, res);
   const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
@@ -255,7 +323,7 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
     finish(req, res, 415, error_json(id, "unsupported_media_type", "Content-Type must be application/json"), record);
     return;
   }
-  auto email = parse_email(req.body);
+  auto email = parse_email(body);
   if (!email) {
     const Error& e = email.error();
     finish(req, res, 400, error_json(id, e.code, e.message, e.field), record);
@@ -273,7 +341,7 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res) {
       finish(req, res, 400, error_json(id, "invalid_request", "must be 1 to 255 printable ASCII characters", "Idempotency-Key"), record);
       return;
     }
-    auto lookup = idempotency_.begin(client, key, sha256_hex(req.body));
+    auto lookup = idempotency_.begin(client, key, sha256_hex(body));
     switch (lookup.verdict) {
       case IdempotencyCache::Verdict::kReplay:
         metrics_.idempotent_replay();

@@ -41,7 +41,8 @@ class HttpApi {
   void start_draining() { draining_ = true; }
 
  private:
-  void handle_send(const httplib::Request& req, httplib::Response& res);
+  void handle_send(const httplib::Request& req, httplib::Response& res, const std::string& body);
+  void answer_unrouted(const httplib::Request& req, httplib::Response& res);
   // Writes the audit line, then the answer.
   void finish(const httplib::Request& req, httplib::Response& res, int status, nlohmann::ordered_json body,
               RequestRecord record);

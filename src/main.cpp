@@ -22,20 +22,12 @@
 #include "idempotency_cache.h"
 #include "metrics.h"
 #include "runtime.h"
-#include "worker_pool.h"
+#include "front_door.h"
 #include "service_notifier.h"
 
 using namespace mailrelay;
 
 namespace {
-
-// cpp-httplib 0.11.4 listens with a backlog of 5: a burst of connections beyond that is dropped
-// at the SYN and retried by clients a second or more later. This exposes the listening socket so
-// that main can listen again with a real backlog (listen(2) on a listening socket resizes it).
-class Server final : public httplib::Server {
- public:
-  int listening_socket() const { return svr_sock_; }
-};
 
 int print_exit(const ConfigExit& exit) {
   if (exit.code == 0) {
@@ -98,33 +90,20 @@ int main(int argc, char** argv) {
   }
   const bool auth = runtime.value()->tokens != nullptr;
   std::string clients = auth ? std::to_string(runtime.value()->tokens->size()) + " clients" : "off (loopback only)";
-  // The pool belongs to cpp-httplib (it deletes it when listening ends); we only read its depth
-  // while serving.
-  std::atomic<WorkerPool*> pool{nullptr};
+  FrontDoorSettings door;
+  door.threads = static_cast<std::size_t>(config.threads);
+  door.max_queue = static_cast<std::size_t>(config.max_queue);
+  FrontDoor server(door);
   // 24 hours of keys, as Stripe and the IETF draft suggest; 100k entries of a few hundred bytes.
   IdempotencyCache idempotency(100000, std::chrono::hours(24), clock);
-  HttpApi api(runtime.value(), *audit, metrics, idempotency, ApiSettings{config.max_body_bytes}, clock, *log, [&pool] {
-    WorkerPool* p = pool.load();
-    return p ? p->depth() : 0;
-  });
+  HttpApi api(runtime.value(), *audit, metrics, idempotency, ApiSettings{config.max_body_bytes}, clock, *log,
+              [&server] { return server.queue_depth(); });
   Config current = config;
 
-  Server server;
-  const int threads = config.threads;
-  const int max_queue = config.max_queue;
-  server.new_task_queue = [threads, max_queue, &pool] {
-    auto* p = new WorkerPool(static_cast<size_t>(threads), static_cast<size_t>(max_queue));
-    pool = p;
-    return p;
-  };
-  server.set_tcp_nodelay(true);  // answers are small: Nagle + delayed ACK would add 40 ms each
-  server.set_keep_alive_max_count(1000);
   api.install(server);
 
-  int port = config.listen_port;
-  bool bound = port == 0 ? (port = server.bind_to_any_port(config.listen_host)) > 0
-                         : server.bind_to_port(config.listen_host, port);
-  if (!bound || ::listen(server.listening_socket(), 4096) != 0) {
+  const int port = server.bind(config.listen_host, config.listen_port);
+  if (port < 0) {
     log->error("cannot listen on {}: {}", config.listen, std::strerror(errno));
     curl_global_cleanup();
     return 1;
@@ -136,10 +115,10 @@ int main(int argc, char** argv) {
     return out;
   };
   const std::string order = joined(config.providers);
-  log->info("listening on {}:{} providers={} threads={} auth={}", where, port, order, threads, clients);
+  log->info("listening on {}:{} providers={} threads={} auth={}", where, port, order, config.threads, clients);
 
   std::thread serving([&] {
-    server.listen_after_bind();
+    server.serve();
     kill(getpid(), SIGTERM);  // if the server stops on its own, wake the signal loop
   });
   for (int i = 0; i < 5000 && !server.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -210,7 +189,7 @@ int main(int argc, char** argv) {
   // New requests on open connections get 503 from here on; the listener closes; the pool
   // finishes every queued and running request before listen_after_bind returns.
   api.start_draining();
-  server.stop();
+  server.shutdown();
   serving.join();
   {
     std::lock_guard<std::mutex> lock(stop_mutex);

@@ -18,6 +18,11 @@ WorkerPool::~WorkerPool() { shutdown(); }
 void WorkerPool::enqueue(std::function<void()> fn) {
   {
     std::unique_lock<std::mutex> lock(mutex_);
+    if (stopped_) {
+      lock.unlock();
+      fn();
+      return;
+    }
     if (queue_.size() < max_queue_) {
       queue_.push_back(std::move(fn));
     } else {
@@ -31,15 +36,30 @@ void WorkerPool::enqueue(std::function<void()> fn) {
 }
 
 void WorkerPool::shutdown() {
+  std::vector<std::thread> threads;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (shutting_down_ && threads_.empty()) return;
     shutting_down_ = true;
+    threads.swap(threads_);
   }
   ready_.notify_all();
   room_.notify_all();
-  for (auto& t : threads_) t.join();
-  threads_.clear();
+  for (auto& t : threads) t.join();
+  // Tasks that came in after the last worker left run here.
+  std::deque<std::function<void()>> left;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopped_ = true;
+    left.swap(queue_);
+    for (auto& task : shed_queue_) left.push_back(std::move(task));
+    shed_queue_.clear();
+  }
+  for (auto& task : left) task();
+}
+
+void WorkerPool::wait_until_idle() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  idle_.wait(lock, [this] { return running_ == 0 && queue_.empty() && shed_queue_.empty(); });
 }
 
 std::size_t WorkerPool::depth() const {
@@ -57,9 +77,13 @@ void WorkerPool::work(std::deque<std::function<void()>>& queue, bool shed) {
       if (queue.empty()) return;  // shutting down and nothing left
       task = std::move(queue.front());
       queue.pop_front();
+      ++running_;
     }
     if (shed) room_.notify_one();
     task();
+    task = nullptr;  // what it captured goes before the task counts as done
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (--running_ == 0 && queue_.empty() && shed_queue_.empty()) idle_.notify_all();
   }
 }
 

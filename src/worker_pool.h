@@ -21,8 +21,10 @@ class WorkerPool final : public httplib::TaskQueue {
   WorkerPool(std::size_t threads, std::size_t max_queue, std::size_t shedders = 2);
   ~WorkerPool() override;
   void enqueue(std::function<void()> fn) override;
-  // Finishes every queued task, then joins the threads.
+  // Finishes every queued task, then joins the threads. Tasks enqueued later run on the caller.
   void shutdown() override;
+  // Returns once no task is queued or running.
+  void wait_until_idle();
   std::size_t depth() const;
 
   // True on a thread that serves a connection admitted beyond the queue: answer it "overloaded".
@@ -36,8 +38,11 @@ class WorkerPool final : public httplib::TaskQueue {
   mutable std::mutex mutex_;
   std::condition_variable ready_;   // a task or shutdown for the workers
   std::condition_variable room_;    // space in the shed queue for the accept loop
+  std::condition_variable idle_;    // nothing queued or running
+  std::size_t running_ = 0;
   std::deque<std::function<void()>> queue_, shed_queue_;
   bool shutting_down_ = false;
+  bool stopped_ = false;  // every worker has left
   std::vector<std::thread> threads_;
 };
 

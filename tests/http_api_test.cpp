@@ -7,6 +7,7 @@
 
 #include "curl_transport.h"
 #include "fake_provider_server.h"
+#include "front_door.h"
 #include "http_api.h"
 #include "http_provider.h"
 #include "mailgun_provider.h"
@@ -37,7 +38,7 @@ struct ApiHarness {
   std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
   ProviderHealth health{BreakerSettings{}, clock, *log};
   std::unique_ptr<HttpApi> api;
-  httplib::Server server;
+  FrontDoor server{FrontDoorSettings{}};
   std::thread thread;
   int port = 0;
 
@@ -63,12 +64,12 @@ struct ApiHarness {
     runtime->provider_names = {"sendgrid", "mailgun"};
     api = std::make_unique<HttpApi>(runtime, *audit, metrics, idempotency, ApiSettings{max_body}, clock, *log);
     api->install(server);
-    port = server.bind_to_any_port("127.0.0.1");
-    thread = std::thread([this] { server.listen_after_bind(); });
+    port = server.bind("127.0.0.1", 0);
+    thread = std::thread([this] { server.serve(); });
     fakes::wait_until_running(server);
   }
   ~ApiHarness() {
-    server.stop();
+    server.shutdown();
     thread.join();
   }
   httplib::Client client() {
