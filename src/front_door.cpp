@@ -23,6 +23,8 @@ namespace {
 
 constexpr std::size_t kMaxHead = 64 * 1024;
 constexpr std::size_t kReadBuffer = 16 * 1024;
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr std::size_t kLingerBytes = 1024 * 1024;
 
 // Waits until `fd` is ready for `events`, at most `timeout`. False on timeout or error.
 bool wait_for(int fd, short events, milliseconds timeout) {
@@ -193,6 +195,11 @@ struct FrontDoor::Connection final : public httplib::Stream {
   Clock::time_point deadline;
   std::size_t requests = 0;
   Clock::time_point idle_since;
+  // Closing: our answer is sent and our side shut down; what the client still sends (the rest
+  // of a refused body) is read and dropped so that the kernel does not answer it with a reset
+  // that could destroy the answer before the client reads it (nginx's lingering close).
+  bool lingering = false;
+  std::size_t discarded = 0;
 };
 
 namespace {
@@ -302,14 +309,21 @@ void FrontDoor::serve_connection(std::unique_ptr<Connection> connection) {
       req.ranges.clear();
     });
     tl_connection = nullptr;
-    if (!c.flush() || !ok || closed || c.close_after || last) return;  // the destructor closes
+    if (!c.flush() || !ok || closed || last) return;  // the destructor closes
+    if (c.close_after) {
+      ::shutdown(c.fd, SHUT_WR);
+      c.lingering = true;
+      c.idle_since = Clock::now();
+      park(std::move(connection));
+      return;
+    }
   }
 }
 
 void FrontDoor::park(std::unique_ptr<Connection> connection) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (stopping_ || idle_.size() >= settings_.max_idle) return;  // closed
-  connection->idle_since = Clock::now();
+  if (!connection->lingering) connection->idle_since = Clock::now();
   connection->release_buffers();
   int fd = connection->fd;
   epoll_event ev{};
@@ -331,7 +345,7 @@ void FrontDoor::watch_idle() {
   std::vector<epoll_event> events(256);
   for (;;) {
     int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), 1000);
-    std::vector<std::unique_ptr<Connection>> ready;
+    std::vector<std::unique_ptr<Connection>> ready, drain;
     bool stopping;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -340,15 +354,18 @@ void FrontDoor::watch_idle() {
         auto it = idle_.find(events[i].data.fd);
         if (it == idle_.end()) continue;  // the wake-up eventfd
         ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->first, nullptr);
-        ready.push_back(std::move(it->second));
+        (it->second->lingering ? drain : ready).push_back(std::move(it->second));
         idle_.erase(it);
       }
       auto now = Clock::now();
       for (auto it = idle_.begin(); it != idle_.end();) {
-        if (stopping || now - it->second->idle_since > settings_.idle_timeout) {
+        const Connection& c = *it->second;
+        if (stopping || now - c.idle_since > (c.lingering ? kLingerTime : settings_.idle_timeout)) {
           ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->first, nullptr);
           // A request that arrived just before shutdown is answered (503 while draining).
-          if (stopping && wait_for(it->first, POLLIN, milliseconds(0))) ready.push_back(std::move(it->second));
+          if (stopping && !c.lingering && wait_for(it->first, POLLIN, milliseconds(0))) {
+            ready.push_back(std::move(it->second));
+          }
           it = idle_.erase(it);  // otherwise closed here
         } else {
           ++it;
@@ -357,6 +374,15 @@ void FrontDoor::watch_idle() {
     }
     // Outside the lock: enqueue may wait for room in the pool, and workers park under it.
     for (auto& connection : ready) dispatch(std::move(connection));
+    for (auto& connection : drain) {
+      char sink[16384];
+      ssize_t n;
+      while ((n = ::recv(connection->fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0) {
+        connection->discarded += static_cast<std::size_t>(n);
+      }
+      bool more = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && connection->discarded < kLingerBytes;
+      if (more) park(std::move(connection));  // keeps its first idle_since: lingering is bounded
+    }
     if (stopping) return;
   }
 }

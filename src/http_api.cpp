@@ -150,6 +150,11 @@ void HttpApi::install(httplib::Server& server) {
     }
     const bool is_send = req.method == "POST" && req.path == "/v1/send";
     if (!is_send && (chunked || length > 0)) {
+      for (const auto& [path, method] : kRoutes) {
+        if (req.path == path && req.method == method) {
+          return refuse(400, "invalid_request", method + " " + path + " takes no request body");
+        }
+      }
       FrontDoor::close_connection(res);
       answer_unrouted(req, res);
       return httplib::Server::HandlerResponse::Handled;

@@ -1,5 +1,11 @@
 #include "test_helpers.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -60,6 +66,87 @@ nlohmann::json sample_request() {
     "text": "plain body",
     "html": "<p>html body</p>"
   })");
+}
+
+}  // namespace fakes
+
+namespace fakes {
+
+RawClient::RawClient(int port) {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval five{5, 0};  // a send the server never reads fails instead of hanging the test
+  if (fd_ >= 0) ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &five, sizeof(five));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+RawClient::~RawClient() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool RawClient::send(const std::string& bytes) {
+  std::size_t sent = 0;
+  while (fd_ >= 0 && sent < bytes.size()) {
+    ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    sent += static_cast<std::size_t>(n);
+  }
+  return fd_ >= 0;
+}
+
+std::string RawClient::read_until_closed(std::chrono::milliseconds timeout, bool* closed) {
+  std::string out;
+  std::swap(out, pending_);
+  auto end = std::chrono::steady_clock::now() + timeout;
+  if (closed) *closed = false;
+  char buf[16384];
+  while (fd_ >= 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count();
+    pollfd p{fd_, POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+    if (n <= 0) {  // EOF, or a reset after the server closed with unread bytes
+      if (closed) *closed = true;
+      break;
+    }
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+std::string RawClient::read_until(const std::string& marker, std::chrono::milliseconds timeout) {
+  std::string out;
+  std::swap(out, pending_);
+  auto end = std::chrono::steady_clock::now() + timeout;
+  char buf[16384];
+  while (fd_ >= 0 && out.find(marker) == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count();
+    pollfd p{fd_, POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  std::size_t at = out.find(marker);
+  if (at != std::string::npos) {
+    pending_ = out.substr(at + marker.size());
+    out.resize(at + marker.size());
+  }
+  return out;
+}
+
+int count_responses(const std::string& bytes) {
+  int n = 0;
+  for (std::size_t at = 0; (at = bytes.find("HTTP/1.1 ", at)) != std::string::npos; at += 9) {
+    if (at == 0 || bytes.compare(at - 2, 2, "\r\n") == 0 || bytes[at - 1] == '}') ++n;
+  }
+  return n;
 }
 
 }  // namespace fakes

@@ -1,6 +1,7 @@
 // Helpers shared by the tests: temporary directories, files, a test CA, sample requests.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include <httplib.h>
@@ -33,6 +34,30 @@ TestCertificates make_test_certificates(const TempDir& dir);
 
 // Waits (at most 5 s) until a server started on another thread accepts connections.
 void wait_until_running(const httplib::Server& server);
+
+// A blocking TCP client on 127.0.0.1 for the bytes no HTTP library would send (smuggling,
+// stalled heads, idle connections). Closes on destruction.
+class RawClient {
+ public:
+  explicit RawClient(int port);
+  ~RawClient();
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+  bool connected() const { return fd_ >= 0; }
+  // False once the peer has closed (errors are not fatal: the server may close mid-send).
+  bool send(const std::string& bytes);
+  // Reads until the peer closes or `timeout` passes; `closed` tells which.
+  std::string read_until_closed(std::chrono::milliseconds timeout, bool* closed = nullptr);
+  // Reads until `marker` has arrived (or the peer closes, or `timeout` passes).
+  std::string read_until(const std::string& marker, std::chrono::milliseconds timeout);
+
+ private:
+  int fd_ = -1;
+  std::string pending_;
+};
+
+// How many HTTP responses `bytes` holds (status lines).
+int count_responses(const std::string& bytes);
 
 // A valid /v1/send body to start from.
 nlohmann::json sample_request();
