@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""mailrelay benchmark: mailrelayd against the same fake provider hit directly (the limit) and
+through nginx as a plain reverse proxy (a relay that transforms nothing), on loopback.
+
+    python3 tests/bench/run.py [--build build] [--duration 5] [--out FILE]
+
+Needs wrk and nginx (Debian: apt-get install wrk nginx-light) and a build with the bench tools.
+Every process it starts is stopped; every run is bounded by --duration. Prints a Markdown table.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+# A realistic /v1/send body: two recipients, a cc, text and html parts, tags, metadata (~1.6 KB).
+BODY = {
+    "from": "Billing <billing@example.com>",
+    "to": ["alice@example.org", {"email": "bob@example.org", "name": "Bob Example"}],
+    "cc": ["accounts@example.org"],
+    "reply_to": "support@example.com",
+    "subject": "Your invoice INV-2026-11-0042 is ready",
+    "text": "Hello Alice,\n\nyour invoice for November is ready. The amount of EUR 42.00 will be "
+            "charged to the card ending in 4242 on 1 December.\n\n" + "Thank you for your business. " * 8,
+    "html": "<html><body><p>Hello Alice,</p><p>your invoice for November is ready. The amount of "
+            "<b>EUR 42.00</b> will be charged on 1 December.</p>" + "<p>Thank you for your business.</p>" * 8
+            + "</body></html>",
+    "headers": {"X-Campaign": "invoices-nov"},
+    "tags": ["invoice", "billing"],
+    "metadata": {"invoice_id": "INV-2026-11-0042", "customer": "cus_0042"},
+}
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except FileNotFoundError:
+            pass
+    return total / TICKS
+
+
+def peak_rss_mib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+    except OSError:
+        return []
+
+
+def stop(proc):
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(predicate, seconds, what):
+    end = time.time() + seconds
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Fake:
+    def __init__(self, build, latency_ms, sendgrid_status=202):
+        self.proc = subprocess.Popen(
+            [os.path.join(build, "tests/bench/bench_fake_provider"), "--latency-ms", str(latency_ms),
+             "--sendgrid-status", str(sendgrid_status)],
+            stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        m = re.match(r"ready sendgrid=(\d+) mailgun=(\d+)", line)
+        if not m:
+            stop(self.proc)
+            raise RuntimeError("fake provider did not start: " + line)
+        self.sendgrid, self.mailgun = int(m.group(1)), int(m.group(2))
+
+    def stop(self):
+        stop(self.proc)
+
+
+class Relay:
+    """mailrelayd on defaults (threads, queue, keep-alive), audit log to a file."""
+
+    def __init__(self, build, fake, work, extra=()):
+        self.log = os.path.join(work, "relay.log")
+        env = dict(os.environ, SENDGRID_API_KEY="bench-fake-sendgrid-key", MAILGUN_API_KEY="bench-fake-mailgun-key")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [os.path.join(build, "mailrelayd"), "--listen", "127.0.0.1:0", "--providers", "sendgrid,mailgun",
+                 "--sendgrid-base-url", f"http://127.0.0.1:{fake.sendgrid}",
+                 "--mailgun-base-url", f"http://127.0.0.1:{fake.mailgun}", "--mailgun-domain", "mg.example.com",
+                 "--audit-log", os.path.join(work, "audit.log"), *extra],
+                stdout=subprocess.DEVNULL, stderr=log, env=env)
+
+        def port():
+            with open(self.log) as f:
+                m = re.search(r"listening on 127\.0\.0\.1:(\d+)", f.read())
+            return int(m.group(1)) if m else None
+        self.port = wait_for(port, 15, "mailrelayd")
+        self.url = f"http://127.0.0.1:{self.port}/v1/send"
+
+    def pids(self):
+        return [self.proc.pid]
+
+    def stop(self):
+        stop(self.proc)
+
+
+class Nginx:
+    """nginx as a plain reverse proxy: the same POST passed to the fake SendGrid, kept alive."""
+
+    def __init__(self, fake, work):
+        self.port = free_port()
+        conf = os.path.join(work, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+worker_processes auto;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    upstream provider {{ server 127.0.0.1:{fake.sendgrid}; keepalive 512; }}
+    server {{
+        listen 127.0.0.1:{self.port} backlog=4096;
+        location / {{
+            proxy_pass http://provider/v3/mail/send;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+""")
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = subprocess.Popen([nginx, "-c", conf, "-p", work], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+        def up():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+        wait_for(up, 10, "nginx")
+        self.url = f"http://127.0.0.1:{self.port}/v1/send"
+
+    def pids(self):
+        return [self.proc.pid] + children(self.proc.pid)
+
+    def stop(self):
+        stop(self.proc)
+
+
+class Direct:
+    """wrk straight at the fake SendGrid: what the machine can do with no relay at all."""
+
+    def __init__(self, fake):
+        self.fake = fake
+        self.url = f"http://127.0.0.1:{fake.sendgrid}/v3/mail/send"
+
+    def pids(self):
+        return [self.fake.proc.pid]
+
+    def stop(self):
+        pass
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url, connections, duration, env):
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s",
+           "-s", env["BENCH_SCRIPT"], url]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60).stdout
+    result = {"requests": 0, "rps": 0.0, "p50": 0.0, "p99": 0.0, "non2xx": 0, "errors": 0}
+    m = re.search(r"(\d+) requests in", out)
+    result["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    result["rps"] = float(m.group(1)) if m else 0.0
+    for p, key in (("50", "p50"), ("99", "p99")):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m:
+            result[key] = to_ms(m.group(1), m.group(2))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["errors"] = sum(int(g) for g in m.groups()) if m else 0
+    return result
+
+
+def measure(target, connections, duration, env):
+    wrk(target.url, connections, 1, env)  # warm-up: connections, pools, caches
+    pids = target.pids()
+    cpu_before = cpu_seconds(pids)
+    r = wrk(target.url, connections, duration, env)
+    r["cpu_us"] = (cpu_seconds(pids) - cpu_before) * 1e6 / max(1, r["requests"])
+    r["rss"] = peak_rss_mib(pids)
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per measured run")
+    ap.add_argument("--out", help="also write the table here")
+    ap.add_argument("--only", help="comma-separated scenario names")
+    args = ap.parse_args()
+    build = os.path.abspath(args.build)
+    for tool in ("wrk", "nginx"):
+        if not (shutil.which(tool) or os.path.exists("/usr/sbin/" + tool)):
+            sys.exit(f"bench: {tool} not found (apt-get install wrk nginx-light)")
+
+    work = tempfile.mkdtemp(prefix="mailrelay-bench-")
+    body = os.path.join(work, "body.json")
+    with open(body, "w") as f:
+        json.dump(BODY, f)
+    script = os.path.join(work, "post.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT)
+    env = dict(os.environ, BENCH_BODY=body, BENCH_SCRIPT=script)
+
+    rows = []  # (scenario, target, result)
+    scenarios = [("0ms-64", 0, 64), ("0ms-256", 0, 256), ("100ms-64", 100, 64), ("100ms-256", 100, 256)]
+    only = set(args.only.split(",")) if args.only else None
+    started = time.time()
+    try:
+        for name, latency, conns in scenarios:
+            if only and name not in only:
+                continue
+            for kind in ("direct", "nginx", "mailrelayd"):
+                fake = Fake(build, latency)
+                target = None
+                try:
+                    target = Direct(fake) if kind == "direct" else Nginx(fake, work) if kind == "nginx" else Relay(build, fake, work)
+                    rows.append((name, kind, measure(target, conns, args.duration, env)))
+                finally:
+                    if target:
+                        target.stop()
+                    fake.stop()
+                print(f"  {name:12} {kind:10} {rows[-1][2]['rps']:9.0f} req/s", file=sys.stderr)
+        # Failover: SendGrid refuses every message (400), Mailgun accepts: two provider calls each.
+        # Outage: SendGrid answers 503; after 5 failures its circuit opens and it is skipped.
+        for name, status in (("failover-0ms-64", 400), ("outage-0ms-64", 503)):
+            if only and name not in only:
+                continue
+            fake = Fake(build, 0, status)
+            relay = None
+            try:
+                relay = Relay(build, fake, work, ["--max-retries", "0"])
+                rows.append((name, "mailrelayd", measure(relay, 64, args.duration, env)))
+            finally:
+                if relay:
+                    relay.stop()
+                fake.stop()
+            print(f"  {name:12} mailrelayd {rows[-1][2]['rps']:9.0f} req/s", file=sys.stderr)
+        # Overload: 1024 connections (and 2048, beyond threads + queue) at 100 ms, default settings.
+        for conns in (1024, 2048):
+            name = f"overload-100ms-{conns}"
+            if only and name not in only:
+                continue
+            fake = Fake(build, 100)
+            relay = None
+            try:
+                relay = Relay(build, fake, work)
+                rss_before = rss_mib(relay.proc.pid)
+                cpu_before = cpu_seconds(relay.pids())
+                out = subprocess.run(
+                    [os.path.join(build, "tests/bench/bench_load"), "--port", str(relay.port), "--connections",
+                     str(conns), "--duration", str(args.duration), "--body", body],
+                    capture_output=True, text=True, timeout=args.duration + 60).stdout
+                load = json.loads(out)
+                ok = load["by_status"].get("200", {"count": 0, "p50_ms": 0, "p99_ms": 0})
+                shed = load["by_status"].get("503", {"count": 0, "p50_ms": 0, "p99_ms": 0})
+                r = {"requests": load["requests"], "rps": load["rps"], "p50": ok["p50_ms"], "p99": ok["p99_ms"],
+                     "non2xx": load["requests"] - ok["count"], "errors": load["errors"],
+                     "cpu_us": (cpu_seconds(relay.pids()) - cpu_before) * 1e6 / max(1, load["requests"]),
+                     "rss": peak_rss_mib(relay.pids()), "shed": shed, "alive": relay.proc.poll() is None,
+                     "rss_growth": rss_mib(relay.proc.pid) - rss_before}
+                rows.append((name, "mailrelayd", r))
+            finally:
+                if relay:
+                    relay.stop()
+                fake.stop()
+            print(f"  {name:12} mailrelayd {rows[-1][2]['rps']:9.0f} req/s", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def find(scenario, kind):
+        for s, k, r in rows:
+            if s == scenario and k == kind:
+                return r
+        return None
+
+    lines = [f"{os.cpu_count()} cores, {args.duration} s per run, wrk -t2, loopback; "
+             f"total {time.time() - started:.0f} s", "",
+             "| scenario | target | req/s | p50 ms | p99 ms | non-2xx | sock err | CPU µs/req | peak RSS MiB | vs nginx |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for scenario, kind, r in rows:
+        ref = find(scenario, "nginx") or (find("0ms-64", "nginx") if scenario.startswith("failover") or scenario.startswith("outage") else None)
+        ratio = f"{r['rps'] / ref['rps']:.2f}" if ref and kind != "nginx" and ref["rps"] else ""
+        lines.append(f"| {scenario} | {kind} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} | "
+                     f"{r['errors']} | {r['cpu_us']:.0f} | {r['rss']:.1f} | {ratio} |")
+    for scenario, kind, r in rows:
+        if "shed" in r:
+            lines.append(f"\n{scenario}: 200s p50 {r['p50']:.0f} ms p99 {r['p99']:.0f} ms; 503s {r['shed']['count']} "
+                         f"(p50 {r['shed']['p50_ms']:.1f} ms, p99 {r['shed']['p99_ms']:.1f} ms); connection errors "
+                         f"{r['errors']}; daemon alive: {r['alive']}; RSS growth during the run {r['rss_growth']:.1f} MiB")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
