@@ -71,7 +71,7 @@ class AuditLog final : public AttemptObserver {
   void write(const nlohmann::ordered_json& line);
   std::string timestamp() const;
 
-  std::shared_ptr<Sink> sink_;  // null for stdout
+  std::shared_ptr<Sink> sink_;
   std::shared_ptr<spdlog::logger> logger_;
   std::string recipient_key_;
   Clock& clock_;

@@ -105,8 +105,9 @@ struct FrontDoor::Connection final : public httplib::Stream {
   }
   bool has_buffered() const { return in_begin < in_end; }
   // An idle connection keeps only its socket: ten thousand of them cost no more than a few MiB.
+  // (The read buffer is the serving thread's: a connection is parked only with nothing unread.)
   void release_buffers() {
-    in = std::string();
+    in = nullptr;
     in_begin = in_end = 0;
     if (head.capacity() > 4096) head = std::string();
     if (out.capacity() > 4096) out = std::string();
@@ -119,21 +120,20 @@ struct FrontDoor::Connection final : public httplib::Stream {
 
   ssize_t read(char* ptr, size_t size) override {
     if (!has_buffered()) {
-      if (in.empty()) in.resize(kReadBuffer);
       // The client may wait for what we wrote (100 Continue) before it sends more.
       if (!flush()) return -1;
       auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
       if (!wait_for(fd, POLLIN, std::min(left, settings.read_timeout))) return -1;
       ssize_t n;
       do {
-        n = ::recv(fd, in.data(), in.size(), 0);
+        n = ::recv(fd, in, kReadBuffer, 0);
       } while (n < 0 && errno == EINTR);
       if (n <= 0) return n;
       in_begin = 0;
       in_end = static_cast<std::size_t>(n);
     }
     std::size_t n = std::min(size, in_end - in_begin);
-    std::memcpy(ptr, in.data() + in_begin, n);
+    std::memcpy(ptr, in + in_begin, n);
     in_begin += n;
     if (recording) record(ptr, n);
     return static_cast<ssize_t>(n);
@@ -185,7 +185,7 @@ struct FrontDoor::Connection final : public httplib::Stream {
   const FrontDoorSettings& settings;
   std::string remote_ip, local_ip;
   int remote_port = 0, local_port = 0;
-  std::string in;
+  char* in = nullptr;  // kReadBuffer bytes, lent by the thread serving the connection
   std::size_t in_begin = 0, in_end = 0;
   std::string out;
   std::string head;
@@ -284,7 +284,9 @@ bool FrontDoor::process_and_close_socket(socket_t sock) {
 
 // Serves requests on `connection` while the client has one ready, then parks it.
 void FrontDoor::serve_connection(std::unique_ptr<Connection> connection) {
+  thread_local std::unique_ptr<char[]> buffer(new char[kReadBuffer]);
   Connection& c = *connection;
+  c.in = buffer.get();
   for (;;) {
     if (!c.has_buffered() && !wait_for(c.fd, POLLIN, milliseconds(0))) {
       park(std::move(connection));

@@ -25,6 +25,9 @@ void WorkerPool::enqueue(std::function<void()> fn) {
     }
     if (queue_.size() < max_queue_) {
       queue_.push_back(std::move(fn));
+      lock.unlock();
+      ready_.notify_one();  // one worker: waking all 256 for each task cost most of the CPU
+      return;
     } else {
       // Shedding is fast (a 503 per request), so this wait is short; while it lasts, new
       // connections wait in the kernel's listen backlog instead of in our memory.
@@ -32,7 +35,7 @@ void WorkerPool::enqueue(std::function<void()> fn) {
       shed_queue_.push_back(std::move(fn));
     }
   }
-  ready_.notify_all();
+  shed_ready_.notify_one();
 }
 
 void WorkerPool::shutdown() {
@@ -43,6 +46,7 @@ void WorkerPool::shutdown() {
     threads.swap(threads_);
   }
   ready_.notify_all();
+  shed_ready_.notify_all();
   room_.notify_all();
   for (auto& t : threads) t.join();
   // Tasks that came in after the last worker left run here.
@@ -73,7 +77,7 @@ void WorkerPool::work(std::deque<std::function<void()>>& queue, bool shed) {
     std::function<void()> task;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      ready_.wait(lock, [&] { return shutting_down_ || !queue.empty(); });
+      (shed ? shed_ready_ : ready_).wait(lock, [&] { return shutting_down_ || !queue.empty(); });
       if (queue.empty()) return;  // shutting down and nothing left
       task = std::move(queue.front());
       queue.pop_front();

@@ -36,7 +36,8 @@ class WorkerPool final : public httplib::TaskQueue {
   std::size_t max_queue_;
   std::size_t max_shed_queue_;
   mutable std::mutex mutex_;
-  std::condition_variable ready_;   // a task or shutdown for the workers
+  std::condition_variable ready_;       // a task or shutdown for the workers
+  std::condition_variable shed_ready_;  // the same for the shedding threads
   std::condition_variable room_;    // space in the shed queue for the accept loop
   std::condition_variable idle_;    // nothing queued or running
   std::size_t running_ = 0;
