@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <condition_variable>
+#include <atomic>
+#include <shared_mutex>
 #include <cstring>
 
 #include <spdlog/details/null_mutex.h>
@@ -25,11 +26,10 @@ namespace mailrelay {
 using json = nlohmann::ordered_json;  // keys stay in the order written: ts, event, request_id, ...
 
 // The audit sink: the file (or stdout) with reopen by name (spdlog 1.10's file sinks cannot)
-// and rotation by size. A line is in the file before log() returns, so it is there before the
-// answer it describes is sent. Writes are group commits: the first thread to arrive writes what
-// has gathered with one write(2), outside the mutex; threads arriving meanwhile wait for their
-// line to be written (no thread waits on a lock held across I/O, and a busy server makes one
-// system call for many lines). Lines are never torn: only the writer touches the file.
+// and rotation by size. Each line goes out with one write(2) on an O_APPEND descriptor before
+// log() returns, so it is in the file before the answer it describes is sent. Writers share a
+// read lock and never wait for each other (the kernel appends whole writes without interleaving
+// them); only rotation and reopen take the lock exclusively. No thread waits on another's I/O.
 class AuditLog::Sink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
  public:
   // `path` "-" is stdout (no rotation; reopen does nothing).
@@ -49,41 +49,30 @@ class AuditLog::Sink final : public spdlog::sinks::base_sink<spdlog::details::nu
 
   void reopen() {
     if (path_ == "-") return;
-    std::unique_lock<std::mutex> lock(mutex_);
-    idle_.wait(lock, [this] { return !writing_; });
-    writing_ = true;
-    lock.unlock();
+    std::unique_lock<std::shared_mutex> lock(file_mutex_);
     if (fd_ >= 0) ::close(fd_);
     open_file();
-    lock.lock();
-    writing_ = false;
-    idle_.notify_all();
   }
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    pending_.append(msg.payload.data(), msg.payload.size());
-    pending_.push_back('\n');
-    const std::uint64_t mine = ++queued_;
-    idle_.wait(lock, [&] { return written_ >= mine || !writing_; });
-    bool ok = true;
-    while (written_ < mine) {  // nobody is writing and this line is not out yet: write the batch
-      std::string batch;
-      batch.swap(pending_);
-      const std::uint64_t upto = queued_;
-      writing_ = true;
-      lock.unlock();
-      ok = write_batch(batch) && ok;
-      lock.lock();
-      written_ = upto;
-      writing_ = false;
-      idle_.notify_all();
+    thread_local std::string line;
+    line.assign(msg.payload.data(), msg.payload.size());
+    line.push_back('\n');
+    if (max_bytes_ > 0 && size_.load(std::memory_order_relaxed) + line.size() > max_bytes_) {
+      std::unique_lock<std::shared_mutex> lock(file_mutex_);
+      if (size_.load() > 0 && size_.load() + line.size() > max_bytes_) rotate();  // not done by another
     }
-    // To the logger's error handler, which tells the operational log.
-    if (!ok) throw spdlog::spdlog_ex("cannot write " + path_, errno);
+    std::shared_lock<std::shared_mutex> lock(file_mutex_);
+    ssize_t n;
+    do {
+      n = ::write(fd_, line.data(), line.size());
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) size_ += static_cast<std::uint64_t>(n);
+    // To the logger's error handler, which tells the operational log (a full disk, say).
+    if (n != static_cast<ssize_t>(line.size())) throw spdlog::spdlog_ex("cannot write " + path_, errno);
   }
-  void flush_() override {}  // every batch is written before its callers return
+  void flush_() override {}  // nothing is buffered
 
  private:
   void open_file() {
@@ -92,22 +81,8 @@ class AuditLog::Sink final : public spdlog::sinks::base_sink<spdlog::details::nu
     size_ = fd_ >= 0 && ::fstat(fd_, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
   }
 
-  // Only the writer of the moment calls this. False when not every byte went out.
-  bool write_batch(const std::string& batch) {
-    if (max_bytes_ > 0 && size_ > 0 && size_ + batch.size() > max_bytes_) rotate();
-    std::size_t done = 0;
-    while (fd_ >= 0 && done < batch.size()) {
-      ssize_t n = ::write(fd_, batch.data() + done, batch.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;  // a full disk: reported, and the daemon goes on serving
-      done += static_cast<std::size_t>(n);
-    }
-    size_ += done;
-    return done == batch.size();
-  }
-
   // path.N-1 -> path.N, ..., path -> path.1, then a fresh path. With max_files 0 the file just
-  // starts over.
+  // starts over. Under the exclusive lock.
   void rotate() {
     ::close(fd_);
     if (max_files_ > 0) {
@@ -125,13 +100,9 @@ class AuditLog::Sink final : public spdlog::sinks::base_sink<spdlog::details::nu
   std::string path_;
   std::uint64_t max_bytes_;
   int max_files_;
+  std::shared_mutex file_mutex_;  // shared: writing a line; exclusive: swapping the descriptor
   int fd_ = -1;
-  std::uint64_t size_ = 0;
-  std::mutex mutex_;
-  std::condition_variable idle_;  // a batch was written, or the writer left
-  std::string pending_;
-  std::uint64_t queued_ = 0, written_ = 0;
-  bool writing_ = false;
+  std::atomic<std::uint64_t> size_{0};
 };
 
 std::string hash_address(std::string_view key, std::string_view address) {

@@ -122,12 +122,13 @@ struct FrontDoor::Connection final : public httplib::Stream {
     if (!has_buffered()) {
       // The client may wait for what we wrote (100 Continue) before it sends more.
       if (!flush()) return -1;
-      auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
-      if (!wait_for(fd, POLLIN, std::min(left, settings.read_timeout))) return -1;
-      ssize_t n;
-      do {
-        n = ::recv(fd, in, kReadBuffer, 0);
-      } while (n < 0 && errno == EINTR);
+      // Usually the bytes are there already: poll only when they are not.
+      ssize_t n = ::recv(fd, in, kReadBuffer, MSG_DONTWAIT);
+      while (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+        if (!wait_for(fd, POLLIN, std::min(left, settings.read_timeout))) return -1;
+        n = ::recv(fd, in, kReadBuffer, MSG_DONTWAIT);
+      }
       if (n <= 0) return n;
       in_begin = 0;
       in_end = static_cast<std::size_t>(n);
@@ -288,7 +289,7 @@ void FrontDoor::serve_connection(std::unique_ptr<Connection> connection) {
   Connection& c = *connection;
   c.in = buffer.get();
   for (;;) {
-    if (!c.has_buffered() && !wait_for(c.fd, POLLIN, milliseconds(0))) {
+    if (!c.has_buffered() && !wait_for(c.fd, POLLIN, settings_.park_after)) {
       park(std::move(connection));
       return;
     }

@@ -26,6 +26,9 @@ struct FrontDoorSettings {
   std::chrono::milliseconds read_timeout{5000};
   std::chrono::milliseconds request_read_deadline{30000};
   std::chrono::milliseconds write_timeout{5000};
+  // After an answer the worker waits this long for the client's next request before it parks
+  // the connection: a busy client keeps its worker and skips the hand-over through epoll.
+  std::chrono::milliseconds park_after{2};
   // A keep-alive connection between requests holds no thread, only a file descriptor.
   std::chrono::milliseconds idle_timeout{60000};
   std::size_t max_idle = 10000;

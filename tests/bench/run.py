@@ -138,6 +138,8 @@ class Relay:
     def __init__(self, build, fake, work, extra=()):
         self.log = os.path.join(work, "relay.log")
         env = dict(os.environ, SENDGRID_API_KEY="bench-fake-sendgrid-key", MAILGUN_API_KEY="bench-fake-mailgun-key")
+        if os.environ.get("BENCH_RELAY_PRELOAD"):  # try an allocator without rebuilding
+            env["LD_PRELOAD"] = os.environ["BENCH_RELAY_PRELOAD"]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
                 [os.path.join(build, "mailrelayd"), "--listen", "127.0.0.1:0", "--providers", "sendgrid,mailgun",
