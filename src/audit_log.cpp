@@ -59,18 +59,28 @@ class AuditLog::Sink final : public spdlog::sinks::base_sink<spdlog::details::nu
     thread_local std::string line;
     line.assign(msg.payload.data(), msg.payload.size());
     line.push_back('\n');
-    if (max_bytes_ > 0 && size_.load(std::memory_order_relaxed) + line.size() > max_bytes_) {
+    const std::uint64_t length = line.size();
+    for (;;) {
+      {
+        std::shared_lock<std::shared_mutex> lock(file_mutex_);
+        // The bytes are reserved before they are written, so concurrent writers never take the
+        // file past max_bytes together.
+        const std::uint64_t before = size_.fetch_add(length);
+        if (max_bytes_ == 0 || before == 0 || before + length <= max_bytes_) {
+          ssize_t n;
+          do {
+            n = ::write(fd_, line.data(), line.size());
+          } while (n < 0 && errno == EINTR);
+          if (n == static_cast<ssize_t>(length)) return;
+          size_ -= length - static_cast<std::uint64_t>(std::max<ssize_t>(n, 0));
+          // To the logger's error handler, which tells the operational log (a full disk, say).
+          throw spdlog::spdlog_ex("cannot write " + path_, errno);
+        }
+        size_ -= length;
+      }
       std::unique_lock<std::shared_mutex> lock(file_mutex_);
-      if (size_.load() > 0 && size_.load() + line.size() > max_bytes_) rotate();  // not done by another
+      if (size_ > 0 && size_ + length > max_bytes_) rotate();  // unless another writer just did
     }
-    std::shared_lock<std::shared_mutex> lock(file_mutex_);
-    ssize_t n;
-    do {
-      n = ::write(fd_, line.data(), line.size());
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) size_ += static_cast<std::uint64_t>(n);
-    // To the logger's error handler, which tells the operational log (a full disk, say).
-    if (n != static_cast<ssize_t>(line.size())) throw spdlog::spdlog_ex("cannot write " + path_, errno);
   }
   void flush_() override {}  // nothing is buffered
 
