@@ -288,8 +288,20 @@ void FrontDoor::serve_connection(std::unique_ptr<Connection> connection) {
   thread_local std::unique_ptr<char[]> buffer(new char[kReadBuffer]);
   Connection& c = *connection;
   c.in = buffer.get();
-  for (;;) {
-    if (!c.has_buffered() && !wait_for(c.fd, POLLIN, settings_.park_after)) {
+  for (int served = 0;; ++served) {
+    if (served > 0 && pool_->depth() > 0) {
+      // Others wait for a worker: this connection goes to the back of the line (or parks), so
+      // a busy client cannot keep a worker to itself while the queue grows.
+      if (c.has_buffered() || wait_for(c.fd, POLLIN, milliseconds(0))) {
+        dispatch(std::move(connection));
+      } else {
+        park(std::move(connection));
+      }
+      return;
+    }
+    // Shedding threads must be quick: they do not wait for a client's next request.
+    auto wait = WorkerPool::shedding() ? milliseconds(0) : settings_.park_after;
+    if (!c.has_buffered() && !wait_for(c.fd, POLLIN, wait)) {
       park(std::move(connection));
       return;
     }

@@ -163,12 +163,11 @@ void HttpApi::install(httplib::Server& server) {
       return refuse(413, "payload_too_large", "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes");
     }
     if (is_send && !chunked && lengths == 0) return refuse(411, "length_required", "Content-Length or chunked transfer coding required");
-    // Sends are refused while shutting down, and on connections admitted beyond --max-queue.
-    // Health checks and metrics still answer: they are cheap, and the watchdog relies on them.
-    if ((draining_ || WorkerPool::shedding()) && is_send) {
+    // Sends are refused while shutting down (and the connection closed). Health checks and
+    // metrics still answer: they are cheap, and the watchdog relies on them.
+    if (draining_ && is_send) {
       res.set_header("Retry-After", "1");
-      return refuse(503, "overloaded", draining_ ? "shutting down; retry on another instance or in a moment"
-                                                 : "too many requests in progress; retry in a moment");
+      return refuse(503, "overloaded", "shutting down; retry on another instance or in a moment");
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
@@ -191,6 +190,13 @@ void HttpApi::install(httplib::Server& server) {
       } else {
         finish(req, res, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
       }
+      return;
+    }
+    // Admitted beyond --max-queue: answered at once. The body was read, so the connection stays
+    // open and the client's retry needs no new one.
+    if (WorkerPool::shedding()) {
+      res.set_header("Retry-After", "1");
+      finish(req, res, 503, error_json(request_id_of(req, res), "overloaded", "too many requests in progress; retry in a moment"), {});
       return;
     }
     handle_send(req, res, body);

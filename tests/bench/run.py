@@ -264,6 +264,8 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured run")
     ap.add_argument("--out", help="also write the table here")
     ap.add_argument("--only", help="comma-separated scenario names")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every run served requests and every non-overload run answered 2xx only")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     for tool in ("wrk", "nginx"):
@@ -370,6 +372,12 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")
+    if args.check:
+        bad = [(s, k) for s, k, r in rows
+               if r["requests"] == 0 or (not s.startswith("overload") and (r["non2xx"] or r["errors"]))]
+        bad += [(s, k) for s, k, r in rows if "alive" in r and not r["alive"]]
+        if bad or not rows:
+            sys.exit(f"bench: failed runs: {bad}")
 
 
 if __name__ == "__main__":
