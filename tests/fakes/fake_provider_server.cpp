@@ -1,5 +1,7 @@
 #include "fake_provider_server.h"
 
+#include <sys/socket.h>
+
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -26,6 +28,14 @@ std::vector<std::string> ReceivedRequest::form_values(const std::string& name) c
   return out;
 }
 
+namespace {
+// The listening socket of any httplib::Server (a protected member, reached through a member
+// pointer taken inside a derived class).
+struct ListenSocket : httplib::Server {
+  static int of(httplib::Server& server) { return (server.*(&ListenSocket::svr_sock_)).load(); }
+};
+}  // namespace
+
 FakeProviderServer::FakeProviderServer() : server_(std::make_unique<httplib::Server>()) { start(); }
 
 FakeProviderServer::FakeProviderServer(const std::string& cert, const std::string& key)
@@ -41,6 +51,9 @@ void FakeProviderServer::start() {
   // Enough workers to hold many slow or hanging answers at once (the library default is 8).
   server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
   port_ = server_->bind_to_any_port("127.0.0.1");
+  // cpp-httplib listens with a backlog of 5: twenty relay workers connecting at once would lose
+  // SYNs and wait seconds for the retransmit (the SIGTERM drain test saw 12 of 20 arrive).
+  ::listen(ListenSocket::of(*server_), 1024);
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   fakes::wait_until_running(*server_);
 }
