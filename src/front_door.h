@@ -53,10 +53,9 @@ class FrontDoor final : public httplib::Server {
   std::size_t queue_depth() const;
   std::size_t idle_connections() const;
 
-  // For handlers, about the request this thread is serving (outside a FrontDoor: nullptr/false).
-  // The request line and headers exactly as received.
-  static const std::string* request_head();
-  // True when those headers could not be restored (malformed, or larger than 64 KiB).
+  // For handlers, about the request this thread is serving (outside a FrontDoor: false/no-op).
+  // True when its headers could not be restored from the bytes received (malformed, or a head
+  // larger than 64 KiB).
   static bool request_head_malformed();
   // Answer with `Connection: close` and close for real after this response: for rejections
   // that leave the body unread, which must never be parsed as the next request.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "ascii.h"
 #include "email.h"
 #include "front_door.h"
 #include "request_id.h"
@@ -78,12 +79,6 @@ std::string sha256_hex(const std::string& data) {
   return out;
 }
 
-bool iequals(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 bool is_json_content_type(const std::string& value) {
   std::string v;
   for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -121,7 +116,8 @@ void HttpApi::install(httplib::Server& server) {
 
   // Everything that can be refused before the body is read is refused here, and the connection
   // is then closed: an unread body must never be parsed as the next request (smuggling).
-  server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+  const std::string too_large_message = "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes";
+  server.set_pre_routing_handler([this, too_large_message](const httplib::Request& req, httplib::Response& res) {
     tl_request_started = clock_.now();
     std::string id = request_id_of(req, res);
     auto refuse = [&](int status, const std::string& code, const std::string& message) {
@@ -160,7 +156,7 @@ void HttpApi::install(httplib::Server& server) {
       return httplib::Server::HandlerResponse::Handled;
     }
     if (is_send && length > settings_.max_body_bytes) {
-      return refuse(413, "payload_too_large", "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes");
+      return refuse(413, "payload_too_large", too_large_message);
     }
     if (is_send && !chunked && lengths == 0) return refuse(411, "length_required", "Content-Length or chunked transfer coding required");
     // Sends are refused while shutting down (and the connection closed). Health checks and
@@ -173,7 +169,8 @@ void HttpApi::install(httplib::Server& server) {
   });
 
   // The body is read here, not by cpp-httplib: 0.11.4 applies no limit to a chunked body.
-  server.Post("/v1/send", [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+  server.Post("/v1/send", [this, too_large_message](const httplib::Request& req, httplib::Response& res,
+                                                    const httplib::ContentReader& read) {
     std::string body;
     body.reserve(req.get_header_value<std::uint64_t>("Content-Length"));  // checked against the limit
     bool too_large = false;
@@ -186,7 +183,7 @@ void HttpApi::install(httplib::Server& server) {
       FrontDoor::close_connection(res);
       const std::string id = request_id_of(req, res);
       if (too_large) {
-        finish(req, res, 413, error_json(id, "payload_too_large", "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes"), {});
+        finish(req, res, 413, error_json(id, "payload_too_large", too_large_message), {});
       } else {
         finish(req, res, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
       }

@@ -1,5 +1,7 @@
 #include "http_provider.h"
 
+#include "ascii.h"
+
 #include <algorithm>
 #include <cctype>
 #include <string>
@@ -35,12 +37,7 @@ std::string_view to_string(TransportFailure kind) {
 
 std::string HttpResponse::header(std::string_view name) const {
   for (const auto& [key, value] : headers) {
-    if (key.size() == name.size() &&
-        std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
-          return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
-        })) {
-      return value;
-    }
+    if (iequals(key, name)) return value;
   }
   return {};
 }

@@ -1,6 +1,5 @@
 // mailrelayd: wiring only. Parse config, build the objects, serve, handle signals.
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
