@@ -1,10 +1,10 @@
 // bench_fake_provider: SendGrid and Mailgun stand-ins for the benchmark, event-driven (one
 // thread, epoll) so that they are never the bottleneck. Speaks the real wire formats' happy
 // paths: SendGrid POST /v3/mail/send -> 202 + X-Message-Id; Mailgun POST /v3/<domain>/messages
-// -> 200 {"id","message"}. Every answer is held back --latency-ms; --sendgrid-status 503 makes
-// SendGrid an outage, 400 makes it refuse every message (the relay fails over, the breaker stays
-// closed). Loopback only. Prints "ready sendgrid=PORT mailgun=PORT", then serves until
-// SIGTERM/SIGINT.
+// -> 200 {"id","message"} (no Expect: 100-continue: the relay's transport, nginx and wrk never
+// send it). Every answer is held back --latency-ms; --sendgrid-status 503 makes SendGrid an
+// outage, 400 makes it refuse every message (the relay fails over, the breaker stays closed).
+// Loopback only. Prints "ready sendgrid=PORT mailgun=PORT", then serves until SIGTERM/SIGINT.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -21,6 +21,8 @@
 #include <deque>
 #include <string>
 #include <unordered_map>
+
+#include "message.h"
 
 namespace {
 
@@ -63,35 +65,6 @@ int port_of(int fd) {
   socklen_t len = sizeof(addr);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   return ntohs(addr.sin_port);
-}
-
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// Length of the complete request at the start of `in` (head and body), or 0 if incomplete.
-// (No Expect: 100-continue: the relay's transport, nginx and wrk never send it.)
-std::size_t complete_request(const std::string& in, bool& close) {
-  std::size_t head_end = in.find("\r\n\r\n");
-  if (head_end == std::string::npos) return 0;
-  std::string head = lower(in.substr(0, head_end + 2));
-  close = head.find("\r\nconnection: close\r\n") != std::string::npos;
-  std::size_t body = head_end + 4;
-  if (head.find("\r\ntransfer-encoding: chunked\r\n") != std::string::npos) {
-    std::size_t at = body;
-    for (;;) {
-      std::size_t eol = in.find("\r\n", at);
-      if (eol == std::string::npos) return 0;
-      std::size_t size = std::strtoul(in.c_str() + at, nullptr, 16);
-      at = eol + 2 + size + 2;
-      if (at > in.size()) return 0;
-      if (size == 0) return at;
-    }
-  }
-  std::size_t cl = head.find("\r\ncontent-length:");
-  std::size_t length = cl == std::string::npos ? 0 : std::strtoul(head.c_str() + cl + 17, nullptr, 10);
-  return in.size() >= body + length ? body + length : 0;
 }
 
 std::string answer(Kind kind, int sendgrid_status, unsigned long n, bool close) {
@@ -176,7 +149,7 @@ int main(int argc, char** argv) {
   auto process = [&](int fd, Conn& c) {
     while (!c.waiting) {
       bool close = false;
-      std::size_t n = complete_request(c.in, close);
+      std::size_t n = bench::complete_message(c.in, close);
       if (n == 0) return true;
       c.in.erase(0, n);
       std::string a = answer(c.kind, sendgrid_status, ++served, close);

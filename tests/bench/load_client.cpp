@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "message.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -38,19 +40,6 @@ double percentile(std::vector<double>& v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
-}
-
-// Size of the complete response at the start of `in`, its status in `status`; 0 if incomplete.
-std::size_t complete_response(const std::string& in, int& status, bool& close) {
-  std::size_t head_end = in.find("\r\n\r\n");
-  if (head_end == std::string::npos) return 0;
-  std::string head = in.substr(0, head_end + 2);
-  for (auto& ch : head) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  status = std::atoi(in.c_str() + 9);
-  close = head.find("\r\nconnection: close\r\n") != std::string::npos;
-  std::size_t cl = head.find("\r\ncontent-length:");
-  std::size_t length = cl == std::string::npos ? 0 : std::strtoul(head.c_str() + cl + 17, nullptr, 10);
-  return in.size() >= head_end + 4 + length ? head_end + 4 + length : 0;
 }
 
 }  // namespace
@@ -133,10 +122,10 @@ int main(int argc, char** argv) {
         char buf[16384];
         ssize_t r;
         while ((r = ::recv(c.fd, buf, sizeof(buf), 0)) > 0) c.in.append(buf, static_cast<std::size_t>(r));
-        int status = 0;
         bool close = false;
-        std::size_t size = complete_response(c.in, status, close);
+        std::size_t size = bench::complete_message(c.in, close);
         if (size > 0) {
+          int status = std::atoi(c.in.c_str() + 9);  // "HTTP/1.1 503 ..."
           auto now = Clock::now();
           latencies[status].push_back(std::chrono::duration<double, std::milli>(now - c.started).count());
           c.in.erase(0, size);

@@ -66,25 +66,18 @@ def cpu_seconds(pids):
     return total / TICKS
 
 
-def peak_rss_mib(pids):
+def status_mib(pids, key):
+    """Sum of a /proc/<pid>/status memory line (VmHWM: peak RSS, VmRSS: now) over `pids`, in MiB."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(key + ":"):
                         total += int(line.split()[1])
         except FileNotFoundError:
             pass
     return total / 1024
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0
 
 
 def children(pid):
@@ -254,7 +247,7 @@ def measure(target, connections, duration, env):
     cpu_before = cpu_seconds(pids)
     r = wrk(target.url, connections, duration, env)
     r["cpu_us"] = (cpu_seconds(pids) - cpu_before) * 1e6 / max(1, r["requests"])
-    r["rss"] = peak_rss_mib(pids)
+    r["rss"] = status_mib(pids, "VmHWM")
     return r
 
 
@@ -324,7 +317,7 @@ def main():
             relay = None
             try:
                 relay = Relay(build, fake, work)
-                rss_before = rss_mib(relay.proc.pid)
+                rss_before = status_mib([relay.proc.pid], "VmRSS")
                 cpu_before = cpu_seconds(relay.pids())
                 out = subprocess.run(
                     [os.path.join(build, "tests/bench/bench_load"), "--port", str(relay.port), "--connections",
@@ -336,8 +329,8 @@ def main():
                 r = {"requests": load["requests"], "rps": load["rps"], "p50": ok["p50_ms"], "p99": ok["p99_ms"],
                      "non2xx": load["requests"] - ok["count"], "errors": load["errors"],
                      "cpu_us": (cpu_seconds(relay.pids()) - cpu_before) * 1e6 / max(1, load["requests"]),
-                     "rss": peak_rss_mib(relay.pids()), "shed": shed, "alive": relay.proc.poll() is None,
-                     "rss_growth": rss_mib(relay.proc.pid) - rss_before}
+                     "rss": status_mib(relay.pids(), "VmHWM"), "shed": shed, "alive": relay.proc.poll() is None,
+                     "rss_growth": status_mib([relay.proc.pid], "VmRSS") - rss_before}
                 rows.append((name, "mailrelayd", r))
             finally:
                 if relay:
