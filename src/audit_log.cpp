@@ -208,6 +208,7 @@ json AuditLog::request_json(const RequestRecord& r) const {
             {"stop_reason", nullptr},
             {"recipients", 0}};
   if (!r.replay_of.empty()) line["replay_of"] = r.replay_of;
+  if (!r.refused_by.empty()) line["refused_by"] = r.refused_by;
   if (r.relay) {
     json attempts = attempts_to_json(*r.relay);
     for (auto& a : attempts) {

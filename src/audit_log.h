@@ -37,6 +37,7 @@ struct RequestRecord {
   int status = 0;
   std::string outcome;  // "sent", "replayed", or the error code answered
   std::string replay_of;  // for an idempotent replay: the request id of the first answer
+  std::string refused_by;  // the limit that refused the request (max_in_flight, body_budget)
   double latency_ms = 0;
   const Email* email = nullptr;         // when the body parsed
   const RelayResult* relay = nullptr;   // when the relay ran

@@ -35,8 +35,14 @@ void declare_options(CLI::App& app, Config& c) {
   };
   opt("config", c.config_file, "INI/TOML file with option = value lines")->check(CLI::ExistingFile);
   opt("listen", c.listen, "HOST:PORT to serve on ([::1]:8080 for IPv6; port 0 picks a free one)")->capture_default_str();
-  opt("threads", c.threads, "worker threads; each holds one connection and its in-flight send")->capture_default_str();
-  opt("max-queue", c.max_queue, "accepted connections waiting for a worker")->capture_default_str();
+  opt("threads", c.threads,
+      "worker threads kept warm; more start on demand (up to --max-in-flight + 256) and retire when idle")
+      ->capture_default_str();
+  opt("max-queue", c.max_queue, "deprecated and ignored: admission is --max-in-flight");
+  opt("max-in-flight", c.max_in_flight, "sends handled at once; a send beyond it gets 503 overloaded at once")
+      ->capture_default_str();
+  opt("max-body-bytes-in-flight", c.max_body_bytes_in_flight,
+      "request bodies held in memory at once; a request beyond it gets 503 overloaded")->capture_default_str();
   opt("providers", c.providers, "provider order, comma separated: sendgrid, mailgun, outbox")
       ->delimiter(',')->capture_default_str();
   opt("sendgrid-base-url", c.sendgrid_base_url, "SendGrid API base URL (EU: https://api.eu.sendgrid.com)")->capture_default_str();
@@ -160,7 +166,10 @@ std::optional<std::string> validate(Config& c) {
            "or listen on 127.0.0.1 / [::1]";
   }
   if (c.threads < 1 || c.threads > 4096) return std::string("--threads must be between 1 and 4096");
-  if (c.max_queue < 0) return std::string("--max-queue must not be negative");
+  if (c.max_in_flight < 1 || c.max_in_flight > 65536) return std::string("--max-in-flight must be between 1 and 65536");
+  if (c.max_body_bytes_in_flight < c.max_body_bytes) {
+    return std::string("--max-body-bytes-in-flight must be at least --max-body-bytes");
+  }
   if (c.attempt_timeout_ms < 1) return std::string("--attempt-timeout-ms must be at least 1");
   if (c.deadline_ms < 1) return std::string("--deadline-ms must be at least 1");
   if (c.max_retries < 0 || c.max_retries > 10) return std::string("--max-retries must be between 0 and 10");

@@ -14,17 +14,19 @@
 #include <cstring>
 #include <vector>
 
+#include "request_framing.h"
+
 namespace mailrelay {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 namespace {
 
 constexpr std::size_t kMaxHead = 64 * 1024;
-constexpr std::size_t kReadBuffer = 16 * 1024;
-constexpr auto kLingerTime = std::chrono::seconds(2);
-constexpr std::size_t kLingerBytes = 1024 * 1024;
+constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr milliseconds kSweepEvery{100};
+constexpr const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 // Waits until `fd` is ready for `events`, at most `timeout`. False on timeout or error.
 bool wait_for(int fd, short events, milliseconds timeout) {
@@ -57,16 +59,16 @@ bool is_token_char(char c) {
 
 // The header lines of a raw request head, values trimmed of optional whitespace and otherwise
 // untouched. False for anything RFC 9112 does not allow (obs-fold, a bad field name).
-bool parse_raw_headers(const std::string& head, httplib::Headers& out) {
+bool parse_raw_headers(std::string_view head, httplib::Headers& out) {
   std::size_t pos = head.find("\r\n");
-  if (pos == std::string::npos) return false;
+  if (pos == std::string_view::npos) return false;
   pos += 2;
   while (pos < head.size()) {
     std::size_t end = head.find("\r\n", pos);
-    if (end == std::string::npos) return false;
+    if (end == std::string_view::npos) return false;
     if (end == pos) return true;  // the blank line ending the head
     std::size_t colon = head.find(':', pos);
-    if (colon == std::string::npos || colon > end || colon == pos) return false;
+    if (colon == std::string_view::npos || colon > end || colon == pos) return false;
     for (std::size_t i = pos; i < colon; ++i) {
       if (!is_token_char(head[i])) return false;
     }
@@ -74,7 +76,7 @@ bool parse_raw_headers(const std::string& head, httplib::Headers& out) {
     std::size_t value_end = end;
     while (value < value_end && (head[value] == ' ' || head[value] == '\t')) ++value;
     while (value_end > value && (head[value_end - 1] == ' ' || head[value_end - 1] == '\t')) --value_end;
-    out.emplace(head.substr(pos, colon - pos), head.substr(value, value_end - value));
+    out.emplace(std::string(head.substr(pos, colon - pos)), std::string(head.substr(value, value_end - value)));
     pos = end + 2;
   }
   return false;
@@ -82,62 +84,46 @@ bool parse_raw_headers(const std::string& head, httplib::Headers& out) {
 
 }  // namespace
 
-// A client connection with its buffers. It moves between a worker (one request at a time) and
-// the idle set; whoever holds the unique_ptr owns the socket.
+// A client connection with its input buffer. It moves between the reader thread and a worker;
+// whoever holds the unique_ptr owns the socket. To cpp-httplib it is a Stream that yields exactly
+// the bytes of the current request, already in memory: a handler never waits for a client.
 struct FrontDoor::Connection final : public httplib::Stream {
-  Connection(int socket, const FrontDoorSettings& settings) : fd(socket), settings(settings) {
+  Connection(int socket, FrontDoor& door) : fd(socket), owner(door) {
     int one = 1;  // answers are small: Nagle + delayed ACK would add 40 ms each
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     address_of(fd, true, remote_ip, remote_port);
     address_of(fd, false, local_ip, local_port);
+    idle_since = SteadyClock::now();
+    ctx.release_input = [this] { consume(); };
   }
   ~Connection() override {
+    owner.release_body(*this);
     ::shutdown(fd, SHUT_RDWR);
     ::close(fd);
+    owner.closed_one();
   }
 
-  void begin_request() {
-    head.clear();
-    recording = true;
-    malformed = false;
-    close_after = false;
-    deadline = Clock::now() + settings.request_read_deadline;
-  }
-  bool has_buffered() const { return in_begin < in_end; }
-  // An idle connection keeps only its socket: ten thousand of them cost no more than a few MiB.
-  // (The read buffer is the serving thread's: a connection is parked only with nothing unread.)
-  void release_buffers() {
-    in = nullptr;
-    in_begin = in_end = 0;
-    if (head.capacity() > 4096) head = std::string();
-    if (out.capacity() > 4096) out = std::string();
+  bool has_pending() const { return in.size() > request_end; }
+
+  // Drops the current request's bytes, keeping what the client pipelined after it.
+  void consume() {
+    std::size_t end = std::min(request_end, in.size());
+    if (in.capacity() > 2 * kReadChunk) {
+      in = std::string(in, end);  // a large body's buffer goes back to the allocator now
+    } else {
+      in.erase(0, end);
+    }
+    in_pos = request_end = 0;
   }
 
-  bool is_readable() const override {
-    return has_buffered() || wait_for(fd, POLLIN, settings.read_timeout);
-  }
-  bool is_writable() const override { return wait_for(fd, POLLOUT, settings.write_timeout); }
+  bool is_readable() const override { return in_pos < request_end; }
+  bool is_writable() const override { return wait_for(fd, POLLOUT, owner.settings_.write_timeout); }
 
   ssize_t read(char* ptr, size_t size) override {
-    if (!has_buffered()) {
-      // The client may wait for what we wrote (100 Continue) before it sends more.
-      if (!flush()) return -1;
-      // Usually the bytes are there already: poll only when they are not.
-      ssize_t n = ::recv(fd, in, kReadBuffer, MSG_DONTWAIT);
-      while (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
-        if (!wait_for(fd, POLLIN, std::min(left, settings.read_timeout))) return -1;
-        n = ::recv(fd, in, kReadBuffer, MSG_DONTWAIT);
-      }
-      if (n <= 0) return n;
-      in_begin = 0;
-      in_end = static_cast<std::size_t>(n);
-    }
-    std::size_t n = std::min(size, in_end - in_begin);
-    std::memcpy(ptr, in + in_begin, n);
-    in_begin += n;
-    if (recording) record(ptr, n);
-    return static_cast<ssize_t>(n);
+    std::size_t n = std::min(size, request_end - std::min(in_pos, request_end));
+    std::memcpy(ptr, in.data() + in_pos, n);
+    in_pos += n;
+    return static_cast<ssize_t>(n);  // 0 at the end of the request: never a wait
   }
 
   // Answers are gathered and sent by flush(): one send for head and body instead of several.
@@ -150,13 +136,17 @@ struct FrontDoor::Connection final : public httplib::Stream {
   bool flush() {
     std::size_t sent = 0;
     while (sent < out.size()) {
-      if (!wait_for(fd, POLLOUT, settings.write_timeout)) return false;
-      ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+      ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (!wait_for(fd, POLLOUT, owner.settings_.write_timeout)) return false;
+        continue;
+      }
       if (n <= 0) return false;
       sent += static_cast<std::size_t>(n);
     }
     out.clear();
+    if (out.capacity() > 4096) out.shrink_to_fit();
     return true;
   }
 
@@ -170,74 +160,51 @@ struct FrontDoor::Connection final : public httplib::Stream {
   }
   socket_t socket() const override { return fd; }
 
-  // Keeps the request line and headers as they arrive (cpp-httplib reads them a byte at a time).
-  void record(const char* data, std::size_t n) {
-    head.append(data, n);
-    std::size_t from = head.size() >= n + 3 ? head.size() - n - 3 : 0;
-    if (head.find("\r\n\r\n", from) != std::string::npos) {
-      recording = false;
-    } else if (head.size() > kMaxHead) {
-      recording = false;
-      malformed = true;
-    }
-  }
-
   const int fd;
-  const FrontDoorSettings& settings;
+  FrontDoor& owner;
   std::string remote_ip, local_ip;
   int remote_port = 0, local_port = 0;
-  char* in = nullptr;  // kReadBuffer bytes, lent by the thread serving the connection
-  std::size_t in_begin = 0, in_end = 0;
+  std::string in;              // bytes received and not yet consumed
+  std::size_t in_pos = 0;      // what cpp-httplib has read of the current request
+  std::size_t request_end = 0; // the current request's end in `in` (set when it is ready)
   std::string out;
-  std::string head;
-  bool recording = false;
-  bool malformed = false;
-  bool close_after = false;
-  Clock::time_point deadline;
+  RequestContext ctx;
+  std::uint64_t reserved = 0;  // body bytes counted against --max-body-bytes-in-flight
+  bool continue_sent = false;  // "100 Continue" sent for the current request
   std::size_t requests = 0;
-  Clock::time_point idle_since;
+  SteadyClock::time_point first_byte, last_byte, idle_since;
+  bool registered = false;     // known to the epoll set
   // Closing: our answer is sent and our side shut down; what the client still sends (the rest
-  // of a refused body) is read and dropped so that the kernel does not answer it with a reset
+  // of a refused body) is read and dropped, so that the kernel does not answer it with a reset
   // that could destroy the answer before the client reads it (nginx's lingering close).
   bool lingering = false;
-  std::size_t discarded = 0;
 };
 
 namespace {
-thread_local FrontDoor::Connection* tl_connection = nullptr;
-}  // namespace
-
-bool FrontDoor::request_head_malformed() { return tl_connection && tl_connection->malformed; }
-
-void FrontDoor::close_connection(httplib::Response& res) {
-  res.set_header("Connection", "close");
-  if (tl_connection) tl_connection->close_after = true;
-}
-
-namespace {
-// What cpp-httplib gets as its task queue, and deletes when its accept loop ends: a handle on
-// our pool, which must live on while requests in progress drain.
-class PoolHandle final : public httplib::TaskQueue {
+// What cpp-httplib gets as its task queue (and deletes when its accept loop ends). An accepted
+// socket only joins the reader's epoll set, so it is handled on the accept thread itself.
+class Inline final : public httplib::TaskQueue {
  public:
-  explicit PoolHandle(WorkerPool& pool) : pool_(pool) {}
-  void enqueue(std::function<void()> fn) override { pool_.enqueue(std::move(fn)); }
+  void enqueue(std::function<void()> fn) override { fn(); }
   void shutdown() override {}
-
- private:
-  WorkerPool& pool_;
 };
 }  // namespace
 
-FrontDoor::FrontDoor(FrontDoorSettings settings)
-    : settings_(settings), pool_(std::make_unique<WorkerPool>(settings.threads, settings.max_queue)) {
-  new_task_queue = [this] { return new PoolHandle(*pool_); };
+FrontDoor::FrontDoor(FrontDoorSettings settings) : settings_(settings), pool_(settings.pool) {
+  new_task_queue = [] { return new Inline(); };
+  // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second daemon on the
+  // same address starts and takes half the traffic.
+  set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = wake_fd_;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
-  watcher_ = std::thread([this] { watch_idle(); });
+  reader_ = std::thread([this] { read_loop(); });
 }
 
 FrontDoor::~FrontDoor() {
@@ -253,150 +220,292 @@ int FrontDoor::bind(const std::string& host, int port) {
   return port;
 }
 
-void FrontDoor::shutdown() {
-  if (!watcher_.joinable()) return;  // done before
-  stop();
-  pool_->wait_until_idle();
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-  }
-  std::uint64_t one = 1;
-  (void)!::write(wake_fd_, &one, sizeof(one));
-  watcher_.join();
-  pool_->shutdown();
+RequestContext& FrontDoor::context(const httplib::Request& req) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = serving_.find(&req);
+  if (it != serving_.end()) return it->second->ctx;
+  // Not a request of ours (cannot happen for routes installed on this server): a scratch one.
+  thread_local RequestContext scratch;
+  scratch = RequestContext{};
+  return scratch;
 }
-
-std::size_t FrontDoor::queue_depth() const { return pool_->depth(); }
 
 std::size_t FrontDoor::idle_connections() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return idle_.size();
+  return waiting_.size();
 }
 
-// Called by cpp-httplib on a worker for each accepted socket.
-bool FrontDoor::process_and_close_socket(socket_t sock) {
-  serve_connection(std::make_unique<Connection>(sock, settings_));
+bool FrontDoor::reserve_body(Connection& c, std::uint64_t body) {
+  const std::uint64_t more = body - c.reserved;
+  if (body_bytes_.fetch_add(more) + more > settings_.max_body_bytes_in_flight) {
+    body_bytes_ -= more;
+    return false;
+  }
+  c.reserved = body;
   return true;
 }
 
-// Serves requests on `connection` while the client has one ready, then parks it.
-void FrontDoor::serve_connection(std::unique_ptr<Connection> connection) {
-  thread_local std::unique_ptr<char[]> buffer(new char[kReadBuffer]);
+void FrontDoor::release_body(Connection& c) {
+  body_bytes_ -= c.reserved;
+  c.reserved = 0;
+}
+
+void FrontDoor::closed_one() {
+  {
+    std::lock_guard<std::mutex> lock(accept_mutex_);
+    --connections_;
+  }
+  accept_room_.notify_one();
+}
+
+// Called by cpp-httplib's accept loop for each accepted socket.
+bool FrontDoor::process_and_close_socket(socket_t sock) {
+  {
+    // Beyond max_connections the accept loop waits for one to close (never for a worker: the
+    // reader and the idle timeout close connections on their own), and the kernel's backlog
+    // holds the rest.
+    std::unique_lock<std::mutex> lock(accept_mutex_);
+    while (connections_ >= settings_.max_connections && is_running()) {
+      accept_room_.wait_for(lock, milliseconds(100));
+    }
+    ++connections_;
+  }
+  watch(std::make_unique<Connection>(sock, *this));
+  return true;
+}
+
+FrontDoor::Progress FrontDoor::advance(Connection& c) {
+  for (;;) {
+    std::string_view pending(c.in.data() + c.request_end, c.in.size() - c.request_end);
+    Framing f = pending.empty() ? Framing{} : scan_request(pending, kMaxHead, max_body_bytes_);
+    if (f.body > c.reserved && !reserve_body(c, f.body)) {
+      c.ctx.over_budget = true;
+      f.state = Framing::State::kRefuse;
+    }
+    if (f.state != Framing::State::kNeedMore) {
+      c.request_end = f.state == Framing::State::kComplete ? c.request_end + f.size : c.in.size();
+      return Progress::kReady;
+    }
+    std::size_t want = kReadChunk;
+    if (f.head > 0) {
+      if (f.length_known) {
+        // One allocation for the whole request instead of doubling as it arrives, and no read
+        // past it (what the client pipelined after it waits in the kernel).
+        const std::size_t whole = f.head + static_cast<std::size_t>(f.body);
+        c.in.reserve(c.request_end + whole);
+        want = std::min(kReadChunk, whole - pending.size());
+      }
+      if (f.expect_continue && !c.continue_sent && pending.size() == f.head) {
+        c.continue_sent = true;  // the client waits for it before it sends the body
+        (void)!::send(c.fd, kContinue, sizeof(kContinue) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      }
+    }
+    const std::size_t old = c.in.size();
+    c.in.resize(old + want);
+    ssize_t n = ::recv(c.fd, &c.in[old], want, MSG_DONTWAIT);
+    c.in.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+    if (n > 0) {
+      auto now = SteadyClock::now();
+      if (pending.empty()) c.first_byte = now;
+      c.last_byte = now;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Progress::kNeedMore;
+    // The client closed (or the connection broke) before its request was whole: answered 400.
+    if (pending.empty()) return Progress::kClosed;
+    c.ctx.incomplete = true;
+    c.request_end = c.in.size();
+    return Progress::kReady;
+  }
+}
+
+// Serves requests on `connection` while whole ones are in memory, then gives it back to the reader.
+void FrontDoor::serve(std::unique_ptr<Connection> connection) {
   Connection& c = *connection;
-  c.in = buffer.get();
-  for (int served = 0;; ++served) {
-    if (served > 0 && pool_->depth() > 0) {
-      // Others wait for a worker: this connection goes to the back of the line (or parks), so
-      // a busy client cannot keep a worker to itself while the queue grows.
-      if (c.has_buffered() || wait_for(c.fd, POLLIN, milliseconds(0))) {
-        dispatch(std::move(connection));
-      } else {
-        park(std::move(connection));
-      }
-      return;
-    }
-    // Shedding threads must be quick: they do not wait for a client's next request.
-    auto wait = WorkerPool::shedding() ? milliseconds(0) : settings_.park_after;
-    if (!c.has_buffered() && !wait_for(c.fd, POLLIN, wait)) {
-      park(std::move(connection));
-      return;
-    }
-    c.begin_request();
-    ++c.requests;
-    bool last = c.requests >= settings_.max_requests_per_connection;
-    bool closed = false;
-    tl_connection = &c;
-    bool ok = process_request(c, last, closed, [&c](httplib::Request& req) {
-      // Headers as sent: 0.11.4 percent-decodes values ("%0D%0A" becomes a CRLF, and a
-      // bearer token with a "%" in it stops matching). Its own REMOTE_ADDR/REMOTE_PORT/LOCAL_*
-      // entries go too: they can be shadowed by a client header of the same name, and the
-      // addresses are in req.remote_addr. Range is ignored: nothing here is a range resource.
-      httplib::Headers raw;
-      if (!c.malformed && !c.recording && parse_raw_headers(c.head, raw)) {
-        req.headers = std::move(raw);
-      } else {
-        c.malformed = true;
-      }
-      req.ranges.clear();
-    });
-    tl_connection = nullptr;
-    if (!c.flush() || !ok || closed || last) return;  // the destructor closes
-    if (c.close_after) {
+  for (;;) {
+    if (!serve_one(c)) return;  // the destructor closes
+    if (c.ctx.close_after) {
+      c.ctx.close_after = false;
       ::shutdown(c.fd, SHUT_WR);
       c.lingering = true;
-      c.idle_since = Clock::now();
-      park(std::move(connection));
+      c.first_byte = c.last_byte = SteadyClock::now();
+      watch(std::move(connection));
+      return;
+    }
+    c.idle_since = SteadyClock::now();
+    Progress p = advance(c);
+    // A client that sends its next request at once keeps this thread, skipping the reader.
+    if (p == Progress::kNeedMore && !c.has_pending() && wait_for(c.fd, POLLIN, settings_.park_after)) p = advance(c);
+    if (p == Progress::kClosed) return;
+    if (p == Progress::kNeedMore) {
+      watch(std::move(connection));
+      return;
+    }
+    if (pool_.depth() > 0) {
+      // Others wait for a thread: this connection goes to the back of the line, so a busy
+      // client cannot keep a thread to itself.
+      dispatch(std::move(connection));
       return;
     }
   }
 }
 
-void FrontDoor::park(std::unique_ptr<Connection> connection) {
+bool FrontDoor::serve_one(Connection& c) {
+  ++c.requests;
+  const bool last = c.requests >= settings_.max_requests_per_connection;
+  bool closed = false;
+  const httplib::Request* registered = nullptr;
+  bool ok = process_request(c, last, closed, [&](httplib::Request& req) {
+    // Headers as sent: 0.11.4 percent-decodes values ("%0D%0A" becomes a CRLF, and a bearer
+    // token with a "%" in it stops matching). Its own REMOTE_ADDR/REMOTE_PORT/LOCAL_* entries go
+    // too: a client header of the same name can shadow them, and the addresses are in
+    // req.remote_addr. Range is ignored: nothing here is a range resource.
+    std::string_view request(c.in.data(), c.request_end);
+    std::size_t head_end = request.find("\r\n\r\n");
+    httplib::Headers raw;
+    if (head_end != std::string_view::npos && head_end + 4 <= kMaxHead &&
+        parse_raw_headers(request.substr(0, head_end + 4), raw)) {
+      req.headers = std::move(raw);
+    } else {
+      c.ctx.head_malformed = true;
+    }
+    req.ranges.clear();
+    // The reader already told the client to go on: cpp-httplib must not say it again.
+    if (c.continue_sent) req.headers.erase("Expect");
+    std::lock_guard<std::mutex> lock(mutex_);
+    serving_[&req] = &c;
+    registered = &req;
+  });
+  if (registered) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    serving_.erase(registered);
+  } else {
+    c.ctx.close_after = true;  // cpp-httplib refused the head itself: nothing after it can be trusted
+  }
+  c.consume();
+  release_body(c);
+  c.continue_sent = false;
+  // The context starts over for the next request; the flags the reader sets come before it runs.
+  const bool close_after = c.ctx.close_after;
+  std::function<void()> release = std::move(c.ctx.release_input);
+  c.ctx = RequestContext{};
+  c.ctx.release_input = std::move(release);
+  c.ctx.close_after = close_after;
+  return c.flush() && ok && !closed && !last;
+}
+
+void FrontDoor::watch(std::unique_ptr<Connection> connection) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (stopping_ || idle_.size() >= settings_.max_idle) return;  // closed
-  if (!connection->lingering) connection->idle_since = Clock::now();
-  connection->release_buffers();
-  int fd = connection->fd;
+  Connection& c = *connection;
+  if (reader_stop_) return;  // closed
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
-  ev.data.fd = fd;
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return;
-  idle_.emplace(fd, std::move(connection));
+  ev.data.fd = c.fd;
+  if (::epoll_ctl(epoll_fd_, c.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c.fd, &ev) != 0) return;  // closed
+  c.registered = true;
+  waiting_.emplace(c.fd, std::move(connection));
 }
 
 void FrontDoor::dispatch(std::unique_ptr<Connection> connection) {
   // std::function must be copyable; whoever drops the last copy closes the connection.
   auto held = std::make_shared<std::unique_ptr<Connection>>(std::move(connection));
-  pool_->enqueue([this, held] { serve_connection(std::move(*held)); });
+  pool_.submit([this, held] { serve(std::move(*held)); });
 }
 
-// The idle set's thread: hands connections with a new request to the pool, closes those idle
-// beyond the timeout. On shutdown, requests that already arrived are still served.
-void FrontDoor::watch_idle() {
-  std::vector<epoll_event> events(256);
+// The reader thread: reads every waiting connection as its bytes arrive and hands whole requests
+// to the pool; drains lingering closes; enforces the idle and read timeouts.
+void FrontDoor::read_loop() {
+  std::vector<epoll_event> events(512);
+  std::vector<char> sink(64 * 1024);
+  auto last_sweep = SteadyClock::now();
   for (;;) {
-    int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), 1000);
-    std::vector<std::unique_ptr<Connection>> ready, drain;
-    bool stopping;
+    int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
+                         static_cast<int>(kSweepEvery.count()));
+    std::vector<std::unique_ptr<Connection>> ready;
+    bool quit = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stopping = stopping_;
       for (int i = 0; i < n; ++i) {
-        auto it = idle_.find(events[i].data.fd);
-        if (it == idle_.end()) continue;  // the wake-up eventfd
-        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->first, nullptr);
-        (it->second->lingering ? drain : ready).push_back(std::move(it->second));
-        idle_.erase(it);
+        auto it = waiting_.find(events[i].data.fd);
+        if (it == waiting_.end()) continue;  // the wake-up eventfd
+        ready.push_back(std::move(it->second));
+        waiting_.erase(it);
       }
-      auto now = Clock::now();
-      for (auto it = idle_.begin(); it != idle_.end();) {
-        const Connection& c = *it->second;
-        if (stopping || now - c.idle_since > (c.lingering ? kLingerTime : settings_.idle_timeout)) {
-          ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->first, nullptr);
-          // A request that arrived just before shutdown is answered (503 while draining).
-          if (stopping && !c.lingering && wait_for(it->first, POLLIN, milliseconds(0))) {
-            ready.push_back(std::move(it->second));
-          }
-          it = idle_.erase(it);  // otherwise closed here
-        } else {
-          ++it;
-        }
+      quit = reader_stop_;
+    }
+    for (auto& connection : ready) {
+      Connection& c = *connection;
+      if (c.lingering) {
+        ssize_t got;
+        while ((got = ::recv(c.fd, sink.data(), sink.size(), MSG_DONTWAIT)) > 0) c.last_byte = SteadyClock::now();
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) watch(std::move(connection));
+        continue;  // otherwise: the client closed; so do we
+      }
+      switch (advance(c)) {
+        case Progress::kReady: dispatch(std::move(connection)); break;
+        case Progress::kNeedMore: watch(std::move(connection)); break;
+        case Progress::kClosed: break;
       }
     }
-    // Outside the lock: enqueue may wait for room in the pool, and workers park under it.
-    for (auto& connection : ready) dispatch(std::move(connection));
-    for (auto& connection : drain) {
-      char sink[16384];
-      ssize_t n;
-      while ((n = ::recv(connection->fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0) {
-        connection->discarded += static_cast<std::size_t>(n);
-      }
-      bool more = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && connection->discarded < kLingerBytes;
-      if (more) park(std::move(connection));  // keeps its first idle_since: lingering is bounded
+    if (quit) break;
+    auto now = SteadyClock::now();
+    if (now - last_sweep >= kSweepEvery) {
+      last_sweep = now;
+      sweep(now);
     }
-    if (stopping) return;
   }
+  std::lock_guard<std::mutex> lock(mutex_);
+  waiting_.clear();  // lingering closes left at exit
+}
+
+void FrontDoor::sweep(SteadyClock::time_point now) {
+  std::vector<std::unique_ptr<Connection>> late;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      const Connection& c = *it->second;
+      bool expired;
+      if (c.lingering) {
+        expired = now - c.first_byte > settings_.linger_time || now - c.last_byte > settings_.read_timeout;
+      } else if (c.in.empty()) {
+        expired = now - c.idle_since > settings_.idle_timeout;
+      } else {
+        expired = now - c.first_byte > settings_.request_read_deadline || now - c.last_byte > settings_.read_timeout;
+      }
+      if (expired) {
+        late.push_back(std::move(it->second));
+        it = waiting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& connection : late) {
+    // A request begun and not finished in time is answered 400 (and audited); the rest close.
+    if (!connection->lingering && !connection->in.empty()) {
+      connection->ctx.incomplete = true;
+      connection->request_end = connection->in.size();
+      dispatch(std::move(connection));
+    }
+  }
+}
+
+bool FrontDoor::shutdown(milliseconds grace) {
+  if (!reader_.joinable()) return true;  // done before
+  stop();
+  // Until the requests in progress are done, a request that arrives on an open connection is
+  // still read and answered (handlers say 503 while draining, and close); then all close.
+  const bool idle = pool_.wait_until_idle(grace);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    reader_stop_ = true;
+  }
+  std::uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof(one));
+  reader_.join();
+  if (idle) pool_.shutdown();
+  return idle;
 }
 
 }  // namespace mailrelay

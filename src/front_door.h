@@ -1,11 +1,17 @@
 // FrontDoor: the listening HTTP server. cpp-httplib 0.11.4 parses and routes; everything about
-// connections is ours: a bounded worker pool, idle keep-alive connections parked in epoll (no
-// thread held), read deadlines, real closes, and request headers restored to the bytes the
-// client sent (0.11.4 percent-decodes header values). Thread-safe; one per process.
+// connections is ours. One reader thread (epoll) reads every connection until its whole request
+// is in memory; only then does the request get a thread from an elastic WorkerPool, so slow and
+// idle clients cost a buffer and a descriptor, never a worker. Nothing here ever waits for room
+// in a queue that workers drain. Request bodies in memory are bounded (--max-body-bytes-in-flight).
+// Headers reach handlers as the client sent them (0.11.4 percent-decodes values). Thread-safe;
+// one per process.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -14,25 +20,29 @@
 
 #include <httplib.h>
 
+#include "request_context.h"
 #include "worker_pool.h"
 
 namespace mailrelay {
 
 struct FrontDoorSettings {
-  std::size_t threads = 256;      // requests in progress (one send each)
-  std::size_t max_queue = 1024;   // connections with a request waiting for a worker
-  // Longest wait for the next bytes of a request, and for the whole request (head and body)
-  // from its first byte: a slow client holds a worker at most this long.
+  WorkerPoolSettings pool;
+  std::uint64_t max_body_bytes_in_flight = 536870912; // all buffered bodies together (503 beyond)
+  // A request must arrive whole within `request_read_deadline` of its first byte, with no gap
+  // longer than `read_timeout`; otherwise it is answered 400 and the connection closed.
   std::chrono::milliseconds read_timeout{5000};
   std::chrono::milliseconds request_read_deadline{30000};
   std::chrono::milliseconds write_timeout{5000};
-  // After an answer the worker waits this long for the client's next request before it parks
-  // the connection: a busy client keeps its worker and skips the hand-over through epoll.
+  // After an answer the worker waits this long for the client's next request before it hands
+  // the connection back to the reader: a busy client skips the hand-over through epoll.
   std::chrono::milliseconds park_after{2};
-  // A keep-alive connection between requests holds no thread, only a file descriptor.
-  std::chrono::milliseconds idle_timeout{60000};
-  std::size_t max_idle = 10000;
+  std::chrono::milliseconds idle_timeout{60000};   // keep-alive connection with nothing sent
+  std::size_t max_connections = 16384;             // beyond it the accept loop waits
   std::size_t max_requests_per_connection = 1000;
+  // Lingering close (as nginx): after a refusal that left a body unread, what the client still
+  // sends is read and dropped for up to this long (and no gap over read_timeout), so that it can
+  // read the answer instead of a reset.
+  std::chrono::milliseconds linger_time{30000};
 };
 
 class FrontDoor final : public httplib::Server {
@@ -40,44 +50,70 @@ class FrontDoor final : public httplib::Server {
   explicit FrontDoor(FrontDoorSettings settings);
   ~FrontDoor() override;
 
-  // Binds and listens with a backlog of 4096 (cpp-httplib's own is 5). `port` 0 picks a free
-  // one. Returns the port, or -1 with errno set.
+  // Binds and listens with a backlog of 4096 (cpp-httplib's own is 5), without SO_REUSEPORT:
+  // an address another process serves is an error. `port` 0 picks a free one. Returns the port,
+  // or -1 with errno set.
   int bind(const std::string& host, int port);
   // Serves until shutdown(); call on its own thread.
   bool serve() { return listen_after_bind(); }
-  // Stops accepting and waits for the requests in progress. Until they are done, a request on
-  // a kept-alive connection is still read and answered (handlers see draining and say 503),
-  // then that connection is closed; the idle ones left are closed at the end. Blocks.
-  void shutdown();
+  // Stops accepting. Until the requests in progress are done (at most `grace`), requests on open
+  // connections are still answered (handlers see draining and close); then every connection
+  // closes. False if requests were still running after `grace` (abandoned: the process should
+  // exit).
+  bool shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(60000));
 
-  std::size_t queue_depth() const;
+  // Bodies larger than this are never buffered: the handlers refuse them from the head (413).
+  // Set before serving (HttpApi::install does).
+  void set_max_body_bytes(std::uint64_t bytes) {
+    max_body_bytes_ = bytes;
+    set_payload_max_length(bytes);
+  }
+
+  // The request being served: valid inside a handler for `req`, on the thread serving it.
+  RequestContext& context(const httplib::Request& req);
+
+  std::size_t queue_depth() const { return pool_.depth(); }
+  std::size_t worker_threads() const { return pool_.threads(); }
+  std::size_t connections() const { return connections_; }
+  // Connections with the reader thread: idle, or with a request still arriving.
   std::size_t idle_connections() const;
-
-  // For handlers, about the request this thread is serving (outside a FrontDoor: false/no-op).
-  // True when its headers could not be restored from the bytes received (malformed, or a head
-  // larger than 64 KiB).
-  static bool request_head_malformed();
-  // Answer with `Connection: close` and close for real after this response: for rejections
-  // that leave the body unread, which must never be parsed as the next request.
-  static void close_connection(httplib::Response& res);
+  std::uint64_t body_bytes_in_flight() const { return body_bytes_; }
 
   struct Connection;
 
  private:
+  enum class Progress { kNeedMore, kReady, kClosed };
+
   bool process_and_close_socket(socket_t sock) override;
-  void serve_connection(std::unique_ptr<Connection> connection);
-  void park(std::unique_ptr<Connection> connection);
-  void watch_idle();
+  // Reads what `c` has ready; kReady once a request (or a refusal's head) is in memory.
+  Progress advance(Connection& c);
+  void serve(std::unique_ptr<Connection> connection);
+  bool serve_one(Connection& c);  // false: close the connection
+  void watch(std::unique_ptr<Connection> connection);  // hand to the reader thread
+  void read_loop();
+  void sweep(std::chrono::steady_clock::time_point now);
   void dispatch(std::unique_ptr<Connection> connection);
+  bool reserve_body(Connection& c, std::uint64_t body);
+  void release_body(Connection& c);
+  void closed_one();
 
   FrontDoorSettings settings_;
-  std::unique_ptr<WorkerPool> pool_;  // ours, not cpp-httplib's: it outlives the accept loop
+  WorkerPool pool_;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
+  std::atomic<std::uint64_t> max_body_bytes_{10485760};
+  std::atomic<std::uint64_t> body_bytes_{0};
+  std::atomic<std::size_t> connections_{0};
+  std::mutex accept_mutex_;
+  std::condition_variable accept_room_;  // a connection closed; guarded by accept_mutex_
+
   mutable std::mutex mutex_;
-  bool stopping_ = false;
-  std::unordered_map<int, std::unique_ptr<Connection>> idle_;
-  std::thread watcher_;
+  // Guarded by mutex_:
+  bool reader_stop_ = false;
+  std::unordered_map<int, std::unique_ptr<Connection>> waiting_;  // with the reader thread
+  std::unordered_map<const httplib::Request*, Connection*> serving_;  // for context()
+
+  std::thread reader_;
 };
 
 }  // namespace mailrelay

@@ -1,14 +1,9 @@
 #include "http_api.h"
 
-#include <openssl/sha.h>
-
 #include <algorithm>
 
 #include "ascii.h"
-#include "email.h"
-#include "front_door.h"
 #include "request_id.h"
-#include "worker_pool.h"
 
 namespace mailrelay {
 namespace {
@@ -35,11 +30,6 @@ std::string route_of(const std::string& path) {
   return "other";
 }
 
-// When the request on this worker thread arrived. cpp-httplib runs a request from the pre-routing
-// handler to the error handler on one thread and offers no per-request slot of its own, so this
-// is how the error handler learns the latency of a 413 or 404.
-thread_local Clock::TimePoint tl_request_started;
-
 std::string request_id_of(const httplib::Request& req, httplib::Response& res) {
   if (res.has_header(kRequestIdHeader)) return res.get_header_value(kRequestIdHeader);
   std::string id = req.get_header_value(kRequestIdHeader);
@@ -48,55 +38,28 @@ std::string request_id_of(const httplib::Request& req, httplib::Response& res) {
   return id;
 }
 
+// Answer with `Connection: close` and close after this response; an unread body is read and
+// dropped first (lingering close), and never parsed as the next request.
+void close_after(RequestContext& ctx, httplib::Response& res) {
+  res.set_header("Connection", "close");
+  ctx.close_after = true;
+}
+
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
   // error_handler_t::replace: provider text is not ours to vouch for; never fail on bad UTF-8.
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
 }
 
-json error_json(const std::string& request_id, const std::string& code, const std::string& message,
-                const std::string& field = "") {
-  json error{{"code", code}, {"message", message}};
-  if (!field.empty()) error["field"] = field;
-  return json{{"request_id", request_id}, {"error", std::move(error)}};
-}
-
-// Idempotency keys: 1 to 255 printable ASCII characters (they are echoed nowhere, but kept).
-bool is_acceptable_idempotency_key(const std::string& key) {
-  return !key.empty() && key.size() <= 255 &&
-         std::all_of(key.begin(), key.end(), [](char c) { return c >= 33 && c <= 126; });
-}
-
-std::string sha256_hex(const std::string& data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : digest) {
-    out += hex[b >> 4];
-    out += hex[b & 15];
-  }
-  return out;
-}
-
-bool is_json_content_type(const std::string& value) {
-  std::string v;
-  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  constexpr std::string_view kType = "application/json";
-  if (v.compare(0, kType.size(), kType) != 0) return false;
-  return v.size() == kType.size() || v[kType.size()] == ';' || v[kType.size()] == ' ';
-}
-
 }  // namespace
 
-HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics,
-                 IdempotencyCache& idempotency, ApiSettings settings, Clock& clock, spdlog::logger& log,
-                 std::function<std::size_t()> queue_depth)
-    : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics), idempotency_(idempotency),
-      queue_depth_(std::move(queue_depth)),
-      settings_(settings), clock_(clock), log_(log) {}
 
-void HttpApi::finish(const httplib::Request& req, httplib::Response& res, int status, json body,
+HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics,
+                 IdempotencyCache& idempotency, ApiSettings settings, Clock& clock, spdlog::logger& log)
+    : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics),
+      sends_(idempotency, metrics, settings.max_in_flight), settings_(settings), clock_(clock), log_(log) {}
+
+void HttpApi::finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status, json body,
                      RequestRecord record) {
   record.request_id = request_id_of(req, res);
   record.client_ip = req.remote_addr;  // from the socket, never from a header
@@ -104,28 +67,35 @@ void HttpApi::finish(const httplib::Request& req, httplib::Response& res, int st
   record.path = req.path;
   record.status = status;
   if (record.outcome.empty()) record.outcome = body.contains("error") ? body["error"]["code"].get<std::string>() : "sent";
-  record.latency_ms = to_ms(clock_.now() - tl_request_started);
+  record.latency_ms = to_ms(clock_.now() - ctx.started);
+  // While shutting down, no answer invites another request on its connection.
+  if (draining_) close_after(ctx, res);
   // The line is in the file before the answer is written: an acknowledged request always has one.
   audit_.request(record);
   metrics_.request(route_of(req.path), status, record.latency_ms / 1000, record.relay);
   send_json(res, status, body);
 }
 
-void HttpApi::install(httplib::Server& server) {
-  server.set_payload_max_length(settings_.max_body_bytes);
+void HttpApi::install(FrontDoor& server) {
+  door_ = &server;
+  server.set_max_body_bytes(settings_.max_body_bytes);
 
   // Everything that can be refused before the body is read is refused here, and the connection
   // is then closed: an unread body must never be parsed as the next request (smuggling).
   const std::string too_large_message = "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes";
   server.set_pre_routing_handler([this, too_large_message](const httplib::Request& req, httplib::Response& res) {
-    tl_request_started = clock_.now();
+    RequestContext& ctx = door_->context(req);
+    ctx.started = clock_.now();
     std::string id = request_id_of(req, res);
-    auto refuse = [&](int status, const std::string& code, const std::string& message) {
-      FrontDoor::close_connection(res);
-      finish(req, res, status, error_json(id, code, message), {});
+    auto refuse = [&](int status, const std::string& code, const std::string& message, RequestRecord record = {}) {
+      close_after(ctx, res);
+      finish(req, res, ctx, status, error_json(id, code, message), std::move(record));
       return httplib::Server::HandlerResponse::Handled;
     };
-    if (FrontDoor::request_head_malformed()) return refuse(400, "invalid_request", "malformed request headers");
+    if (ctx.head_malformed) return refuse(400, "invalid_request", "malformed request headers");
+    if (ctx.incomplete) {
+      return refuse(400, "invalid_request", "the request did not arrive whole (the client stopped sending or was too slow)");
+    }
     const bool chunked = req.has_header("Transfer-Encoding");
     const std::size_t lengths = req.get_header_value_count("Content-Length");
     const std::string length_text = req.get_header_value("Content-Length");
@@ -151,14 +121,23 @@ void HttpApi::install(httplib::Server& server) {
           return refuse(400, "invalid_request", method + " " + path + " takes no request body");
         }
       }
-      FrontDoor::close_connection(res);
-      answer_unrouted(req, res);
+      close_after(ctx, res);
+      answer_unrouted(req, res, ctx);
       return httplib::Server::HandlerResponse::Handled;
     }
     if (is_send && length > settings_.max_body_bytes) {
       return refuse(413, "payload_too_large", too_large_message);
     }
     if (is_send && !chunked && lengths == 0) return refuse(411, "length_required", "Content-Length or chunked transfer coding required");
+    // Bodies in memory are bounded (--max-body-bytes-in-flight): this one did not fit and was
+    // not read. Counted, and said in the audit line.
+    if (ctx.over_budget) {
+      metrics_.refused("body_budget");
+      res.set_header("Retry-After", "1");
+      RequestRecord record;
+      record.refused_by = "body_budget";
+      return refuse(503, "overloaded", "too many request bodies in memory; retry in a moment", std::move(record));
+    }
     // Sends are refused while shutting down (and the connection closed). Health checks and
     // metrics still answer: they are cheap, and the watchdog relies on them.
     if (draining_ && is_send) {
@@ -171,6 +150,7 @@ void HttpApi::install(httplib::Server& server) {
   // The body is read here, not by cpp-httplib: 0.11.4 applies no limit to a chunked body.
   server.Post("/v1/send", [this, too_large_message](const httplib::Request& req, httplib::Response& res,
                                                     const httplib::ContentReader& read) {
+    RequestContext& ctx = door_->context(req);
     std::string body;
     body.reserve(req.get_header_value<std::uint64_t>("Content-Length"));  // checked against the limit
     bool too_large = false;
@@ -179,24 +159,18 @@ void HttpApi::install(httplib::Server& server) {
       if (!too_large) body.append(data, size);
       return !too_large;
     });
+    if (ctx.release_input) ctx.release_input();  // the connection's copy of the body goes now
     if (!complete) {
-      FrontDoor::close_connection(res);
+      close_after(ctx, res);
       const std::string id = request_id_of(req, res);
       if (too_large) {
-        finish(req, res, 413, error_json(id, "payload_too_large", too_large_message), {});
+        finish(req, res, ctx, 413, error_json(id, "payload_too_large", too_large_message), {});
       } else {
-        finish(req, res, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
+        finish(req, res, ctx, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
       }
       return;
     }
-    // Admitted beyond --max-queue: answered at once. The body was read, so the connection stays
-    // open and the client's retry needs no new one.
-    if (WorkerPool::shedding()) {
-      res.set_header("Retry-After", "1");
-      finish(req, res, 503, error_json(request_id_of(req, res), "overloaded", "too many requests in progress; retry in a moment"), {});
-      return;
-    }
-    handle_send(req, res, body);
+    handle_send(req, res, ctx, std::move(body));
   });
   // Health, readiness and metrics are not audited: they would drown the requests operators look for.
   server.Get("/healthz", [this](const httplib::Request& req, httplib::Response& res) {
@@ -205,7 +179,8 @@ void HttpApi::install(httplib::Server& server) {
   });
   server.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
     metrics_.request(req.path, 200, 0, nullptr);
-    std::string text = metrics_.render(queue_depth_ ? queue_depth_() : 0);
+    std::string text = metrics_.render(DoorGauges{door_->queue_depth(), door_->worker_threads(), door_->connections(),
+                                                  door_->body_bytes_in_flight()});
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     if (runtime->health) {
       text += "# HELP mailrelay_provider_circuit Circuit state by provider: 1 for the current state.\n"
@@ -225,7 +200,7 @@ void HttpApi::install(httplib::Server& server) {
     std::string id = request_id_of(req, res);
     if (runtime->tokens && !runtime->tokens->authenticate(req.get_header_value("Authorization"))) {
       res.set_header("WWW-Authenticate", "Bearer");
-      finish(req, res, 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
+      finish(req, res, door_->context(req), 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
       return;
     }
     json providers = json::array();
@@ -260,22 +235,23 @@ void HttpApi::install(httplib::Server& server) {
   // line: 404, 405, 413, and the 400s cpp-httplib produces for malformed HTTP.
   server.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    RequestContext& ctx = door_->context(req);
     // No pre-routing (malformed request line or headers): the request has no start time.
-    if (!res.has_header(kRequestIdHeader)) tl_request_started = clock_.now();
+    if (!res.has_header(kRequestIdHeader)) ctx.started = clock_.now();
     if (res.status == 404) {
-      answer_unrouted(req, res);
+      answer_unrouted(req, res, ctx);
       return httplib::Server::HandlerResponse::Handled;
     }
     // What cpp-httplib refused itself (a malformed request line or headers, a bad Range) may
     // leave bytes that must not be read as a request.
-    FrontDoor::close_connection(res);
+    close_after(ctx, res);
     std::string id = request_id_of(req, res);
     if (res.status == 413) {
-      finish(req, res, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"), {});
+      finish(req, res, ctx, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"), {});
     } else if (res.status >= 500) {
-      finish(req, res, res.status, error_json(id, "internal_error", "internal error"), {});
+      finish(req, res, ctx, res.status, error_json(id, "internal_error", "internal error"), {});
     } else {
-      finish(req, res, res.status, error_json(id, "invalid_request", "malformed HTTP request"), {});
+      finish(req, res, ctx, res.status, error_json(id, "invalid_request", "malformed HTTP request"), {});
     }
     return httplib::Server::HandlerResponse::Handled;
   }));
@@ -291,140 +267,42 @@ void HttpApi::install(httplib::Server& server) {
     }
     std::string id = request_id_of(req, res);
     log_.error("request {}: unhandled exception: {}", id, what);
-    finish(req, res, 500, error_json(id, "internal_error", "internal error; the request id identifies it in the server log"), {});
+    finish(req, res, door_->context(req), 500, error_json(id, "internal_error", "internal error; the request id identifies it in the server log"), {});
   });
 }
 
 // 405 on one of our paths with another method, 404 elsewhere.
-void HttpApi::answer_unrouted(const httplib::Request& req, httplib::Response& res) {
+void HttpApi::answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx) {
   std::string id = request_id_of(req, res);
   for (const auto& [path, method] : kRoutes) {
     if (req.path == path) {
       res.set_header("Allow", method);
-      finish(req, res, 405, error_json(id, "method_not_allowed", req.method + " is not allowed on " + path + "; use " + method), {});
+      finish(req, res, ctx, 405, error_json(id, "method_not_allowed", req.method + " is not allowed on " + path + "; use " + method), {});
       return;
     }
   }
-  finish(req, res, 404, error_json(id, "not_found", "no such endpoint"), {});
+  finish(req, res, ctx, 404, error_json(id, "not_found", "no such endpoint"), {});
 }
 
-void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, const std::string& body) {
-  const auto started = tl_request_started;
-  const std::string id = request_id_of(req, res);
+void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body) {
   const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+  SendRequest request;
+  request.request_id = request_id_of(req, res);
+  request.started = ctx.started;
+  request.authorization = req.get_header_value("Authorization");
+  request.content_type = req.get_header_value("Content-Type");
+  if (req.has_header("Idempotency-Key")) request.idempotency_key = req.get_header_value("Idempotency-Key");
+  request.body = std::move(body);
+  SendReport report = sends_.handle(*runtime, std::move(request));
+  for (const auto& [name, value] : report.headers) res.set_header(name, value);
   RequestRecord record;
-  metrics_.begin_send();
-  struct EndSend {
-    Metrics& m;
-    ~EndSend() { m.end_send(); }
-  } end_send{metrics_};
-
-  if (runtime->tokens) {
-    record.client = runtime->tokens->authenticate(req.get_header_value("Authorization"));
-    if (!record.client) {
-      res.set_header("WWW-Authenticate", "Bearer");
-      finish(req, res, 401, error_json(id, "unauthorized", "missing or unknown bearer token"), record);
-      return;
-    }
-  }
-  if (!is_json_content_type(req.get_header_value("Content-Type"))) {
-    finish(req, res, 415, error_json(id, "unsupported_media_type", "Content-Type must be application/json"), record);
-    return;
-  }
-  auto email = parse_email(body);
-  if (!email) {
-    const Error& e = email.error();
-    finish(req, res, 400, error_json(id, e.code, e.message, e.field), record);
-    return;
-  }
-  record.email = &email.value();
-
-  // Idempotency-Key (SPEC section 6), scoped to the client. The guard forgets the key if this
-  // handler ends without storing an answer (an exception): a stuck "in flight" would block it.
-  const bool keyed = req.has_header("Idempotency-Key");
-  const std::string key = req.get_header_value("Idempotency-Key");
-  const std::string client = record.client.value_or("");
-  if (keyed) {
-    if (!is_acceptable_idempotency_key(key)) {
-      finish(req, res, 400, error_json(id, "invalid_request", "must be 1 to 255 printable ASCII characters", "Idempotency-Key"), record);
-      return;
-    }
-    auto lookup = idempotency_.begin(client, key, sha256_hex(body));
-    switch (lookup.verdict) {
-      case IdempotencyCache::Verdict::kReplay:
-        metrics_.idempotent_replay();
-        res.set_header("Idempotent-Replayed", "true");
-        record.outcome = "replayed";
-        record.replay_of = lookup.answer.request_id;
-        finish(req, res, lookup.answer.status, json::parse(lookup.answer.body), record);
-        return;
-      case IdempotencyCache::Verdict::kInFlight:
-        finish(req, res, 409, error_json(id, "idempotency_in_flight", "a request with this Idempotency-Key is still being processed; retry later"), record);
-        return;
-      case IdempotencyCache::Verdict::kMismatch:
-        finish(req, res, 422, error_json(id, "idempotency_mismatch", "this Idempotency-Key was used with a different request body"), record);
-        return;
-      case IdempotencyCache::Verdict::kProceed:
-        break;
-    }
-  }
-  struct ForgetKeyUnlessAnswered {
-    IdempotencyCache* cache;
-    const std::string& client;
-    const std::string& key;
-    ~ForgetKeyUnlessAnswered() {
-      if (cache) cache->release(client, key);  // no-op once an answer is stored
-    }
-  } forget{keyed ? &idempotency_ : nullptr, client, key};
-
-  RelayResult result = runtime->relay->send(email.value(), id, started);
-  record.relay = &result;
-  json attempts = attempts_to_json(result);
-  if (const Attempt* sent = result.accepted()) {
-    json body{{"request_id", id},
-              {"status", "sent"},
-              {"provider", sent->provider},
-              {"provider_message_id", sent->result.message_id.empty() ? json(nullptr) : json(sent->result.message_id)},
-              {"attempts", std::move(attempts)}};
-    if (keyed) idempotency_.complete(client, key, {200, body.dump(), id});
-    finish(req, res, 200, std::move(body), record);
-    return;
-  }
-  json body;
-  int status = 502;
-  switch (result.reason) {
-    case StopReason::kDeadline:
-      status = 504;
-      body = error_json(id, "deadline_exceeded", "no provider accepted the message within the request deadline");
-      break;
-    case StopReason::kNoProviderAvailable: {
-      status = 503;
-      auto wait = std::chrono::milliseconds::max();
-      for (const auto& name : runtime->provider_names) {
-        if (runtime->health) wait = std::min(wait, runtime->health->wait(name));
-      }
-      res.set_header("Retry-After", std::to_string(std::max<long long>(1, (wait.count() + 999) / 1000)));
-      body = error_json(id, "no_provider_available", "every provider is skipped (circuit open or throttled); see attempts");
-      break;
-    }
-    case StopReason::kAmbiguousTimeout:
-      status = 504;
-      body = error_json(id, "deadline_exceeded",
-                        "provider " + result.attempts.back().provider +
-                            " did not answer in time and may have accepted the message; not failing over "
-                            "(--failover-on-timeout=false)");
-      break;
-    default:
-      body = error_json(id, "all_providers_failed", "every provider refused or failed; see attempts");
-      break;
-  }
-  body["attempts"] = std::move(attempts);
-  // Remembered only when a provider may have the message; when surely nothing went out, the key
-  // is forgotten so that a retry with it can still send.
-  bool may_have_been_sent = std::any_of(result.attempts.begin(), result.attempts.end(),
-                                        [](const Attempt& a) { return a.result.may_have_been_sent; });
-  if (keyed && may_have_been_sent) idempotency_.complete(client, key, {status, body.dump(), id});
-  finish(req, res, status, std::move(body), record);
+  record.client = report.client;
+  record.outcome = report.outcome;
+  record.replay_of = report.replay_of;
+  record.refused_by = report.refused_by;
+  record.email = report.email ? &*report.email : nullptr;
+  record.relay = report.relay ? &*report.relay : nullptr;
+  finish(req, res, ctx, report.status, std::move(report.body), std::move(record));
 }
 
 }  // namespace mailrelay

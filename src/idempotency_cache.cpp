@@ -28,7 +28,7 @@ IdempotencyCache::Lookup IdempotencyCache::begin(const std::string& client, cons
     return {Verdict::kReplay, it->second.answer};
   }
   // Full: the oldest finished entry makes room. Entries in flight are never evicted (their
-  // number is bounded by the worker threads), so a twin can never slip past its first.
+  // number is bounded by --max-in-flight), so a twin can never slip past its first.
   if (entries_.size() >= capacity_) {
     for (auto age = oldest_.begin(); age != oldest_.end(); ++age) {
       auto victim = entries_.find(*age);

@@ -11,6 +11,8 @@
 #include <mutex>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "clock.h"
 
 namespace mailrelay {
@@ -19,7 +21,7 @@ class IdempotencyCache {
  public:
   struct Answer {
     int status = 0;
-    std::string body;
+    nlohmann::ordered_json body;  // kept as JSON: a replay is answered without parsing it again
     std::string request_id;
   };
   enum class Verdict {

@@ -1,5 +1,7 @@
 // mailrelayd: wiring only. Parse config, build the objects, serve, handle signals.
+#include <malloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -37,6 +39,33 @@ int print_exit(const ConfigExit& exit) {
   return exit.code;
 }
 
+// Descriptors: one per client connection and per provider connection. The soft limit (often
+// 1024) goes up to the hard one; connections are capped below what remains.
+std::size_t raise_descriptor_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+  getrlimit(RLIMIT_NOFILE, &limit);
+  return static_cast<std::size_t>(limit.rlim_cur);
+}
+
+FrontDoorSettings door_settings(const Config& config, spdlog::logger& log) {
+  FrontDoorSettings door;
+  door.pool.min_threads = static_cast<std::size_t>(config.threads);
+  // Every send in flight holds a thread; 256 more answer health checks and refusals meanwhile.
+  door.pool.max_threads = static_cast<std::size_t>(config.max_in_flight) + 256;
+  door.max_body_bytes_in_flight = config.max_body_bytes_in_flight;
+  const std::size_t descriptors = raise_descriptor_limit();
+  // Half for clients: each send in flight also holds a provider connection.
+  door.max_connections = std::max<std::size_t>(64, std::min<std::size_t>(65536, descriptors / 2));
+  if (door.max_connections < static_cast<std::size_t>(config.max_in_flight)) {
+    log.warn("only {} descriptors: at most {} client connections (raise LimitNOFILE for --max-in-flight {})",
+             descriptors, door.max_connections, config.max_in_flight);
+  }
+  return door;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -47,6 +76,12 @@ int main(int argc, char** argv) {
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  // Bodies of megabytes are allocated and freed all the time: with a fixed mmap threshold they go
+  // back to the kernel when freed (glibc's default threshold grows after the first large free,
+  // after which such buffers stay in the heap and RSS never comes down after a load).
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
 
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args[0] == "hash-address") {
@@ -89,14 +124,12 @@ int main(int argc, char** argv) {
   }
   const bool auth = runtime.value()->tokens != nullptr;
   std::string clients = auth ? std::to_string(runtime.value()->tokens->size()) + " clients" : "off (loopback only)";
-  FrontDoorSettings door;
-  door.threads = static_cast<std::size_t>(config.threads);
-  door.max_queue = static_cast<std::size_t>(config.max_queue);
-  FrontDoor server(door);
+  if (config.max_queue >= 0) log->warn("--max-queue is deprecated and ignored: admission is --max-in-flight");
+  FrontDoor server(door_settings(config, *log));
   // 24 hours of keys, as Stripe and the IETF draft suggest; 100k entries of a few hundred bytes.
   IdempotencyCache idempotency(100000, std::chrono::hours(24), clock);
-  HttpApi api(runtime.value(), *audit, metrics, idempotency, ApiSettings{config.max_body_bytes}, clock, *log,
-              [&server] { return server.queue_depth(); });
+  HttpApi api(runtime.value(), *audit, metrics, idempotency,
+              ApiSettings{config.max_body_bytes, static_cast<std::size_t>(config.max_in_flight)}, clock, *log);
   Config current = config;
 
   api.install(server);
@@ -114,7 +147,7 @@ int main(int argc, char** argv) {
     return out;
   };
   const std::string order = joined(config.providers);
-  log->info("listening on {}:{} providers={} threads={} auth={}", where, port, order, config.threads, clients);
+  log->info("listening on {}:{} providers={} max_in_flight={} auth={}", where, port, order, config.max_in_flight, clients);
 
   std::thread serving([&] {
     server.serve();
@@ -185,10 +218,16 @@ int main(int argc, char** argv) {
     log->error("reload failed, keeping the running configuration: {}", problem);
     notifier.ready("reload failed, running the previous configuration: " + problem);
   }
-  // New requests on open connections get 503 from here on; the listener closes; the pool
-  // finishes every queued and running request before listen_after_bind returns.
+  // New sends get 503 from here on and every answer closes its connection; the listener closes;
+  // requests in progress finish, for at most the deadline and 5 s more (SPEC section 8).
   api.start_draining();
-  server.shutdown();
+  if (!server.shutdown(std::chrono::milliseconds(config.deadline_ms) + std::chrono::seconds(5))) {
+    std::string ids;
+    for (const auto& id : api.sends().in_flight_ids()) ids += (ids.empty() ? "" : ",") + id;
+    log->error("shutdown: requests still running after the deadline, abandoned: {}", ids.empty() ? "(none a send)" : ids);
+    audit->flush();
+    std::_Exit(1);  // the stuck threads cannot be joined
+  }
   serving.join();
   {
     std::lock_guard<std::mutex> lock(stop_mutex);

@@ -47,6 +47,11 @@ void Metrics::after_attempt(const std::string& /*request_id*/, const Attempt& at
   }
 }
 
+void Metrics::refused(const std::string& limit) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++refused_[limit];
+}
+
 void Metrics::request(const std::string& route, int status, double seconds, const RelayResult* relay) {
   std::lock_guard<std::mutex> lock(mutex_);
   ++requests_[{route, status}];
@@ -58,7 +63,7 @@ void Metrics::request(const std::string& route, int status, double seconds, cons
   }
 }
 
-std::string Metrics::render(std::size_t queue_depth) const {
+std::string Metrics::render(const DoorGauges& door) const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::string out;
   out += "# HELP mailrelay_requests_total HTTP requests answered, by route and status.\n"
@@ -90,8 +95,22 @@ std::string Metrics::render(std::size_t queue_depth) const {
   send_duration_.write(out, "mailrelay_send_duration_seconds", "");
   out += "# HELP mailrelay_in_flight Sends being handled now.\n# TYPE mailrelay_in_flight gauge\n"
          "mailrelay_in_flight " + std::to_string(in_flight_.load()) + "\n";
-  out += "# HELP mailrelay_queue_depth Accepted connections waiting for a worker.\n# TYPE mailrelay_queue_depth gauge\n"
-         "mailrelay_queue_depth " + std::to_string(queue_depth) + "\n";
+  out += "# HELP mailrelay_queue_depth Complete requests waiting for a thread.\n# TYPE mailrelay_queue_depth gauge\n"
+         "mailrelay_queue_depth " + std::to_string(door.queue_depth) + "\n";
+  out += "# HELP mailrelay_worker_threads Threads alive in the elastic pool.\n# TYPE mailrelay_worker_threads gauge\n"
+         "mailrelay_worker_threads " + std::to_string(door.worker_threads) + "\n";
+  out += "# HELP mailrelay_connections Open client connections.\n# TYPE mailrelay_connections gauge\n"
+         "mailrelay_connections " + std::to_string(door.connections) + "\n";
+  out += "# HELP mailrelay_body_bytes_in_flight Request bodies held in memory.\n# TYPE mailrelay_body_bytes_in_flight gauge\n"
+         "mailrelay_body_bytes_in_flight " + std::to_string(door.body_bytes) + "\n";
+  {
+    out += "# HELP mailrelay_refused_total Requests refused by a limit, by limit.\n# TYPE mailrelay_refused_total counter\n";
+    for (const char* limit : {"max_in_flight", "body_budget"}) {
+      auto it = refused_.find(limit);
+      out += std::string("mailrelay_refused_total{limit=\"") + limit + "\"} " +
+             std::to_string(it == refused_.end() ? 0 : it->second) + "\n";
+    }
+  }
   out += "# HELP mailrelay_build_info Build information.\n# TYPE mailrelay_build_info gauge\n"
          "mailrelay_build_info{version=\"" + version_ + "\"} 1\n";
   return out;

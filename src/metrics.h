@@ -32,6 +32,14 @@ class Histogram {
   std::atomic<std::uint64_t> sum_micros_{0};
 };
 
+// What the connection layer reports at render time.
+struct DoorGauges {
+  std::size_t queue_depth = 0;     // complete requests waiting for a thread
+  std::size_t worker_threads = 0;  // threads alive in the elastic pool
+  std::size_t connections = 0;     // open client connections
+  std::uint64_t body_bytes = 0;    // request bodies held in memory
+};
+
 class Metrics final : public AttemptObserver {
  public:
   explicit Metrics(std::string version) : version_(std::move(version)) {}
@@ -42,11 +50,13 @@ class Metrics final : public AttemptObserver {
   // One HTTP request answered: by route and status; for /v1/send also its duration and relay.
   void request(const std::string& route, int status, double seconds, const RelayResult* relay);
   void idempotent_replay() { ++replays_; }
+  // A request refused by a limit (max_in_flight, body_budget): counted by that limit.
+  void refused(const std::string& limit);
   void begin_send() { ++in_flight_; }
   void end_send() { --in_flight_; }
 
-  // Prometheus text exposition. `queue_depth` comes from the worker pool.
-  std::string render(std::size_t queue_depth) const;
+  // Prometheus text exposition.
+  std::string render(const DoorGauges& door) const;
   // Counters and last error of one provider, for /v1/providers.
   nlohmann::ordered_json provider_json(const std::string& provider) const;
 
@@ -63,6 +73,7 @@ class Metrics final : public AttemptObserver {
   std::map<std::pair<std::string, int>, std::uint64_t> requests_;
   std::map<std::string, ProviderStats> providers_;
   std::uint64_t failovers_ = 0;
+  std::map<std::string, std::uint64_t> refused_;  // by limit
   Histogram send_duration_;
   std::atomic<long> in_flight_{0};
   std::atomic<std::uint64_t> replays_{0};

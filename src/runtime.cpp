@@ -63,7 +63,8 @@ std::vector<std::string> restart_only_changes(const Config& before, const Config
   };
   check("listen", before.listen != after.listen);
   check("threads", before.threads != after.threads);
-  check("max-queue", before.max_queue != after.max_queue);
+  check("max-in-flight", before.max_in_flight != after.max_in_flight);
+  check("max-body-bytes-in-flight", before.max_body_bytes_in_flight != after.max_body_bytes_in_flight);
   check("max-body-bytes", before.max_body_bytes != after.max_body_bytes);
   check("audit-log", before.audit_log != after.audit_log);
   check("audit-log-max-bytes", before.audit_log_max_bytes != after.audit_log_max_bytes);

@@ -1,69 +1,84 @@
 #include "worker_pool.h"
 
+#include <pthread.h>
+
 namespace mailrelay {
-namespace {
-thread_local bool tl_shedding = false;
-}  // namespace
 
-bool WorkerPool::shedding() { return tl_shedding; }
-
-WorkerPool::WorkerPool(std::size_t threads, std::size_t max_queue, std::size_t shedders)
-    : max_queue_(max_queue), max_shed_queue_(shedders * 4) {
-  for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(queue_, false); });
-  for (std::size_t i = 0; i < shedders; ++i) threads_.emplace_back([this] { work(shed_queue_, true); });
+WorkerPool::WorkerPool(WorkerPoolSettings settings) : settings_(settings) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (std::size_t i = 0; i < settings_.min_threads; ++i) start_thread();
 }
 
 WorkerPool::~WorkerPool() { shutdown(); }
 
-void WorkerPool::enqueue(std::function<void()> fn) {
-  {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (stopped_) {
-      lock.unlock();
-      fn();
-      return;
-    }
-    if (queue_.size() < max_queue_) {
-      queue_.push_back(std::move(fn));
-      lock.unlock();
-      ready_.notify_one();  // one worker: waking all 256 for each task cost most of the CPU
-      return;
-    } else {
-      // Shedding is fast (a 503 per request), so this wait is short; while it lasts, new
-      // connections wait in the kernel's listen backlog instead of in our memory.
-      room_.wait(lock, [this] { return shed_queue_.size() < max_shed_queue_ || shutting_down_; });
-      shed_queue_.push_back(std::move(fn));
-    }
+bool WorkerPool::start_thread() {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, settings_.stack_bytes);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);  // shutdown() waits on threads_
+  pthread_t id;
+  bool ok = pthread_create(&id, &attr, &WorkerPool::thread_main, this) == 0;
+  pthread_attr_destroy(&attr);
+  if (ok) ++threads_;
+  return ok;
+}
+
+void* WorkerPool::thread_main(void* self) {
+  static_cast<WorkerPool*>(self)->work();
+  return nullptr;
+}
+
+void WorkerPool::submit(std::function<void()> task) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (shutting_down_ && threads_ == 0) {
+    lock.unlock();
+    task();
+    return;
   }
-  shed_ready_.notify_one();
+  queue_.push_back(std::move(task));
+  // Every parked thread will be woken for a task of its own; start one only when none is left.
+  if (waiting_ >= queue_.size()) {
+    ready_.notify_one();
+    return;
+  }
+  if (threads_ < settings_.max_threads && !shutting_down_ && start_thread()) return;
+  ready_.notify_one();
+}
+
+void WorkerPool::work() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    if (queue_.empty() && !shutting_down_) {
+      ++waiting_;
+      bool timed_out = !ready_.wait_for(lock, settings_.idle_retire, [this] { return !queue_.empty() || shutting_down_; });
+      --waiting_;
+      if (timed_out && threads_ > settings_.min_threads) break;
+      continue;
+    }
+    if (queue_.empty()) break;  // shutting down, nothing left
+    std::function<void()> task = std::move(queue_.front());
+    queue_.pop_front();
+    ++running_;
+    lock.unlock();
+    task();
+    task = nullptr;  // what it captured goes before the task counts as done
+    lock.lock();
+    if (--running_ == 0 && queue_.empty()) idle_.notify_all();
+  }
+  --threads_;
+  exited_.notify_all();
 }
 
 void WorkerPool::shutdown() {
-  std::vector<std::thread> threads;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    shutting_down_ = true;
-    threads.swap(threads_);
-  }
+  std::unique_lock<std::mutex> lock(mutex_);
+  shutting_down_ = true;
   ready_.notify_all();
-  shed_ready_.notify_all();
-  room_.notify_all();
-  for (auto& t : threads) t.join();
-  // Tasks that came in after the last worker left run here.
-  std::deque<std::function<void()>> left;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopped_ = true;
-    left.swap(queue_);
-    for (auto& task : shed_queue_) left.push_back(std::move(task));
-    shed_queue_.clear();
-  }
-  for (auto& task : left) task();
+  exited_.wait(lock, [this] { return threads_ == 0; });
 }
 
-void WorkerPool::wait_until_idle() {
+bool WorkerPool::wait_until_idle(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
-  idle_.wait(lock, [this] { return running_ == 0 && queue_.empty() && shed_queue_.empty(); });
+  return idle_.wait_for(lock, timeout, [this] { return running_ == 0 && queue_.empty(); });
 }
 
 std::size_t WorkerPool::depth() const {
@@ -71,24 +86,14 @@ std::size_t WorkerPool::depth() const {
   return queue_.size();
 }
 
-void WorkerPool::work(std::deque<std::function<void()>>& queue, bool shed) {
-  tl_shedding = shed;
-  for (;;) {
-    std::function<void()> task;
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      (shed ? shed_ready_ : ready_).wait(lock, [&] { return shutting_down_ || !queue.empty(); });
-      if (queue.empty()) return;  // shutting down and nothing left
-      task = std::move(queue.front());
-      queue.pop_front();
-      ++running_;
-    }
-    if (shed) room_.notify_one();
-    task();
-    task = nullptr;  // what it captured goes before the task counts as done
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (--running_ == 0 && queue_.empty() && shed_queue_.empty()) idle_.notify_all();
-  }
+std::size_t WorkerPool::threads() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return threads_;
+}
+
+std::size_t WorkerPool::busy() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return running_;
 }
 
 }  // namespace mailrelay

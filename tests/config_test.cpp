@@ -32,8 +32,10 @@ TEST_CASE("defaults follow the SPEC table", "[config]") {
   const Config& config = c.value();
   CHECK(config.listen_host == "127.0.0.1");
   CHECK(config.listen_port == 8080);
-  CHECK(config.threads == 256);
-  CHECK(config.max_queue == 1024);
+  CHECK(config.threads == 16);
+  CHECK(config.max_queue == -1);  // deprecated: not given
+  CHECK(config.max_in_flight == 4096);
+  CHECK(config.max_body_bytes_in_flight == 536870912);
   CHECK(config.attempt_timeout_ms == 3000);
   CHECK(config.deadline_ms == 10000);
   CHECK(config.max_retries == 1);
@@ -149,7 +151,7 @@ TEST_CASE("help documents every option and no secret", "[config]") {
   auto c = load({"--help"});
   REQUIRE_FALSE(c);
   CHECK(c.error().code == 0);
-  for (const char* option : {"--listen", "--threads", "--max-queue", "--providers", "--sendgrid-base-url",
+  for (const char* option : {"--listen", "--threads", "--max-queue", "--max-in-flight", "--max-body-bytes-in-flight", "--providers", "--sendgrid-base-url",
                              "--sendgrid-api-key-file", "--mailgun-base-url", "--mailgun-domain",
                              "--mailgun-api-key-file", "--outbox-dir", "--attempt-timeout-ms", "--deadline-ms",
                              "--max-retries", "--failover-on-timeout", "--max-body-bytes", "--tokens-file",

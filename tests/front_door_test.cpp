@@ -256,7 +256,7 @@ TEST_CASE("idle connections: 100 idle keep-alive connections do not delay a requ
   // Library as it comes: each idle connection holds a worker for the 5 s keep-alive wait, so
   // with 4 workers the request below waits seconds.
   ApiHarness::Extras extras;
-  extras.door.threads = 4;
+  extras.door.pool.min_threads = 4;
   ApiHarness h({}, 10485760, false, std::move(extras));
   std::vector<std::unique_ptr<fakes::RawClient>> idle;
   for (int i = 0; i < 100; ++i) {
@@ -291,7 +291,7 @@ TEST_CASE("slow clients: a stalled head is cut at the read timeout, a trickle at
   // Library as it comes: a read timeout applies per read only, so the trickle holds its worker
   // for as long as it likes.
   ApiHarness::Extras extras;
-  extras.door.threads = 1;
+  extras.door.pool.min_threads = 1;
   extras.door.read_timeout = milliseconds(300);
   extras.door.request_read_deadline = milliseconds(1000);
   ApiHarness h({}, 10485760, false, std::move(extras));
@@ -302,6 +302,7 @@ TEST_CASE("slow clients: a stalled head is cut at the read timeout, a trickle at
   bool closed = false;
   std::string out = stalled.read_until_closed(milliseconds(5000), &closed);
   CHECK(closed);
+  CHECK(status_of(out) == 400);  // answered (and audited), not just dropped
   CHECK(steady_clock::now() - start < milliseconds(3000));
 
   fakes::RawClient trickle(h.port);

@@ -13,11 +13,11 @@ TEST_CASE("idempotency table: first, in flight, replay, mismatch, other client",
   CHECK(cache.begin("billing", "k1", "body-a").verdict == Verdict::kInFlight);
   CHECK(cache.begin("billing", "k1", "body-b").verdict == Verdict::kMismatch);
   CHECK(cache.begin("shop", "k1", "body-a").verdict == Verdict::kProceed);  // keys are per client
-  cache.complete("billing", "k1", {200, "{\"status\":\"sent\"}", "req-1"});
+  cache.complete("billing", "k1", {200, nlohmann::ordered_json{{"status", "sent"}}, "req-1"});
   auto replay = cache.begin("billing", "k1", "body-a");
   CHECK(replay.verdict == Verdict::kReplay);
   CHECK(replay.answer.status == 200);
-  CHECK(replay.answer.body == "{\"status\":\"sent\"}");
+  CHECK(replay.answer.body.dump() == "{\"status\":\"sent\"}");
   CHECK(replay.answer.request_id == "req-1");
   CHECK(cache.begin("billing", "k1", "body-b").verdict == Verdict::kMismatch);
 }

@@ -211,15 +211,16 @@ TEST_CASE("SIGHUP switches the provider order for new requests and keeps serving
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("overload: beyond threads + queue, sends get a fast 503 while admitted ones complete", "[e2e][service]") {
+TEST_CASE("overload: beyond --max-in-flight, sends get a fast 503 while admitted ones complete", "[e2e][service]") {
   fakes::TempDir dir;
   fakes::FakeProviderServer sendgrid;
   fakes::FakeReply slow;
   slow.delay = std::chrono::milliseconds(1500);
   sendgrid.push_n(10, slow);
   Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", sendgrid.base_url(),
-            "--threads", "2", "--max-queue", "2"},
+            "--threads", "1", "--max-in-flight", "4", "--max-queue", "2"},
            {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
+  CHECK_THAT(d.err(), Catch::Contains("--max-queue is deprecated and ignored"));
   REQUIRE(d.port() > 0);
   std::mutex mutex;
   std::vector<std::pair<int, double>> answers;  // status, seconds
@@ -232,7 +233,7 @@ TEST_CASE("overload: beyond threads + queue, sends get a fast 503 while admitted
       std::lock_guard<std::mutex> lock(mutex);
       answers.emplace_back(r ? r->status : -1, took);
     });
-    usleep(20 * 1000);  // arrive in order: 2 to workers, 2 to the queue, the rest beyond
+    usleep(20 * 1000);  // arrive in order: 4 admitted, the rest beyond
   }
   for (auto& t : clients) t.join();
   int ok = 0, overloaded = 0;

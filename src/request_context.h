@@ -1,0 +1,24 @@
+// RequestContext: what the connection layer knows about the one request a handler is serving,
+// and what a handler tells it back. One per request, reached with FrontDoor::context(req);
+// touched only by the thread serving that request.
+#pragma once
+
+#include <functional>
+
+#include "clock.h"
+
+namespace mailrelay {
+
+struct RequestContext {
+  // Told by the connection layer.
+  bool head_malformed = false;  // headers could not be restored as sent, or the head is too large
+  bool over_budget = false;     // the body did not fit --max-body-bytes-in-flight and was not read
+  bool incomplete = false;      // the client stopped sending (timeout or EOF) before the request ended
+  // Set by the handlers.
+  Clock::TimePoint started{};   // when the handlers first saw the request (latency)
+  bool close_after = false;     // close after the answer; an unread body is read and dropped first
+  // Frees the connection's copy of the request once the handler holds the body (memory budget).
+  std::function<void()> release_input;
+};
+
+}  // namespace mailrelay

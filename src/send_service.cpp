@@ -1,0 +1,204 @@
+#include "send_service.h"
+
+#include <openssl/sha.h>
+
+#include <algorithm>
+
+namespace mailrelay {
+namespace {
+
+using json = nlohmann::ordered_json;  // answers keep the documented key order
+
+// Idempotency keys: 1 to 255 printable ASCII characters (they are echoed nowhere, but kept).
+bool is_acceptable_idempotency_key(const std::string& key) {
+  return !key.empty() && key.size() <= 255 &&
+         std::all_of(key.begin(), key.end(), [](char c) { return c >= 33 && c <= 126; });
+}
+
+std::string sha256_hex(const std::string& data) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : digest) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
+bool is_json_content_type(const std::string& value) {
+  std::string v;
+  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  constexpr std::string_view kType = "application/json";
+  if (v.compare(0, kType.size(), kType) != 0) return false;
+  return v.size() == kType.size() || v[kType.size()] == ';' || v[kType.size()] == ' ';
+}
+
+SendReport refusal(SendReport report, int status, const std::string& id, const std::string& code,
+                   const std::string& message, const std::string& field = "") {
+  report.status = status;
+  report.outcome = code;
+  report.body = error_json(id, code, message, field);
+  return report;
+}
+
+}  // namespace
+
+json error_json(const std::string& request_id, const std::string& code, const std::string& message,
+                const std::string& field) {
+  json error{{"code", code}, {"message", message}};
+  if (!field.empty()) error["field"] = field;
+  return json{{"request_id", request_id}, {"error", std::move(error)}};
+}
+
+SendService::SendService(IdempotencyCache& idempotency, Metrics& metrics, std::size_t max_in_flight)
+    : idempotency_(idempotency), metrics_(metrics), max_in_flight_(max_in_flight) {}
+
+std::vector<std::string> SendService::in_flight_ids() const {
+  std::lock_guard<std::mutex> lock(ids_mutex_);
+  return {ids_.begin(), ids_.end()};
+}
+
+SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
+  const std::string& id = request.request_id;
+  SendReport report;
+  if (runtime.tokens) {
+    report.client = runtime.tokens->authenticate(request.authorization);
+    if (!report.client) {
+      report.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return refusal(std::move(report), 401, id, "unauthorized", "missing or unknown bearer token");
+    }
+  }
+  if (!is_json_content_type(request.content_type)) {
+    return refusal(std::move(report), 415, id, "unsupported_media_type", "Content-Type must be application/json");
+  }
+  // Admission (SPEC section 8): beyond --max-in-flight a send is answered at once; it is counted.
+  if (in_flight_.fetch_add(1) >= max_in_flight_) {
+    --in_flight_;
+    metrics_.refused("max_in_flight");
+    report.refused_by = "max_in_flight";
+    report.headers.emplace_back("Retry-After", "1");
+    return refusal(std::move(report), 503, id, "overloaded", "too many sends in progress; retry in a moment");
+  }
+  {
+    std::lock_guard<std::mutex> lock(ids_mutex_);
+    ids_.insert(id);
+  }
+  metrics_.begin_send();
+  std::optional<std::string> client = report.client;
+  try {
+    report = admitted(runtime, request, client.value_or(""));
+  } catch (...) {
+    metrics_.end_send();
+    --in_flight_;
+    std::lock_guard<std::mutex> lock(ids_mutex_);
+    ids_.erase(ids_.find(id));
+    throw;
+  }
+  report.client = client;
+  metrics_.end_send();
+  --in_flight_;
+  std::lock_guard<std::mutex> lock(ids_mutex_);
+  ids_.erase(ids_.find(id));
+  return report;
+}
+
+SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, const std::string& client) {
+  const std::string& id = request.request_id;
+  SendReport report;
+  // Idempotency-Key (SPEC section 6), scoped to the client. The guard forgets the key if this
+  // ends without storing an answer (an exception): a stuck "in flight" would block it.
+  const bool keyed = request.idempotency_key.has_value();
+  const std::string key = request.idempotency_key.value_or("");
+  if (keyed && !is_acceptable_idempotency_key(key)) {
+    return refusal(std::move(report), 400, id, "invalid_request", "must be 1 to 255 printable ASCII characters",
+                   "Idempotency-Key");
+  }
+  const std::string digest = keyed ? sha256_hex(request.body) : "";
+  auto email = parse_email(request.body);
+  std::string().swap(request.body);  // the raw body is not needed past here (memory per request)
+  if (!email) {
+    const Error& e = email.error();
+    return refusal(std::move(report), 400, id, e.code, e.message, e.field);
+  }
+  report.email = std::move(email).value();
+  if (keyed) {
+    auto lookup = idempotency_.begin(client, key, digest);
+    switch (lookup.verdict) {
+      case IdempotencyCache::Verdict::kReplay:
+        metrics_.idempotent_replay();
+        report.headers.emplace_back("Idempotent-Replayed", "true");
+        report.status = lookup.answer.status;
+        report.body = std::move(lookup.answer.body);
+        report.outcome = "replayed";
+        report.replay_of = lookup.answer.request_id;
+        return report;
+      case IdempotencyCache::Verdict::kInFlight:
+        return refusal(std::move(report), 409, id, "idempotency_in_flight",
+                       "a request with this Idempotency-Key is still being processed; retry later");
+      case IdempotencyCache::Verdict::kMismatch:
+        return refusal(std::move(report), 422, id, "idempotency_mismatch",
+                       "this Idempotency-Key was used with a different request body");
+      case IdempotencyCache::Verdict::kProceed:
+        break;
+    }
+  }
+  struct ForgetKeyUnlessAnswered {
+    IdempotencyCache* cache;
+    const std::string& client;
+    const std::string& key;
+    ~ForgetKeyUnlessAnswered() {
+      if (cache) cache->release(client, key);  // no-op once an answer is stored
+    }
+  } forget{keyed ? &idempotency_ : nullptr, client, key};
+
+  report.relay = runtime.relay->send(*report.email, id, request.started);
+  const RelayResult& result = *report.relay;
+  json attempts = attempts_to_json(result);
+  if (const Attempt* sent = result.accepted()) {
+    report.outcome = "sent";
+    report.body = json{{"request_id", id},
+                       {"status", "sent"},
+                       {"provider", sent->provider},
+                       {"provider_message_id",
+                        sent->result.message_id.empty() ? json(nullptr) : json(sent->result.message_id)},
+                       {"attempts", std::move(attempts)}};
+    if (keyed) idempotency_.complete(client, key, {200, report.body, id});
+    return report;
+  }
+  switch (result.reason) {
+    case StopReason::kDeadline:
+      report = refusal(std::move(report), 504, id, "deadline_exceeded",
+                       "no provider accepted the message within the request deadline");
+      break;
+    case StopReason::kNoProviderAvailable: {
+      auto wait = std::chrono::milliseconds::max();
+      for (const auto& name : runtime.provider_names) {
+        if (runtime.health) wait = std::min(wait, runtime.health->wait(name));
+      }
+      report.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, (wait.count() + 999) / 1000)));
+      report = refusal(std::move(report), 503, id, "no_provider_available",
+                       "every provider is skipped (circuit open or throttled); see attempts");
+      break;
+    }
+    case StopReason::kAmbiguousTimeout:
+      report = refusal(std::move(report), 504, id, "deadline_exceeded",
+                       "provider " + result.attempts.back().provider +
+                           " did not answer in time and may have accepted the message; not failing over "
+                           "(--failover-on-timeout=false)");
+      break;
+    default:
+      report = refusal(std::move(report), 502, id, "all_providers_failed", "every provider refused or failed; see attempts");
+      break;
+  }
+  report.body["attempts"] = std::move(attempts);
+  // Remembered only when a provider may have the message; when surely nothing went out, the key
+  // is forgotten so that a retry with it can still send.
+  bool may_have_been_sent = std::any_of(result.attempts.begin(), result.attempts.end(),
+                                        [](const Attempt& a) { return a.result.may_have_been_sent; });
+  if (keyed && may_have_been_sent) idempotency_.complete(client, key, {report.status, report.body, id});
+  return report;
+}
+
+}  // namespace mailrelay

@@ -1,0 +1,73 @@
+// SendService: POST /v1/send from request to answer, knowing nothing of HTTP libraries: admission
+// (--max-in-flight), authentication, validation, idempotency and the relay. It returns one
+// SendReport that the answer, the audit line and the idempotency cache all use. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "clock.h"
+#include "email.h"
+#include "idempotency_cache.h"
+#include "metrics.h"
+#include "relay.h"
+#include "runtime.h"
+
+namespace mailrelay {
+
+struct SendRequest {
+  std::string request_id;
+  Clock::TimePoint started{};          // when the request arrived: the deadline counts from here
+  std::string authorization;           // the Authorization header as sent
+  std::string content_type;
+  std::optional<std::string> idempotency_key;
+  std::string body;                    // consumed: freed once parsed
+};
+
+struct SendReport {
+  int status = 200;
+  nlohmann::ordered_json body;         // the answer's JSON
+  std::vector<std::pair<std::string, std::string>> headers;  // Retry-After, WWW-Authenticate, ...
+  std::optional<std::string> client;   // token name
+  std::string outcome;                 // "sent", "replayed", or the error code
+  std::string replay_of;               // replays: the request id of the first answer
+  std::string refused_by;              // the limit that refused it: max_in_flight, body_budget
+  std::optional<Email> email;          // when the body parsed
+  std::optional<RelayResult> relay;    // when the relay ran
+};
+
+// {"request_id", "error": {"code", "message", "field"?}}
+nlohmann::ordered_json error_json(const std::string& request_id, const std::string& code, const std::string& message,
+                                  const std::string& field = "");
+
+class SendService {
+ public:
+  SendService(IdempotencyCache& idempotency, Metrics& metrics, std::size_t max_in_flight);
+
+  SendReport handle(const Runtime& runtime, SendRequest request);
+
+  std::size_t in_flight() const { return in_flight_; }
+  // Request ids of the sends being handled now (logged when a shutdown abandons them).
+  std::vector<std::string> in_flight_ids() const;
+
+ private:
+  SendReport admitted(const Runtime& runtime, SendRequest& request, const std::string& client);
+
+  IdempotencyCache& idempotency_;
+  Metrics& metrics_;
+  const std::size_t max_in_flight_;
+  std::atomic<std::size_t> in_flight_{0};
+  mutable std::mutex ids_mutex_;
+  std::multiset<std::string> ids_;  // guarded by ids_mutex_
+};
+
+}  // namespace mailrelay
