@@ -9,6 +9,12 @@ namespace mailrelay {
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
+namespace {
+// A probe that has not reported by then (its request ended without a result) is given up, so
+// that a half-open circuit can never wait forever. Longer than any attempt timeout.
+constexpr std::chrono::seconds kProbeLost{120};
+}  // namespace
+
 std::string_view to_string(CircuitState state) {
   switch (state) {
     case CircuitState::kClosed: return "closed";
@@ -26,6 +32,8 @@ void ProviderHealth::transition(const std::string& provider, Breaker& b, Circuit
   if (b.state == to) return;
   log_.warn("provider {}: circuit {} -> {}: {}", provider, to_string(b.state), to_string(to), why);
   b.state = to;
+  ++b.generation;
+  b.probe_in_flight = false;
 }
 
 void ProviderHealth::refresh(const std::string& provider, Breaker& b) {
@@ -34,35 +42,45 @@ void ProviderHealth::refresh(const std::string& provider, Breaker& b) {
   if (b.state == CircuitState::kParked) transition(provider, b, CircuitState::kClosed, "Retry-After period over");
 }
 
-bool ProviderHealth::admit(const std::string& provider, std::string& reason) {
+ProviderHealth::Admission ProviderHealth::admit(const std::string& provider) {
   std::lock_guard<std::mutex> lock(mutex_);
   Breaker& b = breakers_[provider];
   refresh(provider, b);
+  Admission a;
+  a.generation = b.generation;
   auto left = [&] { return std::to_string(duration_cast<milliseconds>(b.until - clock_.now()).count()) + " ms"; };
   switch (b.state) {
     case CircuitState::kClosed:
-      return true;
+      a.admitted = true;
+      break;
     case CircuitState::kOpen:
-      reason = "circuit open after " + std::to_string(b.consecutive_failures) + " consecutive failures; next probe in " + left();
-      return false;
+      a.reason = "circuit open after " + std::to_string(b.consecutive_failures) + " consecutive failures; next probe in " + left();
+      break;
     case CircuitState::kParked:
-      reason = "throttled by the provider (429 Retry-After); parked for " + left();
-      return false;
+      a.reason = "throttled by the provider (429 Retry-After); parked for " + left();
+      break;
     case CircuitState::kHalfOpen:
-      if (b.probe_in_flight) {
-        reason = "circuit half-open; a probe request is in flight";
-        return false;
+      if (b.probe_in_flight && clock_.now() - b.probe_since < kProbeLost) {
+        a.reason = "circuit half-open; a probe request is in flight";
+        break;
       }
+      if (b.probe_in_flight) ++b.generation;  // the lost probe's late result no longer counts
       b.probe_in_flight = true;
-      return true;
+      b.probe_since = clock_.now();
+      a.generation = b.generation;
+      a.admitted = a.probe = true;
+      break;
   }
-  return true;
+  return a;
 }
 
-void ProviderHealth::record(const std::string& provider, const AttemptResult& result) {
+void ProviderHealth::record(const std::string& provider, const Admission& admission, const AttemptResult& result) {
   std::lock_guard<std::mutex> lock(mutex_);
   Breaker& b = breakers_[provider];
-  const bool probe = b.state == CircuitState::kHalfOpen;
+  // Admitted before the last state change (before the trip, say): it neither trips the circuit
+  // again, nor extends its cool-down, nor decides a half-open circuit.
+  if (admission.generation != b.generation) return;
+  const bool probe = admission.probe;
   if (probe) b.probe_in_flight = false;
   if (result.http_status == 429 && result.retry_after && result.retry_after->count() > 0) {
     // Throttling is the provider working as designed, not a failure: park it exactly as long

@@ -1,10 +1,14 @@
 // ProviderHealth: per-provider circuit breakers and throttling, shared by all requests (the only
 // cross-request state of the send path). A provider that keeps failing is skipped for a cool-down
 // that doubles on every trip, then one probe request decides whether it closes again; a 429 with
-// Retry-After parks the provider for exactly that long. Thread-safe.
+// Retry-After parks the provider for exactly that long. Every admission carries the breaker's
+// generation: a result from before a state change (an attempt admitted before the trip) is
+// ignored, so a circuit trips once per transition and only its probe decides a half-open
+// circuit (SPEC section 8). Thread-safe.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -30,11 +34,17 @@ class ProviderHealth {
  public:
   ProviderHealth(BreakerSettings settings, Clock& clock, spdlog::logger& log);
 
-  // Whether `provider` may be called now; when not, `reason` says why (for the skipped attempt).
-  // A half-open provider admits one probe at a time.
-  bool admit(const std::string& provider, std::string& reason);
+  struct Admission {
+    bool admitted = false;
+    std::string reason;            // when not admitted: why (for the skipped attempt)
+    std::uint64_t generation = 0;  // the breaker's state when admitted
+    bool probe = false;            // the half-open circuit's one probe
+    explicit operator bool() const { return admitted; }
+  };
+  // Whether `provider` may be called now. A half-open provider admits one probe at a time.
+  Admission admit(const std::string& provider);
   // The outcome of a call that admit() allowed.
-  void record(const std::string& provider, const AttemptResult& result);
+  void record(const std::string& provider, const Admission& admission, const AttemptResult& result);
 
   CircuitState state(const std::string& provider);
   // Time until `provider` may be tried again (zero when it may be tried now).
@@ -46,8 +56,11 @@ class ProviderHealth {
     int consecutive_failures = 0;
     int trips = 0;  // opens in a row without a successful probe in between
     Clock::TimePoint until{};  // end of the open or parked period
+    std::uint64_t generation = 0;  // advanced on every state change
     bool probe_in_flight = false;
+    Clock::TimePoint probe_since{};  // a probe whose result never came is given up after kProbeLost
   };
+  // REQUIRES: mutex_ held (both).
   void transition(const std::string& provider, Breaker& b, CircuitState to, const std::string& why);
   void refresh(const std::string& provider, Breaker& b);  // open/parked -> half-open/closed on time
 
@@ -55,7 +68,7 @@ class ProviderHealth {
   Clock& clock_;
   spdlog::logger& log_;
   std::mutex mutex_;
-  std::map<std::string, Breaker> breakers_;
+  std::map<std::string, Breaker> breakers_;  // guarded by mutex_
 };
 
 }  // namespace mailrelay

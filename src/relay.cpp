@@ -95,11 +95,11 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
       }
       // A provider whose circuit is open or that asked us to wait is skipped without a call;
       // the skip is an attempt of its own, so the answer says why that provider was not used.
-      std::string why_not;
-      if (health_ && !health_->admit(provider->name(), why_not)) {
+      ProviderHealth::Admission admission;
+      if (health_ && !(admission = health_->admit(provider->name()))) {
         Attempt skipped{provider->name(), try_number, {}, 0};
         skipped.result.outcome = AttemptOutcome::kSkipped;
-        skipped.result.error = why_not;
+        skipped.result.error = admission.reason;
         for (auto* o : observers_) o->after_attempt(request_id, skipped);
         out.attempts.push_back(skipped);
         break;
@@ -111,7 +111,7 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
       Attempt attempt{provider->name(), try_number,
                       provider->send(email, request_id, std::min(settings_.attempt_timeout, left)), 0};
       attempt.latency_ms = to_ms(clock_.now() - begin);
-      if (health_) health_->record(provider->name(), attempt.result);
+      if (health_) health_->record(provider->name(), admission, attempt.result);
       for (auto* o : observers_) o->after_attempt(request_id, attempt);
       out.attempts.push_back(attempt);
 
