@@ -321,3 +321,89 @@ TEST_CASE("slow clients: a stalled head is cut at the read timeout, a trickle at
   REQUIRE(r);
   CHECK(r->status == 200);
 }
+
+TEST_CASE("lingering close: a client that writes its whole 11 MiB body before reading gets the 413", "[front_door][hazards]") {
+  // What Python's http.client (and so requests) does. A server that closes right after its 413
+  // makes the client's write fail with a broken pipe before it ever reads the answer.
+  ApiHarness h;
+  fakes::RawClient c(h.port);
+  const std::size_t size = 11 * 1024 * 1024;
+  std::string request = std::string(kHead) + "Content-Length: " + std::to_string(size) + "\r\n\r\n" + std::string(size, 'x');
+  CHECK(c.send(request));  // every byte accepted (read and dropped), no reset
+  bool closed = false;
+  std::string out = c.read_until_closed(milliseconds(10000), &closed);
+  CHECK(status_of(out) == 413);
+  CHECK(says_close(out));
+  CHECK(closed);
+  CHECK(h.sendgrid_server.count() == 0);
+}
+
+TEST_CASE("memory budget: a body beyond --max-body-bytes-in-flight gets 503 overloaded unread; the others are served", "[front_door]") {
+  ApiHarness::Extras extras;
+  extras.door.max_body_bytes_in_flight = 12000;
+  ApiHarness h({}, 10000, false, std::move(extras));
+  std::string body = fakes::sample_request().dump();
+  body.insert(body.size() - 1, ",\"metadata\":{\"pad\":\"" + std::string(5000 - body.size(), 'p') + "\"}");
+  REQUIRE(body.size() > 5000);
+  const std::string head = std::string(kHead) + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  // Two requests hold their declared bodies (about 10 kB of the 12 kB) while they trickle in.
+  fakes::RawClient a(h.port), b(h.port), third(h.port);
+  a.send(head + body.substr(0, 100));
+  b.send(head + body.substr(0, 100));
+  for (int i = 0; i < 200 && h.server.body_bytes_in_flight() < 2 * body.size(); ++i) std::this_thread::sleep_for(milliseconds(10));
+  REQUIRE(h.server.body_bytes_in_flight() == 2 * body.size());
+  third.send(head);
+  bool closed = false;
+  std::string out = third.read_until_closed(milliseconds(5000), &closed);
+  CHECK(status_of(out) == 503);
+  CHECK(out.find("\"code\":\"overloaded\"") != std::string::npos);
+  CHECK(out.find("Retry-After: 1") != std::string::npos);
+  CHECK(closed);
+  // The two held ones complete and are sent; the budget is free again afterwards.
+  a.send(body.substr(100));
+  b.send(body.substr(100));
+  CHECK(status_of(a.read_until("}]}", milliseconds(5000))) == 200);
+  CHECK(status_of(b.read_until("}]}", milliseconds(5000))) == 200);
+  for (int i = 0; i < 200 && h.server.body_bytes_in_flight() > 0; ++i) std::this_thread::sleep_for(milliseconds(10));
+  CHECK(h.server.body_bytes_in_flight() == 0);
+  bool refused_line = false;
+  for (const auto& line : h.audit_lines()) {
+    refused_line = refused_line || (line["status"] == 503 && line["refused_by"] == "body_budget");
+  }
+  CHECK(refused_line);
+}
+
+TEST_CASE("slowloris: 300 connections trickling their heads hold no thread; /healthz and sends stay fast", "[front_door][hazards]") {
+  // The old front door: each trickling connection held a worker until its read deadline.
+  ApiHarness::Extras extras;
+  extras.door.pool.min_threads = 1;
+  extras.door.pool.max_threads = 8;  // far fewer threads than slow clients
+  ApiHarness h({}, 10485760, false, std::move(extras));
+  std::vector<std::unique_ptr<fakes::RawClient>> slow;
+  for (int i = 0; i < 300; ++i) {
+    slow.push_back(std::make_unique<fakes::RawClient>(h.port));
+    REQUIRE(slow.back()->connected());
+    slow.back()->send("POST /v1/send HTTP/1.1\r\nHost: t\r\nX-Slow: ");
+  }
+  std::vector<double> health_ms, send_ms;
+  auto client = h.client();
+  for (int round = 0; round < 5; ++round) {
+    for (auto& s : slow) s->send("a");  // each keeps trickling
+    auto start = steady_clock::now();
+    auto r = client.Get("/healthz");
+    health_ms.push_back(std::chrono::duration<double, std::milli>(steady_clock::now() - start).count());
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    start = steady_clock::now();
+    r = client.Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    send_ms.push_back(std::chrono::duration<double, std::milli>(steady_clock::now() - start).count());
+    REQUIRE(r);
+    CHECK(r->status == 200);
+  }
+  std::sort(health_ms.begin(), health_ms.end());
+  std::sort(send_ms.begin(), send_ms.end());
+  INFO("health max " << health_ms.back() << " ms, send median " << send_ms[2] << " ms");
+  CHECK(health_ms.back() < 1000);
+  CHECK(send_ms[2] < 100);
+  CHECK(h.server.worker_threads() <= 8);
+}

@@ -51,19 +51,26 @@ std::vector<json> all_lines(const fakes::TempDir& dir, const std::string& base) 
   return out;
 }
 
-// Several client threads send `per_thread` requests each with ids "c<thread>-<n>", while
-// `disturb` runs every 20 ms on this thread. Returns the ids that were answered 200.
-std::set<std::string> load(Daemon& d, int threads, int per_thread, const std::function<void()>& disturb) {
-  std::atomic<int> running{threads};
+// Several client threads send requests with ids "c<thread>-<n>" while `disturb` runs every 20 ms
+// on this thread: at least `per_thread` each, and on until `enough()` says the disturbance has
+// happened as often as the test needs (bounded: 50 times `per_thread`, 60 s). Driven by events,
+// not by a count, so a fast machine cannot finish before the disturbance. Returns the ids that
+// were answered 200; `sent` counts every request.
+std::set<std::string> load(Daemon& d, int threads, int per_thread, const std::function<void()>& disturb,
+                           const std::function<bool()>& enough = [] { return true; }, int* sent = nullptr) {
+  std::atomic<int> running{threads}, requests{0};
+  std::atomic<bool> done{false};
   std::mutex mutex;
   std::set<std::string> acknowledged;
   std::vector<std::thread> clients;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   for (int t = 0; t < threads; ++t) {
     clients.emplace_back([&, t] {
       auto c = d.client();
-      for (int i = 0; i < per_thread; ++i) {
+      for (int i = 0; (i < per_thread || !done) && i < 50 * per_thread && std::chrono::steady_clock::now() < until; ++i) {
         std::string id = "c" + std::to_string(t) + "-" + std::to_string(i);
         auto r = c.Post("/v1/send", {{"X-Request-Id", id}}, fakes::sample_request().dump(), "application/json");
+        ++requests;
         if (r && r->status == 200) {
           std::lock_guard<std::mutex> lock(mutex);
           acknowledged.insert(id);
@@ -74,9 +81,12 @@ std::set<std::string> load(Daemon& d, int threads, int per_thread, const std::fu
   }
   for (int i = 0; i < 3000 && running > 0; ++i) {  // bounded: at most 60 s
     disturb();
+    if (enough()) done = true;
     usleep(20 * 1000);
   }
+  done = true;
   for (auto& c : clients) c.join();
+  if (sent) *sent = requests;
   return acknowledged;
 }
 
@@ -99,14 +109,21 @@ TEST_CASE("SIGUSR1 reopen under load with the file moved away: every acknowledge
   Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
             dir.file("audit.log"), "--audit-log-max-bytes", "0", "--threads", "8"});
   REQUIRE(d.port() > 0);
-  int moves = 0;
-  auto acknowledged = load(d, 4, 500, [&] {
-    std::string moved = dir.file("audit.log.moved" + std::to_string(++moves));
-    if (std::rename(dir.file("audit.log").c_str(), moved.c_str()) == 0) d.signal(SIGUSR1);
-  });
+  int moves = 0, sent = 0;
+  auto acknowledged = load(
+      d, 4, 500,
+      [&] {
+        std::string moved = dir.file("audit.log.moved" + std::to_string(moves + 1));
+        if (std::rename(dir.file("audit.log").c_str(), moved.c_str()) == 0) {
+          ++moves;
+          d.signal(SIGUSR1);
+        }
+      },
+      [&] { return moves >= 4; }, &sent);
   CHECK(d.stop() == 0);
-  CHECK(acknowledged.size() == 2000);
-  CHECK(moves > 3);
+  CHECK(acknowledged.size() == static_cast<std::size_t>(sent));
+  CHECK(sent >= 2000);
+  CHECK(moves >= 4);
   check_each_once(all_lines(dir, "audit.log"), acknowledged);
 }
 
@@ -115,8 +132,10 @@ TEST_CASE("built-in size rotation under load: every acknowledged request once", 
   Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
             dir.file("audit.log"), "--audit-log-max-bytes", "65536", "--audit-log-max-files", "1000"});
   REQUIRE(d.port() > 0);
-  auto acknowledged = load(d, 4, 500, [] {});
+  int sent = 0;
+  auto acknowledged = load(d, 4, 500, [] {}, [] { return true; }, &sent);
   CHECK(d.stop() == 0);
+  CHECK(sent == 2000);
   CHECK(acknowledged.size() == 2000);
   auto files = files_in(dir.path());
   CHECK(std::count_if(files.begin(), files.end(), [](const std::string& f) { return f.find("audit.log.") != std::string::npos; }) > 5);
@@ -149,18 +168,22 @@ TEST_CASE("the shipped logrotate config rotates the live log without losing a li
   std::string command = std::string(logrotate) + " -f -s " + dir.file("state") + " " + dir.file("logrotate.conf") +
                         " >> " + dir.file("logrotate.out") + " 2>&1";
   // The shipped dateformat names files to the second, so rotations are spaced a second apart.
-  int rotations = 0;
+  int rotations = 0, sent = 0;
   auto last = std::chrono::steady_clock::now() - std::chrono::seconds(2);
-  auto acknowledged = load(d, 4, 1000, [&] {
-    if (rotations < 3 && std::chrono::steady_clock::now() - last > std::chrono::milliseconds(1100)) {
-      last = std::chrono::steady_clock::now();
-      if (std::system(command.c_str()) == 0) ++rotations;
-    }
-  });
+  auto acknowledged = load(
+      d, 4, 1000,
+      [&] {
+        if (rotations < 3 && std::chrono::steady_clock::now() - last > std::chrono::milliseconds(1100)) {
+          last = std::chrono::steady_clock::now();
+          if (std::system(command.c_str()) == 0) ++rotations;
+        }
+      },
+      [&] { return rotations >= 3; }, &sent);  // the load lasts until the rotations happened
   CHECK(d.stop() == 0);
   INFO(fakes::read_file(dir.file("logrotate.out")));
-  CHECK(rotations >= 2);
-  CHECK(acknowledged.size() == 4000);
+  CHECK(rotations == 3);
+  CHECK(sent >= 4000);
+  CHECK(acknowledged.size() == static_cast<std::size_t>(sent));
   check_each_once(all_lines(dir, "audit.log"), acknowledged);
 }
 

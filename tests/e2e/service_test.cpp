@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -248,4 +249,61 @@ TEST_CASE("overload: beyond --max-in-flight, sends get a fast 503 while admitted
   CHECK(overloaded == 6);
   CHECK(d.client().Get("/healthz")->status == 200);  // health checks still answer
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE("bursts of keep-alive clients back to back never wedge the daemon (the deadlock in small)", "[e2e][service]") {
+  // The old pool deadlocked here for good: its workers, re-queueing keep-alive connections into
+  // a full queue, waited for room only they could make. 1 warm thread, 4 sends in flight, 48
+  // keep-alive clients in two bursts back to back against a 100 ms provider.
+  fakes::FakeProviderServer sendgrid;
+  fakes::FakeReply slow;
+  slow.delay = std::chrono::milliseconds(100);
+  sendgrid.push_n(400, slow);
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", sendgrid.base_url(),
+            "--threads", "1", "--max-in-flight", "4"},
+           {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
+  REQUIRE(d.port() > 0);
+  std::atomic<int> ok{0}, overloaded{0}, other{0};
+  std::atomic<bool> bursting{true};
+  std::vector<double> health_ms;
+  std::thread prober([&] {  // /healthz answers within 1 s throughout
+    httplib::Client c("127.0.0.1", d.port());
+    c.set_read_timeout(5, 0);
+    for (int i = 0; i < 200 && bursting; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      auto r = c.Get("/healthz");
+      health_ms.push_back(r && r->status == 200
+                              ? std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count()
+                              : 1e9);
+      usleep(50 * 1000);
+    }
+  });
+  for (int burst = 0; burst < 2; ++burst) {
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 48; ++i) {
+      clients.emplace_back([&] {
+        httplib::Client c("127.0.0.1", d.port());
+        c.set_keep_alive(true);
+        c.set_read_timeout(10, 0);
+        for (int n = 0; n < 5; ++n) {
+          auto r = c.Post("/v1/send", fakes::sample_request().dump(), "application/json");
+          if (r && r->status == 200) ++ok;
+          else if (r && r->status == 503) ++overloaded;
+          else ++other;
+        }
+      });
+    }
+    for (auto& t : clients) t.join();
+  }
+  bursting = false;
+  prober.join();
+  CHECK(other == 0);                     // every request answered, 200 or 503
+  CHECK(ok + overloaded == 2 * 48 * 5);
+  CHECK(ok >= 4);
+  REQUIRE_FALSE(health_ms.empty());
+  CHECK(*std::max_element(health_ms.begin(), health_ms.end()) < 1000);
+  CHECK(d.client().Get("/healthz")->status == 200);  // serving again once the bursts end
+  auto start = std::chrono::steady_clock::now();
+  CHECK(d.stop() == 0);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
 }
