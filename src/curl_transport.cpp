@@ -201,6 +201,12 @@ Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& requ
   curl_easy_setopt(curl, CURLOPT_PROXY, options_.proxy.c_str());
   curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(curl, CURLOPT_USERAGENT, "mailrelayd/0.1");
+  // One pooled handle per send in flight, each keeping its buffers: the documented defaults are
+  // 64 KiB for uploads (minimum 16 KiB) and 16 KiB for downloads; a provider's answer is a few
+  // hundred bytes. Per thousand sends in flight this saves about 56 MiB.
+  // https://curl.se/libcurl/c/CURLOPT_UPLOAD_BUFFERSIZE.html, .../CURLOPT_BUFFERSIZE.html
+  curl_easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+  curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 8192L);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);

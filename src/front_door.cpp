@@ -24,6 +24,9 @@ using std::chrono::milliseconds;
 namespace {
 
 constexpr std::size_t kMaxHead = 64 * 1024;
+// Reads go straight into the connection's buffer: a head in pieces of kHeadChunk (so that an idle
+// or small request costs a few KiB, not the largest read), a body in pieces of up to kReadChunk.
+constexpr std::size_t kHeadChunk = 4 * 1024;
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr milliseconds kSweepEvery{100};
 constexpr const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -108,8 +111,8 @@ struct FrontDoor::Connection final : public httplib::Stream {
   // Drops the current request's bytes, keeping what the client pipelined after it.
   void consume() {
     std::size_t end = std::min(request_end, in.size());
-    if (in.capacity() > 2 * kReadChunk) {
-      in = std::string(in, end);  // a large body's buffer goes back to the allocator now
+    if (in.capacity() > 4 * kHeadChunk) {
+      in = std::string(in, end);  // a body's buffer goes back to the allocator now
     } else {
       in.erase(0, end);
     }
@@ -286,7 +289,7 @@ FrontDoor::Progress FrontDoor::advance(Connection& c) {
       c.request_end = f.state == Framing::State::kComplete ? c.request_end + f.size : c.in.size();
       return Progress::kReady;
     }
-    std::size_t want = kReadChunk;
+    std::size_t want = f.head > 0 ? kReadChunk : kHeadChunk;
     if (f.head > 0) {
       if (f.length_known) {
         // One allocation for the whole request instead of doubling as it arrives, and no read

@@ -4,6 +4,9 @@
 // -> 200 {"id","message"} (no Expect: 100-continue: the relay's transport, nginx and wrk never
 // send it). Every answer is held back --latency-ms; --sendgrid-status 503 makes SendGrid an
 // outage, 400 makes it refuse every message (the relay fails over, the breaker stays closed).
+// --outage-at-ms A --outage-ms D: SendGrid answers 503 to what arrives in [A, A+D) ms after start
+// (a blip); at exit it prints "outage recovered_after_ms=N": from the end of the blip to the first
+// message SendGrid accepted again (-1: none).
 // Loopback only. Prints "ready sendgrid=PORT mailgun=PORT", then serves until SIGTERM/SIGINT.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -86,6 +89,7 @@ std::string answer(Kind kind, int sendgrid_status, unsigned long n, bool close) 
 }  // namespace
 
 int main(int argc, char** argv) {
+  long outage_at_ms = -1, outage_ms = 0;
   int sendgrid_port = 0, mailgun_port = 0, latency_ms = 0;
   int sendgrid_status = 202;
   for (int i = 1; i < argc; ++i) {
@@ -95,6 +99,8 @@ int main(int argc, char** argv) {
     else if (a == "--mailgun-port") mailgun_port = next();
     else if (a == "--latency-ms") latency_ms = next();
     else if (a == "--sendgrid-status") sendgrid_status = next();
+    else if (a == "--outage-at-ms") outage_at_ms = next();
+    else if (a == "--outage-ms") outage_ms = next();
     else {
       std::fprintf(stderr, "usage: %s [--sendgrid-port N] [--mailgun-port N] [--latency-ms N] [--sendgrid-status 202|400|503]\n", argv[0]);
       return 2;
@@ -123,6 +129,20 @@ int main(int argc, char** argv) {
   std::deque<Held> held;  // one latency for all, so due times are in order
   unsigned long served = 0, generation = 0;
   const auto latency = std::chrono::milliseconds(latency_ms);
+  const auto started = Clock::now();
+  const auto outage_begin = started + std::chrono::milliseconds(outage_at_ms);
+  const auto outage_end = outage_begin + std::chrono::milliseconds(outage_ms);
+  long recovered_after_ms = -1;
+  // SendGrid's status for a request arriving now.
+  auto sendgrid_now = [&](Kind kind) {
+    if (kind != Kind::kSendGrid || outage_at_ms < 0) return sendgrid_status;
+    auto now = Clock::now();
+    if (now >= outage_begin && now < outage_end) return 503;
+    if (now >= outage_end && recovered_after_ms < 0 && sendgrid_status == 202) {
+      recovered_after_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - outage_end).count();
+    }
+    return sendgrid_status;
+  };
 
   auto close_conn = [&](int fd) {
     ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
@@ -152,7 +172,7 @@ int main(int argc, char** argv) {
       std::size_t n = bench::complete_message(c.in, close);
       if (n == 0) return true;
       c.in.erase(0, n);
-      std::string a = answer(c.kind, sendgrid_status, ++served, close);
+      std::string a = answer(c.kind, sendgrid_now(c.kind), ++served, close);
       if (latency.count() == 0) {
         c.out += a;
         c.close_after = close;
@@ -176,7 +196,10 @@ int main(int argc, char** argv) {
     int n = ::epoll_wait(ep, events, 512, timeout);
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
-      if (fd == sig_fd) return 0;
+      if (fd == sig_fd) {
+        if (outage_at_ms >= 0) std::printf("outage recovered_after_ms=%ld\n", recovered_after_ms);
+        return 0;
+      }
       if (fd == sg || fd == mg) {
         for (int c; (c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0;) {
           int one = 1;
