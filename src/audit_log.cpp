@@ -1,119 +1,245 @@
 #include "audit_log.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <mutex>
 #include <set>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <atomic>
-#include <shared_mutex>
-#include <cstring>
-
-#include <spdlog/details/null_mutex.h>
-#include <spdlog/sinks/base_sink.h>
 
 namespace mailrelay {
 
 using json = nlohmann::ordered_json;  // keys stay in the order written: ts, event, request_id, ...
 
-// The audit sink: the file (or stdout) with reopen by name (spdlog 1.10's file sinks cannot)
-// and rotation by size. Each line goes out with one write(2) on an O_APPEND descriptor before
-// log() returns, so it is in the file before the answer it describes is sent. Writers share a
-// read lock and never wait for each other (the kernel appends whole writes without interleaving
-// them); only rotation and reopen take the lock exclusively. No thread waits on another's I/O.
-class AuditLog::Sink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+namespace {
+
+using std::chrono::milliseconds;
+
+// One open descriptor of the audit file. Writers hold it through a shared_ptr while they write,
+// so the descriptor under a write is never closed or reused; rotation and reopen only swap it.
+struct OpenFile {
+  int fd = -1;
+  bool owned = true;                    // false for stdout
+  std::atomic<std::uint64_t> size{0};   // bytes in the file, counting bytes being written
+  ~OpenFile() {
+    if (owned && fd >= 0) ::close(fd);
+  }
+};
+
+std::shared_ptr<OpenFile> open_path(const std::string& path, std::string& error) {
+  auto file = std::make_shared<OpenFile>();
+  file->fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  struct stat st {};
+  if (file->fd < 0 || ::fstat(file->fd, &st) != 0) {
+    error = "cannot open " + path + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    error = "cannot open " + path + ": not a regular file";
+    return nullptr;
+  }
+  file->size = static_cast<std::uint64_t>(st.st_size);
+  return file;
+}
+
+// The audit file (or stdout): each line is one write(2) on an O_APPEND descriptor, in the file
+// before the answer it describes is sent. No writer ever waits for another writer or for
+// maintenance: rotation and reopen happen on one writer's thread (or the signal thread) while
+// the others keep appending to the descriptor they hold, whose lines land in the rotated file.
+// A rotation or reopen that fails is reported once, counted, and retried with backoff (1 s
+// doubling to 60 s) while lines go on into the file the sink has.
+class FileSink final : public AuditSink {
  public:
-  // `path` "-" is stdout (no rotation; reopen does nothing).
-  Sink(std::string path, std::uint64_t max_bytes, int max_files)
-      : path_(std::move(path)), max_bytes_(max_bytes), max_files_(max_files) {
+  FileSink(std::string path, std::uint64_t max_bytes, int max_files, spdlog::logger& log)
+      : path_(std::move(path)), max_bytes_(path_ == "-" ? 0 : max_bytes), max_files_(max_files), log_(log) {}
+
+  std::string start() {
     if (path_ == "-") {
-      fd_ = STDOUT_FILENO;
-      max_bytes_ = 0;
-    } else {
-      open_file();
-      if (fd_ < 0) throw spdlog::spdlog_ex("cannot open " + path_ + ": " + std::strerror(errno));
+      auto out = std::make_shared<OpenFile>();
+      out->fd = STDOUT_FILENO;
+      out->owned = false;
+      std::atomic_store(&file_, out);
+      return "";
     }
-  }
-  ~Sink() override {
-    if (fd_ > STDOUT_FILENO) ::close(fd_);
+    std::string error;
+    auto file = open_path(path_, error);
+    if (file) std::atomic_store(&file_, file);
+    return error;
   }
 
-  void reopen() {
-    if (path_ == "-") return;
-    std::unique_lock<std::shared_mutex> lock(file_mutex_);
-    if (fd_ >= 0) ::close(fd_);
-    open_file();
+  bool append(std::string_view line) override {
+    std::string out;
+    out.reserve(line.size() + 2);
+    // After a torn write that could not be cut back off, the next line starts on a line of its own.
+    if (torn_.exchange(false)) out += '\n';
+    out.append(line.data(), line.size());
+    out += '\n';
+    std::shared_ptr<OpenFile> file = reserve(out.size());
+    std::size_t written = 0;
+    while (written < out.size()) {  // a partial write is completed while the disk takes bytes
+      ssize_t n = ::write(file->fd, out.data() + written, out.size() - written);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      written += static_cast<std::size_t>(n);
+    }
+    if (written == out.size()) return true;
+    const int error = errno;
+    file->size -= out.size() - written;
+    if (written > 0) cut_back(*file, std::string_view(out).substr(0, written));
+    errno = error;
+    return false;
   }
 
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    thread_local std::string line;
-    line.assign(msg.payload.data(), msg.payload.size());
-    line.push_back('\n');
-    const std::uint64_t length = line.size();
-    for (;;) {
-      {
-        std::shared_lock<std::shared_mutex> lock(file_mutex_);
-        // The bytes are reserved before they are written, so concurrent writers never take the
-        // file past max_bytes together.
-        const std::uint64_t before = size_.fetch_add(length);
-        if (max_bytes_ == 0 || before == 0 || before + length <= max_bytes_) {
-          ssize_t n;
-          do {
-            n = ::write(fd_, line.data(), line.size());
-          } while (n < 0 && errno == EINTR);
-          if (n == static_cast<ssize_t>(length)) return;
-          size_ -= length - static_cast<std::uint64_t>(std::max<ssize_t>(n, 0));
-          // To the logger's error handler, which tells the operational log (a full disk, say).
-          throw spdlog::spdlog_ex("cannot write " + path_, errno);
-        }
-        size_ -= length;
-      }
-      std::unique_lock<std::shared_mutex> lock(file_mutex_);
-      if (size_ > 0 && size_ + length > max_bytes_) rotate();  // unless another writer just did
-    }
+  std::string reopen() override {
+    if (path_ == "-") return "";
+    std::lock_guard<std::timed_mutex> lock(maintenance_);
+    return reopen_locked();
   }
-  void flush_() override {}  // nothing is buffered
+
+  bool probe() override {
+    if (reopen_pending_ && !backing_off()) {
+      std::unique_lock<std::timed_mutex> lock(maintenance_, std::try_to_lock);
+      if (lock && reopen_pending_) reopen_locked();
+    }
+    if (reopen_pending_) return false;
+    std::shared_ptr<OpenFile> file = std::atomic_load(&file_);
+    struct statvfs fs {};
+    if (::fstatvfs(file->fd, &fs) != 0) return path_ == "-";
+    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize >= 64 * 1024;
+  }
+
+  AuditCounters counters() const override {
+    AuditCounters c;
+    c.rotation_failures = rotation_failures_;
+    c.reopen_failures = reopen_failures_;
+    return c;
+  }
 
  private:
-  void open_file() {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    struct stat st {};
-    size_ = fd_ >= 0 && ::fstat(fd_, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-  }
+  using SteadyClock = std::chrono::steady_clock;
 
-  // path.N-1 -> path.N, ..., path -> path.1, then a fresh path. With max_files 0 the file just
-  // starts over. Under the exclusive lock.
-  void rotate() {
-    ::close(fd_);
-    if (max_files_ > 0) {
-      std::remove((path_ + "." + std::to_string(max_files_)).c_str());
-      for (int i = max_files_ - 1; i >= 1; --i) {
-        std::rename((path_ + "." + std::to_string(i)).c_str(), (path_ + "." + std::to_string(i + 1)).c_str());
+  bool backing_off() const { return SteadyClock::now().time_since_epoch().count() < retry_at_; }
+
+  // The file to write `bytes` to, with the bytes counted in its size. Bytes are reserved before
+  // they are written, so concurrent writers never take a file past max_bytes together. When the
+  // file is full, one writer rotates it while the others wait for that (50 ms at most); while a
+  // failed rotation backs off, lines go on into the full file. A failed reopen is retried here.
+  std::shared_ptr<OpenFile> reserve(std::size_t bytes) {
+    for (int round = 0;; ++round) {
+      if (reopen_pending_ && !backing_off()) {
+        std::unique_lock<std::timed_mutex> lock(maintenance_, std::try_to_lock);
+        if (lock && reopen_pending_) reopen_locked();
       }
-      std::rename(path_.c_str(), (path_ + ".1").c_str());
-    } else {
-      ::unlink(path_.c_str());
+      std::shared_ptr<OpenFile> file = std::atomic_load(&file_);
+      const std::uint64_t before = file->size.fetch_add(bytes);
+      if (max_bytes_ == 0 || before == 0 || before + bytes <= max_bytes_ || round >= 16 || backing_off()) return file;
+      std::unique_lock<std::timed_mutex> lock(maintenance_, milliseconds(50));
+      if (!lock) return file;  // a rotation is taking too long: this line goes into the full file
+      file->size -= bytes;
+      if (std::atomic_load(&file_) == file && !backing_off()) rotate_locked();  // unless done meanwhile
     }
-    open_file();
   }
 
-  std::string path_;
-  std::uint64_t max_bytes_;
-  int max_files_;
-  std::shared_mutex file_mutex_;  // shared: writing a line; exclusive: swapping the descriptor
-  int fd_ = -1;
-  std::atomic<std::uint64_t> size_{0};
+  // path.N-1 -> path.N, ..., path -> path.1, then a fresh path. Any step failing stops it before
+  // the next rename could overwrite a file. REQUIRES: maintenance_ held.
+  void rotate_locked() {
+    auto failed = [&](const std::string& what) {
+      ++rotation_failures_;
+      auto wait = backoff();
+      log_.error("audit log: rotation failed: {}; still writing to {}; next try in {} s", what, path_,
+                 wait.count() / 1000);
+    };
+    if (max_files_ > 0) {
+      // Only the files that exist are shifted (path.1 ... path.k, k < max_files); path.max_files goes.
+      int existing = 0;
+      struct stat st {};
+      while (existing < max_files_ && ::stat((path_ + "." + std::to_string(existing + 1)).c_str(), &st) == 0) ++existing;
+      if (existing == max_files_) {
+        const std::string last = path_ + "." + std::to_string(max_files_);
+        if (std::remove(last.c_str()) != 0) return failed("cannot remove " + last + ": " + std::strerror(errno));
+        --existing;
+      }
+      for (int i = existing; i >= 0; --i) {
+        const std::string from = i == 0 ? path_ : path_ + "." + std::to_string(i);
+        const std::string to = path_ + "." + std::to_string(i + 1);
+        if (std::rename(from.c_str(), to.c_str()) != 0) {
+          return failed("cannot rename " + from + " to " + to + ": " + std::strerror(errno));
+        }
+      }
+    } else if (::unlink(path_.c_str()) != 0 && errno != ENOENT) {
+      return failed("cannot remove " + path_ + ": " + std::strerror(errno));
+    }
+    // Renamed: the descriptor writers hold now writes to path.1. A new path is opened; if that
+    // fails, lines go on into path.1 and the open is retried.
+    if (!reopen_locked().empty()) ++rotation_failures_;
+  }
+
+  // REQUIRES: maintenance_ held.
+  std::string reopen_locked() {
+    std::string error;
+    auto file = open_path(path_, error);
+    if (!file) {
+      ++reopen_failures_;
+      reopen_pending_ = true;
+      auto wait = backoff();
+      log_.error("audit log: {}; still writing to the file open before; next try in {} s", error, wait.count() / 1000);
+      return error;
+    }
+    std::atomic_store(&file_, file);
+    reopen_pending_ = false;
+    backoff_ = milliseconds(0);
+    retry_at_ = 0;
+    return "";
+  }
+
+  // REQUIRES: maintenance_ held. The wait before the next try, and sets it.
+  milliseconds backoff() {
+    backoff_ = std::min(milliseconds(60000), std::max(milliseconds(1000), backoff_ * 2));
+    retry_at_ = (SteadyClock::now() + backoff_).time_since_epoch().count();
+    return backoff_;
+  }
+
+  // A line written in part (the disk filled up mid-line) is cut back off the end of the file,
+  // as long as nothing was appended after it; otherwise the next line starts on a new line.
+  void cut_back(OpenFile& file, std::string_view part) {
+    std::lock_guard<std::mutex> lock(cut_mutex_);
+    struct stat st {};
+    std::string tail(part.size(), '\0');
+    if (::fstat(file.fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) >= part.size()) {
+      const off_t at = st.st_size - static_cast<off_t>(part.size());
+      if (::pread(file.fd, tail.data(), tail.size(), at) == static_cast<ssize_t>(tail.size()) && tail == part &&
+          ::ftruncate(file.fd, at) == 0) {
+        file.size -= part.size();
+        return;
+      }
+    }
+    torn_ = true;
+  }
+
+  const std::string path_;
+  const std::uint64_t max_bytes_;
+  const int max_files_;
+  spdlog::logger& log_;
+  std::shared_ptr<OpenFile> file_;  // accessed with std::atomic_load/atomic_store only
+  std::timed_mutex maintenance_;    // one rotation or reopen at a time; writers wait 50 ms at most
+  milliseconds backoff_{0};         // guarded by maintenance_
+  std::atomic<bool> reopen_pending_{false};
+  std::atomic<SteadyClock::rep> retry_at_{0};  // no maintenance before this time
+  std::atomic<std::uint64_t> rotation_failures_{0}, reopen_failures_{0};
+  std::mutex cut_mutex_;  // one cut-back at a time
+  std::atomic<bool> torn_{false};
 };
+
+}  // namespace
 
 std::string hash_address(std::string_view key, std::string_view address) {
   std::string lowered(address);
@@ -154,20 +280,14 @@ std::string redact_addresses(std::string_view text) {
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open(const AuditSettings& settings, Clock& clock,
                                                  spdlog::logger& ops_log) {
-  std::shared_ptr<Sink> sink;
-  try {
-    sink = std::make_shared<Sink>(settings.path, settings.max_bytes, settings.max_files);
-  } catch (const spdlog::spdlog_ex& e) {
-    return Error{"config", std::string("cannot open --audit-log: ") + e.what(), ""};
-  }
-  // Injected, never registered in spdlog's global registry.
-  auto logger = std::make_shared<spdlog::logger>("audit", sink);
-  logger->set_error_handler([&ops_log](const std::string& message) { ops_log.error("audit log: {}", message); });
-  return std::unique_ptr<AuditLog>(new AuditLog(sink, logger, settings.recipient_key, clock));
+  auto sink = std::make_unique<FileSink>(settings.path, settings.max_bytes, settings.max_files, ops_log);
+  std::string error = sink->start();
+  if (!error.empty()) return Error{"config", "cannot open --audit-log: " + error, ""};
+  return std::make_unique<AuditLog>(std::move(sink), settings.recipient_key, clock, ops_log);
 }
 
-AuditLog::AuditLog(std::shared_ptr<Sink> sink, std::shared_ptr<spdlog::logger> logger, std::string key, Clock& clock)
-    : sink_(std::move(sink)), logger_(std::move(logger)), recipient_key_(std::move(key)), clock_(clock) {}
+AuditLog::AuditLog(std::unique_ptr<AuditSink> sink, std::string recipient_key, Clock& clock, spdlog::logger& ops_log)
+    : sink_(std::move(sink)), recipient_key_(std::move(recipient_key)), clock_(clock), ops_log_(ops_log) {}
 
 std::string AuditLog::timestamp() const {
   auto now = clock_.wall_now();
@@ -181,13 +301,21 @@ std::string AuditLog::timestamp() const {
   return buf;
 }
 
-void AuditLog::write(const json& line) {
-  logger_->info("{}", line.dump(-1, ' ', false, json::error_handler_t::replace));
+bool AuditLog::write(const json& line) {
+  const std::string text = line.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (sink_->append(text)) return true;
+  // The line still reaches the operator: whole, in the operational log (journald). Audit lines
+  // hold no addresses, bodies or secrets, so it may go there.
+  const int error = errno;
+  ++write_errors_;
+  failing_ = true;
+  ops_log_.error("audit log: write failed ({}); the line follows: {}", std::strerror(error), text);
+  return false;
 }
 
-void AuditLog::before_attempt(const std::string& request_id, const std::string& provider, int try_number) {
-  write(json{{"ts", timestamp()}, {"event", "attempt"}, {"request_id", request_id},
-             {"provider", provider}, {"try", try_number}});
+bool AuditLog::before_attempt(const std::string& request_id, const std::string& provider, int try_number) {
+  return write(json{{"ts", timestamp()}, {"event", "attempt"}, {"request_id", request_id},
+                    {"provider", provider}, {"try", try_number}});
 }
 
 json AuditLog::request_json(const RequestRecord& r) const {
@@ -240,12 +368,21 @@ json AuditLog::request_json(const RequestRecord& r) const {
   return line;
 }
 
-void AuditLog::request(const RequestRecord& record) { write(request_json(record)); }
+bool AuditLog::request(const RequestRecord& record) { return write(request_json(record)); }
 
-void AuditLog::reopen() {
-  if (sink_) sink_->reopen();
+std::string AuditLog::reopen() { return sink_->reopen(); }
+
+bool AuditLog::healthy() {
+  if (!failing_) return true;
+  if (!sink_->probe()) return false;
+  failing_ = false;  // until the next line fails
+  return true;
 }
 
-void AuditLog::flush() { logger_->flush(); }
+AuditCounters AuditLog::counters() const {
+  AuditCounters c = sink_->counters();
+  c.write_errors = write_errors_;
+  return c;
+}
 
 }  // namespace mailrelay

@@ -4,6 +4,7 @@
 // count, their domains, and (with a key) truncated HMAC-SHA256 hashes. Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -43,6 +44,32 @@ struct RequestRecord {
   const RelayResult* relay = nullptr;   // when the relay ran
 };
 
+// What the audit log has been through, for /metrics.
+struct AuditCounters {
+  std::uint64_t write_errors = 0;       // lines not written (each went to the operational log)
+  std::uint64_t rotation_failures = 0;  // rotations that could not rename or open
+  std::uint64_t reopen_failures = 0;    // reopens (SIGUSR1, retries) that could not open
+};
+
+// AuditSink: where audit lines go. The I/O seam of the audit log (a fake in tests).
+// Implementations are thread-safe.
+class AuditSink {
+ public:
+  virtual ~AuditSink() = default;
+  // Appends `line` and a newline. True only if the whole line is in the file: a line never
+  // stands torn in the file (a partial write is cut back off, or the next line starts afresh).
+  virtual bool append(std::string_view line) = 0;
+  // Opens the path again (after logrotate moved the file). "" on success, else why not; on
+  // failure the sink keeps writing where it did and tries again later by itself.
+  virtual std::string reopen() = 0;
+  // Whether writes are likely to succeed again after failures (a reopen or rotation retried,
+  // room on the disk); called by /readyz while the log is failing.
+  virtual bool probe() = 0;
+  // Rotation and reopen failures so far (write errors are the AuditLog's).
+  virtual AuditCounters counters() const = 0;
+};
+
+
 // The keyed hash of an address as the audit log writes it: HMAC-SHA256 over the lower-cased
 // address, first 16 bytes in hex. `mailrelayd hash-address` prints the same.
 std::string hash_address(std::string_view key, std::string_view address);
@@ -55,27 +82,37 @@ class AuditLog final : public AttemptObserver {
   // Opens the file (creating it) or stdout. Fails with a message when the file cannot be opened.
   static Result<std::unique_ptr<AuditLog>> open(const AuditSettings& settings, Clock& clock,
                                                spdlog::logger& ops_log);
+  AuditLog(std::unique_ptr<AuditSink> sink, std::string recipient_key, Clock& clock, spdlog::logger& ops_log);
 
-  void before_attempt(const std::string& request_id, const std::string& provider, int try_number) override;
-  void request(const RequestRecord& record);
+  // False when the attempt line could not be written: the provider must not be called (SPEC
+  // section 15: nothing goes out that is not on record).
+  bool before_attempt(const std::string& request_id, const std::string& provider, int try_number) override;
+  // False when the line could not be written; it then goes to the operational log instead,
+  // whole, and is counted. Either way the operator has it.
+  bool request(const RequestRecord& record);
 
-  // Reopens the file by name (after logrotate moved it away). No-op on stdout.
-  void reopen();
-  void flush();
+  // Reopens the file by name (after logrotate moved it away). "" on success, else why not (the
+  // log keeps writing to the file it had and retries by itself). No-op on stdout.
+  std::string reopen();
+  void flush() {}
+
+  // False while lines are failing (/readyz turns 503); true again once the sink looks writable.
+  bool healthy();
+  AuditCounters counters() const;
 
   // The request line as JSON, keys in a fixed order: ts, event, request_id first (exposed for tests).
   nlohmann::ordered_json request_json(const RequestRecord& record) const;
 
  private:
-  class Sink;
-  AuditLog(std::shared_ptr<Sink> sink, std::shared_ptr<spdlog::logger> logger, std::string key, Clock& clock);
-  void write(const nlohmann::ordered_json& line);
+  bool write(const nlohmann::ordered_json& line);
   std::string timestamp() const;
 
-  std::shared_ptr<Sink> sink_;
-  std::shared_ptr<spdlog::logger> logger_;
+  std::unique_ptr<AuditSink> sink_;
   std::string recipient_key_;
   Clock& clock_;
+  spdlog::logger& ops_log_;
+  std::atomic<bool> failing_{false};
+  std::atomic<std::uint64_t> write_errors_{0};
 };
 
 }  // namespace mailrelay

@@ -112,6 +112,12 @@ void ProviderHealth::record(const std::string& provider, const Admission& admiss
   }
 }
 
+void ProviderHealth::release(const std::string& provider, const Admission& admission) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Breaker& b = breakers_[provider];
+  if (admission.probe && admission.generation == b.generation) b.probe_in_flight = false;
+}
+
 CircuitState ProviderHealth::state(const std::string& provider) {
   std::lock_guard<std::mutex> lock(mutex_);
   Breaker& b = breakers_[provider];

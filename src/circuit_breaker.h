@@ -45,6 +45,8 @@ class ProviderHealth {
   Admission admit(const std::string& provider);
   // The outcome of a call that admit() allowed.
   void record(const std::string& provider, const Admission& admission, const AttemptResult& result);
+  // An admitted call that was not made: a probe's turn goes to the next request.
+  void release(const std::string& provider, const Admission& admission);
 
   CircuitState state(const std::string& provider);
   // Time until `provider` may be tried again (zero when it may be tried now).

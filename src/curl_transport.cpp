@@ -238,8 +238,12 @@ Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& requ
 
   CURLcode code = curl_easy_perform(curl);
   Result<HttpResponse, TransportError> result = [&]() -> Result<HttpResponse, TransportError> {
-    if (code != CURLE_OK) return classify(code, curl, sink.overflow);
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
+    // A 2xx is an acceptance whatever its body: an answer too large to keep is cut off, not a
+    // failure (failing over would send the message twice). The provider finds no id in it.
+    if (code != CURLE_OK && !(sink.overflow && response.status >= 200 && response.status < 300)) {
+      return classify(code, curl, sink.overflow);
+    }
     return std::move(response);
   }();
   // Options point at this call's buffers; unhook them before the handle goes back to the pool.

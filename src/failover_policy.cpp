@@ -11,6 +11,7 @@ std::string_view to_string(StopReason reason) {
     case StopReason::kDeadline: return "deadline";
     case StopReason::kAmbiguousTimeout: return "ambiguous_no_failover";
     case StopReason::kNoProviderAvailable: return "no_provider_available";
+    case StopReason::kAuditUnavailable: return "audit_unavailable";
   }
   return "unknown";
 }

@@ -15,6 +15,7 @@ enum class StopReason {
   kDeadline,           // the request deadline ran out
   kAmbiguousTimeout,   // a provider may have accepted it and --failover-on-timeout=false
   kNoProviderAvailable, // every provider was skipped (circuit open or parked): nothing was sent
+  kAuditUnavailable,   // an attempt line could not be written, so no provider was called
 };
 
 std::string_view to_string(StopReason reason);

@@ -223,12 +223,13 @@ int FrontDoor::bind(const std::string& host, int port) {
   return port;
 }
 
-RequestContext& FrontDoor::context(const httplib::Request& req) {
+RequestContext& FrontDoor::context(const httplib::Request& /*req*/) {
+  // The request this thread is serving: cpp-httplib calls handlers on the thread that called
+  // process_request, and also for requests it refused before any hook of ours ran.
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = serving_.find(&req);
+  auto it = serving_.find(std::this_thread::get_id());
   if (it != serving_.end()) return it->second->ctx;
-  // Not a request of ours (cannot happen for routes installed on this server): a scratch one.
-  thread_local RequestContext scratch;
+  thread_local RequestContext scratch;  // not a request of ours (cannot happen for our routes)
   scratch = RequestContext{};
   return scratch;
 }
@@ -358,7 +359,12 @@ bool FrontDoor::serve_one(Connection& c) {
   ++c.requests;
   const bool last = c.requests >= settings_.max_requests_per_connection;
   bool closed = false;
-  const httplib::Request* registered = nullptr;
+  bool parsed = false;
+  c.ctx.client_ip = c.remote_ip;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    serving_[std::this_thread::get_id()] = &c;
+  }
   bool ok = process_request(c, last, closed, [&](httplib::Request& req) {
     // Headers as sent: 0.11.4 percent-decodes values ("%0D%0A" becomes a CRLF, and a bearer
     // token with a "%" in it stops matching). Its own REMOTE_ADDR/REMOTE_PORT/LOCAL_* entries go
@@ -376,16 +382,14 @@ bool FrontDoor::serve_one(Connection& c) {
     req.ranges.clear();
     // The reader already told the client to go on: cpp-httplib must not say it again.
     if (c.continue_sent) req.headers.erase("Expect");
-    std::lock_guard<std::mutex> lock(mutex_);
-    serving_[&req] = &c;
-    registered = &req;
+    parsed = true;
   });
-  if (registered) {
+  {
     std::lock_guard<std::mutex> lock(mutex_);
-    serving_.erase(registered);
-  } else {
-    c.ctx.close_after = true;  // cpp-httplib refused the head itself: nothing after it can be trusted
+    serving_.erase(std::this_thread::get_id());
   }
+  // cpp-httplib refused the head itself: nothing after it can be trusted.
+  if (!parsed) c.ctx.close_after = true;
   c.consume();
   release_body(c);
   c.continue_sent = false;

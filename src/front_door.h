@@ -69,7 +69,8 @@ class FrontDoor final : public httplib::Server {
     set_payload_max_length(bytes);
   }
 
-  // The request being served: valid inside a handler for `req`, on the thread serving it.
+  // The request being served: valid inside a handler for `req`, on the thread serving it (also
+  // for requests cpp-httplib refused before parsing them).
   RequestContext& context(const httplib::Request& req);
 
   std::size_t queue_depth() const { return pool_.depth(); }
@@ -111,7 +112,7 @@ class FrontDoor final : public httplib::Server {
   // Guarded by mutex_:
   bool reader_stop_ = false;
   std::unordered_map<int, std::unique_ptr<Connection>> waiting_;  // with the reader thread
-  std::unordered_map<const httplib::Request*, Connection*> serving_;  // for context()
+  std::unordered_map<std::thread::id, Connection*> serving_;  // for context(): by serving thread
 
   std::thread reader_;
 };

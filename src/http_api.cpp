@@ -62,7 +62,7 @@ HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metric
 void HttpApi::finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status, json body,
                      RequestRecord record) {
   record.request_id = request_id_of(req, res);
-  record.client_ip = req.remote_addr;  // from the socket, never from a header
+  record.client_ip = ctx.client_ip;  // from the socket, never from a header (set for malformed requests too)
   record.method = req.method;
   record.path = req.path;
   record.status = status;
@@ -193,6 +193,16 @@ void HttpApi::install(FrontDoor& server) {
         }
       }
     }
+    const AuditCounters audit = audit_.counters();
+    text += "# HELP mailrelay_audit_write_errors_total Audit lines not written to the file (each went to the operational log).\n"
+            "# TYPE mailrelay_audit_write_errors_total counter\n"
+            "mailrelay_audit_write_errors_total " + std::to_string(audit.write_errors) + "\n"
+            "# HELP mailrelay_audit_rotation_failures_total Audit log rotations that failed (retried with backoff).\n"
+            "# TYPE mailrelay_audit_rotation_failures_total counter\n"
+            "mailrelay_audit_rotation_failures_total " + std::to_string(audit.rotation_failures) + "\n"
+            "# HELP mailrelay_audit_reopen_failures_total Audit log reopens that failed (retried with backoff).\n"
+            "# TYPE mailrelay_audit_reopen_failures_total counter\n"
+            "mailrelay_audit_reopen_failures_total " + std::to_string(audit.reopen_failures) + "\n";
     res.set_content(text, "text/plain; version=0.0.4");
   });
   server.Get("/v1/providers", [this](const httplib::Request& req, httplib::Response& res) {
@@ -214,20 +224,15 @@ void HttpApi::install(FrontDoor& server) {
     send_json(res, 200, json{{"request_id", id}, {"providers", providers}});
   });
 
-  // Ready while not shutting down and at least one provider can be tried.
+  // Ready while not shutting down, the audit log takes lines, and at least one provider can be tried.
   server.Get("/readyz", [this](const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     bool any = !runtime->health;
     for (const auto& name : runtime->provider_names) {
       any = any || runtime->health->wait(name).count() == 0;
     }
-    if (draining_) {
-      send_json(res, 503, json{{"status", "draining"}, {"request_id", request_id_of(req, res)}});
-    } else if (!any) {
-      send_json(res, 503, json{{"status", "no_provider_available"}, {"request_id", request_id_of(req, res)}});
-    } else {
-      send_json(res, 200, json{{"status", "ready"}, {"request_id", request_id_of(req, res)}});
-    }
+    const char* problem = draining_ ? "draining" : !audit_.healthy() ? "audit_unavailable" : !any ? "no_provider_available" : nullptr;
+    send_json(res, problem ? 503 : 200, json{{"status", problem ? problem : "ready"}, {"request_id", request_id_of(req, res)}});
     metrics_.request(req.path, res.status, 0, nullptr);
   });
 

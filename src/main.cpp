@@ -189,8 +189,9 @@ int main(int argc, char** argv) {
       break;
     }
     if (sig == SIGUSR1) {
-      audit->reopen();
-      log->info("received SIGUSR1, reopened the audit log");
+      const std::string failed = audit->reopen();
+      if (failed.empty()) log->info("received SIGUSR1, reopened the audit log");
+      else log->error("received SIGUSR1, could not reopen the audit log: {}", failed);
       continue;
     }
     // SIGHUP: same flags and environment, the config and tokens files read again. A broken new

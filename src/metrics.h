@@ -44,7 +44,7 @@ class Metrics final : public AttemptObserver {
  public:
   explicit Metrics(std::string version) : version_(std::move(version)) {}
 
-  void before_attempt(const std::string&, const std::string&, int) override {}
+  bool before_attempt(const std::string&, const std::string&, int) override { return true; }
   void after_attempt(const std::string& request_id, const Attempt& attempt) override;
 
   // One HTTP request answered: by route and status; for /v1/send also its duration and relay.

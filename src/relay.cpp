@@ -37,6 +37,7 @@ std::string_view stop_reason_label(const RelayResult& result) {
     case StopReason::kDeadline: return "deadline";
     case StopReason::kAmbiguousTimeout: return "ambiguous_timeout";
     case StopReason::kNoProviderAvailable: return "no_provider_available";
+    case StopReason::kAuditUnavailable: return "audit_unavailable";
     case StopReason::kAllProvidersFailed: break;
   }
   bool all_rejected = !result.attempts.empty();
@@ -106,7 +107,14 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
       }
       // Recorded before the call: after a crash, this line is how an operator finds a mail
       // whose outcome is unknown.
-      for (auto* o : observers_) o->before_attempt(request_id, provider->name(), try_number);
+      bool recorded = true;
+      for (auto* o : observers_) recorded = o->before_attempt(request_id, provider->name(), try_number) && recorded;
+      if (!recorded) {
+        // Nothing goes to a provider that is not on record (SPEC section 15).
+        if (health_) health_->release(provider->name(), admission);
+        out.reason = StopReason::kAuditUnavailable;
+        return out;
+      }
       auto begin = clock_.now();
       Attempt attempt{provider->name(), try_number,
                       provider->send(email, request_id, std::min(settings_.attempt_timeout, left)), 0};

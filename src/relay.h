@@ -48,15 +48,16 @@ struct RelayResult {
 nlohmann::ordered_json attempts_to_json(const RelayResult& result);
 
 // Why the relay stopped, for the audit line: accepted, rejected_by_all, no_provider_left,
-// no_provider_available, deadline or ambiguous_timeout.
+// no_provider_available, deadline, ambiguous_timeout or audit_unavailable.
 std::string_view stop_reason_label(const RelayResult& result);
 
 // Told before every provider call (the audit log's "attempt" line) and after it (metrics).
+// before_attempt() returning false vetoes the call: the relay stops (kAuditUnavailable).
 // Implementations are thread-safe.
 class AttemptObserver {
  public:
   virtual ~AttemptObserver() = default;
-  virtual void before_attempt(const std::string& request_id, const std::string& provider, int try_number) = 0;
+  virtual bool before_attempt(const std::string& request_id, const std::string& provider, int try_number) = 0;
   virtual void after_attempt(const std::string& /*request_id*/, const Attempt& /*attempt*/) {}
 };
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include "clock.h"
 
@@ -11,6 +12,7 @@ namespace mailrelay {
 
 struct RequestContext {
   // Told by the connection layer.
+  std::string client_ip;        // the peer's address, from the socket
   bool head_malformed = false;  // headers could not be restored as sent, or the head is too large
   bool over_budget = false;     // the body did not fit --max-body-bytes-in-flight and was not read
   bool incomplete = false;      // the client stopped sending (timeout or EOF) before the request ended

@@ -182,6 +182,11 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
                        "every provider is skipped (circuit open or throttled); see attempts");
       break;
     }
+    case StopReason::kAuditUnavailable:
+      report.headers.emplace_back("Retry-After", "1");
+      report = refusal(std::move(report), 503, id, "audit_unavailable",
+                       "the audit log cannot be written, so nothing was sent; retry in a moment");
+      break;
     case StopReason::kAmbiguousTimeout:
       report = refusal(std::move(report), 504, id, "deadline_exceeded",
                        "provider " + result.attempts.back().provider +

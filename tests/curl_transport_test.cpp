@@ -115,6 +115,12 @@ TEST_CASE("oversized provider answers are cut off", "[curl_transport]") {
   auto r = transport.post(json_post(server.base_url()), milliseconds(2000));
   REQUIRE_FALSE(r);
   CHECK(r.error().kind == TransportFailure::kResponseTooLarge);
+  // A 2xx is an acceptance whatever its body: cut off, never a failure (a failover would send twice).
+  server.push(fakes::reply(202, std::string(5000, 'y')));
+  auto accepted = transport.post(json_post(server.base_url()), milliseconds(2000));
+  REQUIRE(accepted);
+  CHECK(accepted.value().status == 202);
+  CHECK(accepted.value().body.size() <= 1000);
 }
 
 TEST_CASE("redirects are answers, not hops", "[curl_transport]") {

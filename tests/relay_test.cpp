@@ -27,9 +27,11 @@ namespace {
 struct Observer : AttemptObserver {
   fakes::FakeTransport* transport = nullptr;
   std::vector<std::string> seen;
-  void before_attempt(const std::string& id, const std::string& provider, int try_number) override {
+  bool refuse = false;  // the audit log cannot write: the relay must not call the provider
+  bool before_attempt(const std::string& id, const std::string& provider, int try_number) override {
     seen.push_back(id + " " + provider + " " + std::to_string(try_number) + " after " +
                    std::to_string(transport->requests().size()) + " calls");
+    return !refuse;
   }
 };
 
