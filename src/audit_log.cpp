@@ -29,6 +29,7 @@ using std::chrono::milliseconds;
 struct OpenFile {
   int fd = -1;
   bool owned = true;                    // false for stdout
+  bool regular = true;                  // only regular files rotate (not stdout, a FIFO, /dev/...)
   std::atomic<std::uint64_t> size{0};   // bytes in the file, counting bytes being written
   ~OpenFile() {
     if (owned && fd >= 0) ::close(fd);
@@ -37,16 +38,14 @@ struct OpenFile {
 
 std::shared_ptr<OpenFile> open_path(const std::string& path, std::string& error) {
   auto file = std::make_shared<OpenFile>();
-  file->fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  // Read and write: a torn line is read back before it is cut off (see cut_back).
+  file->fd = ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   struct stat st {};
   if (file->fd < 0 || ::fstat(file->fd, &st) != 0) {
     error = "cannot open " + path + ": " + std::strerror(errno);
     return nullptr;
   }
-  if (!S_ISREG(st.st_mode)) {
-    error = "cannot open " + path + ": not a regular file";
-    return nullptr;
-  }
+  file->regular = S_ISREG(st.st_mode);
   file->size = static_cast<std::uint64_t>(st.st_size);
   return file;
 }
@@ -59,14 +58,15 @@ std::shared_ptr<OpenFile> open_path(const std::string& path, std::string& error)
 // doubling to 60 s) while lines go on into the file the sink has.
 class FileSink final : public AuditSink {
  public:
-  FileSink(std::string path, std::uint64_t max_bytes, int max_files, spdlog::logger& log)
-      : path_(std::move(path)), max_bytes_(path_ == "-" ? 0 : max_bytes), max_files_(max_files), log_(log) {}
+  FileSink(std::string path, std::uint64_t max_bytes, int max_files, Clock& clock, spdlog::logger& log)
+      : path_(std::move(path)), max_bytes_(path_ == "-" ? 0 : max_bytes), max_files_(max_files), clock_(clock), log_(log) {}
 
   std::string start() {
     if (path_ == "-") {
       auto out = std::make_shared<OpenFile>();
       out->fd = STDOUT_FILENO;
       out->owned = false;
+      out->regular = false;
       std::atomic_store(&file_, out);
       return "";
     }
@@ -112,8 +112,10 @@ class FileSink final : public AuditSink {
     }
     if (reopen_pending_) return false;
     std::shared_ptr<OpenFile> file = std::atomic_load(&file_);
+    // Room on the file system is the only sign there is; stdout, a FIFO or a device give none,
+    // so they stay failing until a line gets through.
     struct statvfs fs {};
-    if (::fstatvfs(file->fd, &fs) != 0) return path_ == "-";
+    if (!file->regular || ::fstatvfs(file->fd, &fs) != 0) return false;
     return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize >= 64 * 1024;
   }
 
@@ -125,9 +127,7 @@ class FileSink final : public AuditSink {
   }
 
  private:
-  using SteadyClock = std::chrono::steady_clock;
-
-  bool backing_off() const { return SteadyClock::now().time_since_epoch().count() < retry_at_; }
+  bool backing_off() const { return clock_.now().time_since_epoch().count() < retry_at_; }
 
   // The file to write `bytes` to, with the bytes counted in its size. Bytes are reserved before
   // they are written, so concurrent writers never take a file past max_bytes together. When the
@@ -141,7 +141,7 @@ class FileSink final : public AuditSink {
       }
       std::shared_ptr<OpenFile> file = std::atomic_load(&file_);
       const std::uint64_t before = file->size.fetch_add(bytes);
-      if (max_bytes_ == 0 || before == 0 || before + bytes <= max_bytes_ || round >= 16 || backing_off()) return file;
+      if (max_bytes_ == 0 || !file->regular || before == 0 || before + bytes <= max_bytes_ || round >= 16 || backing_off()) return file;
       std::unique_lock<std::timed_mutex> lock(maintenance_, milliseconds(50));
       if (!lock) return file;  // a rotation is taking too long: this line goes into the full file
       file->size -= bytes;
@@ -204,7 +204,7 @@ class FileSink final : public AuditSink {
   // REQUIRES: maintenance_ held. The wait before the next try, and sets it.
   milliseconds backoff() {
     backoff_ = std::min(milliseconds(60000), std::max(milliseconds(1000), backoff_ * 2));
-    retry_at_ = (SteadyClock::now() + backoff_).time_since_epoch().count();
+    retry_at_ = (clock_.now() + backoff_).time_since_epoch().count();
     return backoff_;
   }
 
@@ -228,12 +228,13 @@ class FileSink final : public AuditSink {
   const std::string path_;
   const std::uint64_t max_bytes_;
   const int max_files_;
+  Clock& clock_;
   spdlog::logger& log_;
   std::shared_ptr<OpenFile> file_;  // accessed with std::atomic_load/atomic_store only
   std::timed_mutex maintenance_;    // one rotation or reopen at a time; writers wait 50 ms at most
   milliseconds backoff_{0};         // guarded by maintenance_
   std::atomic<bool> reopen_pending_{false};
-  std::atomic<SteadyClock::rep> retry_at_{0};  // no maintenance before this time
+  std::atomic<Clock::TimePoint::rep> retry_at_{0};  // no maintenance before this time
   std::atomic<std::uint64_t> rotation_failures_{0}, reopen_failures_{0};
   std::mutex cut_mutex_;  // one cut-back at a time
   std::atomic<bool> torn_{false};
@@ -280,7 +281,7 @@ std::string redact_addresses(std::string_view text) {
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open(const AuditSettings& settings, Clock& clock,
                                                  spdlog::logger& ops_log) {
-  auto sink = std::make_unique<FileSink>(settings.path, settings.max_bytes, settings.max_files, ops_log);
+  auto sink = std::make_unique<FileSink>(settings.path, settings.max_bytes, settings.max_files, clock, ops_log);
   std::string error = sink->start();
   if (!error.empty()) return Error{"config", "cannot open --audit-log: " + error, ""};
   return std::make_unique<AuditLog>(std::move(sink), settings.recipient_key, clock, ops_log);

@@ -30,9 +30,16 @@ std::string route_of(const std::string& path) {
   return "other";
 }
 
+// A request header's whole value. cpp-httplib's get_header_value goes through a C string and so
+// cuts a value at a NUL ("nu\0ll" would pass as "nu"); every rule here applies to all of it.
+std::string header(const httplib::Request& req, const char* name) {
+  auto it = req.headers.find(name);
+  return it == req.headers.end() ? std::string() : it->second;
+}
+
 std::string request_id_of(const httplib::Request& req, httplib::Response& res) {
   if (res.has_header(kRequestIdHeader)) return res.get_header_value(kRequestIdHeader);
-  std::string id = req.get_header_value(kRequestIdHeader);
+  std::string id = header(req, kRequestIdHeader);
   if (!is_acceptable_request_id(id)) id = new_request_id();
   res.set_header(kRequestIdHeader, id);
   return id;
@@ -98,9 +105,9 @@ void HttpApi::install(FrontDoor& server) {
     }
     const bool chunked = req.has_header("Transfer-Encoding");
     const std::size_t lengths = req.get_header_value_count("Content-Length");
-    const std::string length_text = req.get_header_value("Content-Length");
+    const std::string length_text = header(req, "Content-Length");
     if (chunked && (req.get_header_value_count("Transfer-Encoding") != 1 ||
-                    !iequals(req.get_header_value("Transfer-Encoding"), "chunked"))) {
+                    !iequals(header(req, "Transfer-Encoding"), "chunked"))) {
       return refuse(400, "invalid_request", "Transfer-Encoding must be chunked, once");
     }
     if (chunked && lengths > 0) return refuse(400, "invalid_request", "Content-Length and Transfer-Encoding together");
@@ -208,7 +215,7 @@ void HttpApi::install(FrontDoor& server) {
   server.Get("/v1/providers", [this](const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     std::string id = request_id_of(req, res);
-    if (runtime->tokens && !runtime->tokens->authenticate(req.get_header_value("Authorization"))) {
+    if (runtime->tokens && !runtime->tokens->authenticate(header(req, "Authorization"))) {
       res.set_header("WWW-Authenticate", "Bearer");
       finish(req, res, door_->context(req), 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
       return;
@@ -294,9 +301,9 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, R
   SendRequest request;
   request.request_id = request_id_of(req, res);
   request.started = ctx.started;
-  request.authorization = req.get_header_value("Authorization");
-  request.content_type = req.get_header_value("Content-Type");
-  if (req.has_header("Idempotency-Key")) request.idempotency_key = req.get_header_value("Idempotency-Key");
+  request.authorization = header(req, "Authorization");
+  request.content_type = header(req, "Content-Type");
+  if (req.has_header("Idempotency-Key")) request.idempotency_key = header(req, "Idempotency-Key");
   request.body = std::move(body);
   SendReport report = sends_.handle(*runtime, std::move(request));
   for (const auto& [name, value] : report.headers) res.set_header(name, value);

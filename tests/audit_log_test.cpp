@@ -1,10 +1,13 @@
 #include <catch2/catch.hpp>
 
-#include <spdlog/sinks/null_sink.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "audit_log.h"
@@ -20,9 +23,18 @@ namespace {
 struct Fixture {
   fakes::TempDir dir;
   fakes::FakeClock clock;
+  std::ostringstream ops_text;  // the operational log
   std::shared_ptr<spdlog::logger> ops =
-      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(ops_text));
   AuditSettings settings;
+
+  int ops_count(const std::string& text) {
+    ops->flush();
+    const std::string all = ops_text.str();
+    int n = 0;
+    for (auto at = all.find(text); at != std::string::npos; at = all.find(text, at + 1)) ++n;
+    return n;
+  }
 
   std::unique_ptr<AuditLog> open(std::uint64_t max_bytes, int max_files) {
     settings.path = dir.file("audit.log");
@@ -175,4 +187,99 @@ TEST_CASE("an audit log that cannot be opened is a start-up error", "[audit_log]
   auto audit = AuditLog::open(f.settings, f.clock, *f.ops);
   REQUIRE_FALSE(audit);
   CHECK_THAT(audit.error().message, Catch::Contains("--audit-log"));
+}
+
+TEST_CASE("rotation that cannot rename: one error per try, lines go on, retried after backoff", "[audit_log][faults]") {
+  // The old sink retried the rename for every line, forever, holding every request (100 % CPU).
+  Fixture f;
+  auto audit = f.open(2000, 1);
+  // A non-empty directory where the oldest rotated file must be removed: fails, for root too.
+  REQUIRE(::mkdir(f.dir.file("audit.log.1").c_str(), 0755) == 0);
+  REQUIRE(::mkdir(f.dir.file("audit.log.1/keep").c_str(), 0755) == 0);
+  for (int i = 0; i < 500; ++i) CHECK(audit->before_attempt("blocked-" + std::to_string(i), "sendgrid", 1));
+  CHECK(f.ops_count("rotation failed") == 1);  // once, not once per line
+  CHECK(audit->counters().rotation_failures == 1);
+  CHECK(audit->healthy());                      // lines are written: the log is not failing
+  CHECK(lines_of(f.dir.file("audit.log")).size() == 500);  // all here, past max_bytes, whole
+  // Fixed, and the backoff (1 s) over: the next line rotates.
+  REQUIRE(std::remove(f.dir.file("audit.log.1/keep").c_str()) == 0);
+  REQUIRE(std::remove(f.dir.file("audit.log.1").c_str()) == 0);
+  f.clock.advance(std::chrono::milliseconds(1000));
+  CHECK(audit->before_attempt("after", "sendgrid", 1));
+  CHECK(lines_of(f.dir.file("audit.log.1")).size() == 500);
+  auto fresh = lines_of(f.dir.file("audit.log"));
+  REQUIRE(fresh.size() == 1);
+  CHECK(fresh[0]["request_id"] == "after");
+  CHECK(f.ops_count("rotation failed") == 1);
+}
+
+TEST_CASE("reopen onto a path that cannot be opened says so, keeps the old file, retries", "[audit_log][faults]") {
+  // The old sink said "reopened", then lost every line with Bad file descriptor.
+  Fixture f;
+  auto audit = f.open(0, 0);
+  CHECK(audit->before_attempt("before", "sendgrid", 1));
+  REQUIRE(std::rename(f.dir.file("audit.log").c_str(), f.dir.file("audit.log.moved").c_str()) == 0);
+  REQUIRE(::mkdir(f.dir.file("audit.log").c_str(), 0755) == 0);  // the log file replaced by a directory
+  std::string why = audit->reopen();
+  CHECK_THAT(why, Catch::Contains("audit.log"));
+  CHECK(audit->counters().reopen_failures == 1);
+  for (int i = 0; i < 100; ++i) CHECK(audit->before_attempt("while-" + std::to_string(i), "sendgrid", 1));
+  CHECK(lines_of(f.dir.file("audit.log.moved")).size() == 101);  // nothing lost
+  CHECK(audit->counters().reopen_failures == 1);  // not retried within the backoff
+  REQUIRE(::rmdir(f.dir.file("audit.log").c_str()) == 0);
+  f.clock.advance(std::chrono::milliseconds(1000));
+  CHECK(audit->before_attempt("after", "sendgrid", 1));  // retried on its own
+  auto fresh = lines_of(f.dir.file("audit.log"));
+  REQUIRE(fresh.size() == 1);
+  CHECK(fresh[0]["request_id"] == "after");
+}
+
+TEST_CASE("rotation in an immutable directory (chattr +i) fails loudly and loses nothing", "[audit_log][faults]") {
+  Fixture f;
+  auto audit = f.open(1000, 2);
+  if (std::system(("chattr +i " + f.dir.path() + " 2>/dev/null").c_str()) != 0) {
+    WARN("chattr +i is not possible here (not root, or no ext2/3/4): skipped");
+    return;
+  }
+  for (int i = 0; i < 100; ++i) CHECK(audit->before_attempt("i-" + std::to_string(i), "sendgrid", 1));
+  CHECK(audit->counters().rotation_failures == 1);
+  CHECK(std::system(("chattr -i " + f.dir.path()).c_str()) == 0);
+  CHECK(lines_of(f.dir.file("audit.log")).size() == 100);
+}
+
+TEST_CASE("disk full: no torn line in the file, the next line starts clean, readiness follows", "[audit_log][faults]") {
+  fakes::TempDir mnt;
+  if (::mount("tmpfs", mnt.path().c_str(), "tmpfs", 0, "size=64k") != 0) {
+    WARN("cannot mount a tmpfs here (needs root): skipped");
+    return;
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mnt.path()};
+  Fixture f;
+  f.settings.path = mnt.file("audit.log");
+  f.settings.max_bytes = 0;
+  auto audit = std::move(AuditLog::open(f.settings, f.clock, *f.ops)).value();
+  int written = 0, failed = 0;
+  for (int i = 0; i < 2000; ++i) {
+    // Lines of varying length, so that one of them meets the end of the disk mid-line.
+    if (audit->before_attempt("fill-" + std::to_string(i) + std::string(static_cast<std::size_t>(i % 37), 'x'), "sendgrid", 1)) {
+      ++written;
+    } else {
+      ++failed;
+    }
+  }
+  CHECK(failed > 0);
+  CHECK(audit->counters().write_errors == static_cast<std::uint64_t>(failed));
+  CHECK(f.ops_count("audit log: write failed") == failed);  // every lost line reached the operator
+  CHECK_FALSE(audit->healthy());
+  CHECK(lines_of(mnt.file("audit.log")).size() == static_cast<std::size_t>(written));  // every line parses
+  // Room again: readiness comes back and the next line is whole.
+  REQUIRE(::truncate(mnt.file("audit.log").c_str(), 0) == 0);
+  CHECK(audit->healthy());
+  CHECK(audit->before_attempt("after", "sendgrid", 1));
+  auto after = lines_of(mnt.file("audit.log"));
+  REQUIRE(after.size() == 1);
+  CHECK(after[0]["request_id"] == "after");
 }

@@ -304,6 +304,20 @@ TEST_CASE("slow clients: a stalled head is cut at the read timeout, a trickle at
   CHECK(closed);
   CHECK(status_of(out) == 400);  // answered (and audited), not just dropped
   CHECK(steady_clock::now() - start < milliseconds(3000));
+  // A request line that never ends: a 400 too, and an audit line with the client's address.
+  fakes::RawClient unfinished(h.port);
+  unfinished.send("POST /v1/se");
+  out = unfinished.read_until_closed(milliseconds(5000), &closed);
+  CHECK(closed);
+  CHECK(status_of(out) == 400);
+  int given_up = 0;
+  for (const auto& line : h.audit_lines()) {
+    if (line["event"] == "request" && line["status"] == 400) {
+      ++given_up;
+      CHECK(line["client_ip"] == "127.0.0.1");
+    }
+  }
+  CHECK(given_up == 2);
 
   fakes::RawClient trickle(h.port);
   start = steady_clock::now();
@@ -406,4 +420,20 @@ TEST_CASE("slowloris: 300 connections trickling their heads hold no thread; /hea
   CHECK(health_ms.back() < 1000);
   CHECK(send_ms[2] < 100);
   CHECK(h.server.worker_threads() <= 8);
+}
+
+TEST_CASE("X-Request-Id: the rule applies to the whole value (a NUL inside is not cut short)", "[front_door][hazards]") {
+  ApiHarness h;
+  std::string head = "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-Id: nu";
+  head += '\0';
+  head += "ll\r\n\r\n";
+  fakes::RawClient c(h.port);
+  c.send(head);
+  std::string out = c.read_until("\"}", milliseconds(5000));
+  CHECK(status_of(out) == 200);
+  auto at = out.find("X-Request-Id: ");
+  REQUIRE(at != std::string::npos);
+  std::string id = out.substr(at + 14, out.find("\r\n", at) - at - 14);
+  CHECK(id != "nu");
+  CHECK(id.size() > 8);  // a fresh one
 }

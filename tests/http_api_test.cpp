@@ -461,3 +461,60 @@ TEST_CASE("hazards: Range is ignored, REMOTE_ADDR cannot fake the client address
   auto lines = h.audit_lines();
   CHECK(lines.back()["client_ip"] == "127.0.0.1");
 }
+
+TEST_CASE("audit: an attempt line that cannot be written means no provider call, 503 audit_unavailable", "[http_api][audit][faults]") {
+  auto sink = std::make_unique<fakes::MemorySink>();
+  auto* memory = sink.get();
+  ApiHarness::Extras extras;
+  extras.audit_sink = std::move(sink);
+  ApiHarness h({}, 10485760, false, std::move(extras));
+  memory->fail_all = true;
+  auto r = h.send(fakes::sample_request(), {{"Idempotency-Key", "k-audit"}});
+  check_error(r, 503, "audit_unavailable");
+  CHECK(r->get_header_value("Retry-After") == "1");
+  CHECK(h.sendgrid_server.count() == 0);  // nothing sent that is not on record
+  CHECK(h.mailgun_server.count() == 0);
+  CHECK(h.client().Get("/readyz")->status == 503);
+  std::string ops = h.ops();
+  CHECK_THAT(ops, Catch::Contains("audit log: write failed") && Catch::Contains("\"event\":\"attempt\"") &&
+                      Catch::Contains("\"event\":\"request\""));
+  // Writable again: ready again, and the same key may now send (nothing went out before).
+  memory->fail_all = false;
+  CHECK(h.client().Get("/readyz")->status == 200);
+  r = h.send(fakes::sample_request(), {{"Idempotency-Key", "k-audit"}});
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(h.sendgrid_server.count() == 1);
+}
+
+TEST_CASE("audit: a request line that cannot be written after a send reaches the operator and is counted", "[http_api][audit][faults]") {
+  auto sink = std::make_unique<fakes::MemorySink>();
+  auto* memory = sink.get();
+  ApiHarness::Extras extras;
+  extras.audit_sink = std::move(sink);
+  ApiHarness h({}, 10485760, false, std::move(extras));
+  memory->fail_requests = true;
+  auto r = h.send(fakes::sample_request(), {{"X-Request-Id", "lost-line-1"}});
+  REQUIRE(r);
+  CHECK(r->status == 200);  // the mail went out: the answer says so
+  CHECK(h.sendgrid_server.count() == 1);
+  auto lines = memory->snapshot();
+  REQUIRE(lines.size() == 1);  // the attempt line, written before the call
+  CHECK_THAT(lines[0], Catch::Contains("\"event\":\"attempt\"") && Catch::Contains("lost-line-1"));
+  // The request line, whole, in the operational log; counted; readiness off until writes work.
+  std::string ops = h.ops();
+  auto at = ops.find("the line follows: ");
+  REQUIRE(at != std::string::npos);
+  std::string line = ops.substr(at + 18, ops.find('\n', at) - at - 18);
+  json parsed = json::parse(line);
+  CHECK(parsed["event"] == "request");
+  CHECK(parsed["request_id"] == "lost-line-1");
+  CHECK(parsed["status"] == 200);
+  auto metrics = h.client().Get("/metrics");
+  CHECK_THAT(metrics->body, Catch::Contains("mailrelay_audit_write_errors_total 1\n"));
+  auto ready = h.client().Get("/readyz");
+  CHECK(ready->status == 503);
+  CHECK(json::parse(ready->body)["status"] == "audit_unavailable");
+  memory->fail_requests = false;
+  CHECK(h.client().Get("/readyz")->status == 200);
+}

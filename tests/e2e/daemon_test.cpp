@@ -136,3 +136,15 @@ TEST_CASE("listens on IPv6 loopback", "[e2e]") {
   CHECK(r->status == 200);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("a second daemon on an address already served refuses to start (exit 1, the address named)", "[e2e]") {
+  fakes::TempDir dir;
+  Daemon first({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox")});
+  REQUIRE(first.port() > 0);
+  const std::string address = "127.0.0.1:" + std::to_string(first.port());
+  Daemon second({"--listen", address, "--providers", "outbox", "--outbox-dir", dir.file("outbox2")});
+  CHECK(second.wait_exit(10000) == 1);
+  CHECK_THAT(second.err(), Catch::Contains("cannot listen on " + address));
+  CHECK(first.client().Get("/healthz")->status == 200);
+  CHECK(first.stop() == 0);
+}

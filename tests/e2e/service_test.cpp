@@ -118,6 +118,7 @@ TEST_CASE("SIGTERM with 20 sends in flight: every one completes 200, new work ge
     CHECK(late->status == 503);
     CHECK(json::parse(late->body)["error"]["code"] == "overloaded");
     CHECK(late->get_header_value("Retry-After") == "1");
+    CHECK(late->get_header_value("Connection") == "close");  // no further request on it
   }
   idle.stop();
   for (auto& t : senders) t.join();

@@ -4,7 +4,10 @@
 #pragma once
 
 #include <curl/curl.h>
-#include <spdlog/sinks/null_sink.h>
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <mutex>
+#include <sstream>
 
 #include <memory>
 #include <string>
@@ -28,11 +31,36 @@ using namespace mailrelay;
 using nlohmann::json;
 
 
+// An audit sink in memory that fails on demand (the disk-full and unwritable-file faults).
+class MemorySink final : public AuditSink {
+ public:
+  bool append(std::string_view line) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const bool request = line.find("\"event\":\"request\"") != std::string_view::npos;
+    if (fail_all || (fail_requests && request)) return false;
+    lines.emplace_back(line);
+    return true;
+  }
+  std::string reopen() override { return ""; }
+  bool probe() override { return !fail_all && !fail_requests; }
+  AuditCounters counters() const override { return {}; }
+  std::vector<std::string> snapshot() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return lines;
+  }
+  std::atomic<bool> fail_all{false}, fail_requests{false};
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> lines;
+};
+
 struct ApiHarness {
   // Options beyond the relay settings, body limit and tokens.
   struct Extras {
     FrontDoorSettings door;
     std::unique_ptr<EmailProvider> first_provider;  // replaces SendGrid when set
+    std::unique_ptr<AuditSink> audit_sink;          // replaces the audit file when set
   };
   struct CurlGlobal {
     CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -45,7 +73,9 @@ struct ApiHarness {
   std::unique_ptr<AuditLog> audit;
   Metrics metrics{"test"};
   IdempotencyCache idempotency{1000, std::chrono::hours(24), clock};
-  std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+  std::ostringstream ops_text;  // the operational log
+  std::shared_ptr<spdlog::logger> log =
+      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(ops_text));
   ProviderHealth health{BreakerSettings{}, clock, *log};
   std::unique_ptr<HttpApi> api;
   FrontDoor server;
@@ -58,7 +88,11 @@ struct ApiHarness {
     AuditSettings audit_settings;
     audit_settings.path = dir.file("audit.log");
     audit_settings.recipient_key = "fake-recipient-key-0123456789";
-    audit = std::move(AuditLog::open(audit_settings, clock, *log)).value();
+    if (extras.audit_sink) {
+      audit = std::make_unique<AuditLog>(std::move(extras.audit_sink), audit_settings.recipient_key, clock, *log);
+    } else {
+      audit = std::move(AuditLog::open(audit_settings, clock, *log)).value();
+    }
     auto runtime = std::make_shared<Runtime>();
     if (with_tokens) {
       runtime->tokens = std::make_unique<TokenStore>(
@@ -93,6 +127,10 @@ struct ApiHarness {
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(20, 0);
     return c;
+  }
+  std::string ops() {
+    log->flush();
+    return ops_text.str();
   }
   httplib::Result send(const json& body, httplib::Headers headers = {}) {
     return client().Post("/v1/send", headers, body.dump(), "application/json");
