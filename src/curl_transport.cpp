@@ -148,14 +148,14 @@ TransportError classify(CURLcode code, CURL* curl, bool overflow) {
 CurlTransport::CurlTransport(CurlTransportOptions options) : options_(std::move(options)) {}
 
 CurlTransport::~CurlTransport() {
-  for (void* h : idle_) curl_easy_cleanup(static_cast<CURL*>(h));
+  for (const auto& idle : idle_) curl_easy_cleanup(static_cast<CURL*>(idle.first));
 }
 
 void* CurlTransport::acquire() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!idle_.empty()) {
-      void* h = idle_.back();  // LIFO: the warmest connection cache first
+      void* h = idle_.back().first;  // LIFO: the warmest connection cache first
       idle_.pop_back();
       return h;
     }
@@ -164,8 +164,18 @@ void* CurlTransport::acquire() {
 }
 
 void CurlTransport::release(void* handle) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  idle_.push_back(handle);
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<void*> surplus;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    idle_.emplace_back(handle, now);
+    while (!idle_.empty() &&
+           (idle_.size() > options_.max_idle_handles || now - idle_.front().second > options_.idle_handle_ttl)) {
+      surplus.push_back(idle_.front().first);
+      idle_.pop_front();
+    }
+  }
+  for (void* h : surplus) curl_easy_cleanup(static_cast<CURL*>(h));  // outside the lock: closes sockets
 }
 
 Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& request,

@@ -1,5 +1,6 @@
 #include "front_door.h"
 
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -467,6 +468,21 @@ void FrontDoor::read_loop() {
 }
 
 void FrontDoor::sweep(SteadyClock::time_point now) {
+  // After a load, give what the allocator holds free back to the kernel (glibc keeps freed memory
+  // in its per-thread arenas): once idle for a second, and again when idle threads have retired.
+  const std::size_t threads = pool_.threads();
+  if (pool_.busy() == 0 && pool_.depth() == 0) {
+    if (busy_since_trim_ || threads != threads_at_trim_) {
+      if (now - idle_since_ >= std::chrono::seconds(1)) {
+        ::malloc_trim(0);
+        busy_since_trim_ = false;
+        threads_at_trim_ = threads;
+      }
+    }
+  } else {
+    busy_since_trim_ = true;
+    idle_since_ = now;
+  }
   std::vector<std::unique_ptr<Connection>> late;
   {
     std::lock_guard<std::mutex> lock(mutex_);

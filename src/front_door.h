@@ -114,6 +114,11 @@ class FrontDoor final : public httplib::Server {
   std::unordered_map<int, std::unique_ptr<Connection>> waiting_;  // with the reader thread
   std::unordered_map<std::thread::id, Connection*> serving_;  // for context(): by serving thread
 
+  // The reader thread's own (sweep): when the allocator was last trimmed.
+  bool busy_since_trim_ = false;
+  std::size_t threads_at_trim_ = 0;
+  std::chrono::steady_clock::time_point idle_since_{};
+
   std::thread reader_;
 };
 

@@ -1,5 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <set>
+#include <thread>
+
 #include <curl/curl.h>
 
 #include <cstdlib>
@@ -69,6 +72,33 @@ TEST_CASE("transport: success answer and connection reuse across requests", "[cu
   CHECK(got[1].remote_port == got[2].remote_port);
   CHECK(got[0].header("Expect").empty());
   CHECK(got[0].header("Content-Type") == "application/json");
+}
+
+TEST_CASE("after a burst at most max_idle_handles handles (and their connections) are kept", "[curl_transport]") {
+  CurlGlobal g;
+  fakes::FakeProviderServer server;
+  CurlTransportOptions options;
+  options.max_idle_handles = 2;
+  CurlTransport transport(options);
+  fakes::FakeReply slow;
+  slow.delay = milliseconds(300);  // six calls at once: six handles, six connections
+  auto burst = [&] {
+    server.push_n(6, slow);
+    std::vector<std::thread> calls;
+    for (int i = 0; i < 6; ++i) {
+      calls.emplace_back([&] { CHECK(transport.post(json_post(server.base_url()), milliseconds(5000))); });
+    }
+    for (auto& t : calls) t.join();
+  };
+  burst();
+  std::set<int> first;
+  for (const auto& r : server.received()) first.insert(r.remote_port);
+  REQUIRE(first.size() == 6);
+  burst();
+  auto got = server.received();
+  int reused = 0;
+  for (std::size_t i = 6; i < got.size(); ++i) reused += first.count(got[i].remote_port) ? 1 : 0;
+  CHECK(reused == 2);  // the two kept handles reused their connections; four were closed
 }
 
 TEST_CASE("transport faults are classified, with may_have_been_sent", "[curl_transport]") {
