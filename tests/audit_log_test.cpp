@@ -1,7 +1,6 @@
 #include <catch2/catch.hpp>
 
 #include <spdlog/sinks/ostream_sink.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -248,15 +247,11 @@ TEST_CASE("rotation in an immutable directory (chattr +i) fails loudly and loses
 }
 
 TEST_CASE("disk full: no torn line in the file, the next line starts clean, readiness follows", "[audit_log][faults]") {
-  fakes::TempDir mnt;
-  if (::mount("tmpfs", mnt.path().c_str(), "tmpfs", 0, "size=64k") != 0) {
+  fakes::SmallDisk mnt("64k");
+  if (!mnt.mounted()) {
     WARN("cannot mount a tmpfs here (needs root): skipped");
     return;
   }
-  struct Unmount {
-    std::string path;
-    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
-  } unmount{mnt.path()};
   Fixture f;
   f.settings.path = mnt.file("audit.log");
   f.settings.max_bytes = 0;

@@ -9,6 +9,7 @@ Every process it starts is stopped; every run is bounded by --duration. Prints a
 """
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
@@ -256,6 +257,20 @@ def measure(target, connections, duration, env):
     return r
 
 
+@contextlib.contextmanager
+def relay_on(build, work, latency, outage=None):
+    """A fake provider and mailrelayd on its defaults in front of it; both stopped at the end."""
+    fake = Fake(build, latency, outage=outage)
+    relay = None
+    try:
+        relay = Relay(build, fake, work)
+        yield fake, relay
+    finally:
+        if relay:
+            relay.stop()
+        fake.stop()
+
+
 def load(build, relay, connections, duration, body):
     """bench_load against the relay: totals and latency per status."""
     out = subprocess.run(
@@ -334,10 +349,7 @@ def extra_rows(args, build, work, body, env, only):
     # Five bursts of 2048 connections 0.5 s apart at 100 ms: /healthz throughout, every request
     # answered, RSS after --settle seconds against RSS before.
     if wanted("bursts-2048x5"):
-        fake = Fake(build, 100)
-        relay = None
-        try:
-            relay = Relay(build, fake, work)
+        with relay_on(build, work, 100) as (fake, relay):
             rss_start = status_mib([relay.proc.pid], "VmRSS")
             probe = Prober(relay.port)
             totals = {"requests": 0, "200": 0, "503": 0, "errors": 0}
@@ -358,41 +370,26 @@ def extra_rows(args, build, work, body, env, only):
                            f"{peak:.1f}, {after:.1f} after {args.settle} s ({(after / rss_start - 1) * 100:+.0f} %); "
                            f"alive: {relay.proc.poll() is None}",
                 "ok": totals["requests"] == totals["200"] + totals["503"] and probe.failures == 0}))
-        finally:
-            if relay:
-                relay.stop()
-            fake.stop()
         print("  bursts done", file=sys.stderr)
 
     # A 1 s SendGrid outage under 64 clients: when does SendGrid carry traffic again?
     if wanted("blip-64"):
-        fake = Fake(build, 0, outage=(2000, 1000))
-        relay = None
-        try:
-            relay = Relay(build, fake, work)
+        with relay_on(build, work, 0, outage=(2000, 1000)) as (fake, relay):
             r = load(build, relay, 64, 16, body)
             relay.stop()
-            relay = None
-            text = fake.stop()
+            text = fake.stop()  # the fake reports at exit
             m = re.search(r"recovered_after_ms=(-?\d+)", text or "")
             recovered = int(m.group(1)) if m else -1
             out.append(("blip-64", "mailrelayd", {
                 "summary": f"SendGrid 503 for 1 s at t=2 s: it carried traffic again {recovered / 1000:.1f} s after "
                            f"the outage ended; {status(r, '200')['count']} of {r['requests']} requests 200",
                 "ok": 0 <= recovered <= 12000 and status(r, "200")["count"] == r["requests"]}))
-        finally:
-            if relay:
-                relay.stop()
-            fake.stop()
         print("  blip done", file=sys.stderr)
 
     # 300 slowloris connections (a header byte a second) beside 16 normal clients.
     if wanted("slowloris-300"):
-        fake = Fake(build, 0)
-        relay = None
         sockets = []
-        try:
-            relay = Relay(build, fake, work)
+        with relay_on(build, work, 0) as (fake, relay):
             base = load(build, relay, 16, args.duration, body)
             for _ in range(300):
                 s_ = socket.create_connection(("127.0.0.1", relay.port))
@@ -420,12 +417,8 @@ def extra_rows(args, build, work, body, env, only):
                            f"(+{a99 - b99:.2f} ms); req/s {base['rps']:.0f} -> {attacked['rps']:.0f}; /healthz worst "
                            f"{probe.worst_ms:.0f} ms, {probe.failures} failed",
                 "ok": a99 - b99 <= 100 and probe.failures == 0}))
-        finally:
             for s_ in sockets:
                 s_.close()
-            if relay:
-                relay.stop()
-            fake.stop()
         print("  slowloris done", file=sys.stderr)
 
     # 32 clients posting 9 MiB bodies: peak RSS, and RSS 30 s after the load.
@@ -435,12 +428,9 @@ def extra_rows(args, build, work, body, env, only):
             payload = base64.b64encode(os.urandom(9 * 1024 * 1024 * 3 // 4)).decode()
             json.dump(dict(BODY, attachments=[{"filename": "big.bin", "content_type": "application/octet-stream",
                                                "content": payload}]), f)
-        fake = Fake(build, 0)
-        relay = None
-        try:
-            relay = Relay(build, fake, work)
+        with relay_on(build, work, 0) as (fake, relay):
             idle = status_mib([relay.proc.pid], "VmRSS")
-            r = load(build, relay, 32, max(args.duration, 5), big)
+            r = load(build, relay, 32, max(args.duration, 15), big)  # all 32 upload at once: the first finish after ~8 s
             peak = status_mib([relay.proc.pid], "VmHWM")
             after = settle(relay.proc.pid, min(args.settle, 30))
             out.append(("bodies-9MiB-32", "mailrelayd", {
@@ -448,10 +438,6 @@ def extra_rows(args, build, work, body, env, only):
                            f"at {r['rps']:.1f} req/s; RSS idle {idle:.0f} MiB, peak {peak:.0f} MiB, "
                            f"{after:.0f} MiB {min(args.settle, 30)} s after",
                 "ok": peak <= 1024 and after - idle <= 100}))
-        finally:
-            if relay:
-                relay.stop()
-            fake.stop()
         print("  bodies done", file=sys.stderr)
     return out
 
@@ -517,7 +503,7 @@ def main():
                     relay.stop()
                 fake.stop()
             print(f"  {name:12} mailrelayd {rows[-1][2]['rps']:9.0f} req/s", file=sys.stderr)
-        # Overload: 1024 connections (and 2048, beyond threads + queue) at 100 ms, default settings.
+        # Overload: 1024 and 2048 connections at 100 ms, default settings, latency per status.
         for conns in (1024, 2048):
             name = f"overload-100ms-{conns}"
             if only and name not in only:

@@ -3,7 +3,6 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -357,15 +356,11 @@ TEST_CASE("rotation blocked under load: every acknowledged request has its line,
 }
 
 TEST_CASE("disk full under load: acknowledged requests equal request lines (file plus stderr), every line parses", "[e2e][audit][faults]") {
-  fakes::TempDir mnt;
-  if (::mount("tmpfs", mnt.path().c_str(), "tmpfs", 0, "size=256k") != 0) {
+  fakes::SmallDisk mnt("256k");
+  if (!mnt.mounted()) {
     WARN("cannot mount a tmpfs here (needs root): skipped");
     return;
   }
-  struct Unmount {
-    std::string path;
-    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
-  } unmount{mnt.path()};
   fakes::TempDir dir;
   Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
             mnt.file("audit.log"), "--audit-log-max-bytes", "0"});

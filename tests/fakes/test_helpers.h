@@ -23,6 +23,22 @@ class TempDir {
   std::string path_;
 };
 
+// A tmpfs of `size` (e.g. "64k") mounted on a fresh directory, for a disk that fills up; unmounted
+// on destruction. mounted() is false where mounting is not allowed (not root).
+class SmallDisk {
+ public:
+  explicit SmallDisk(const std::string& size);
+  ~SmallDisk();
+  SmallDisk(const SmallDisk&) = delete;
+  SmallDisk& operator=(const SmallDisk&) = delete;
+  bool mounted() const { return mounted_; }
+  std::string file(const std::string& name) const { return dir_.file(name); }
+
+ private:
+  TempDir dir_;
+  bool mounted_ = false;
+};
+
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& content);
 
