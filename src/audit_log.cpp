@@ -339,7 +339,8 @@ json AuditLog::request_json(const RequestRecord& r) const {
   if (!r.replay_of.empty()) line["replay_of"] = r.replay_of;
   if (!r.refused_by.empty()) line["refused_by"] = r.refused_by;
   if (r.relay) {
-    json attempts = attempts_to_json(*r.relay);
+    // The answer's attempts, with addresses in provider text redacted (the answer keeps them).
+    json attempts = r.attempts ? *r.attempts : json::array();
     for (auto& a : attempts) {
       if (a.contains("error")) a["error"] = redact_addresses(a["error"].get<std::string>());
     }

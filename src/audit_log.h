@@ -42,6 +42,7 @@ struct RequestRecord {
   double latency_ms = 0;
   const Email* email = nullptr;         // when the body parsed
   const RelayResult* relay = nullptr;   // when the relay ran
+  const nlohmann::ordered_json* attempts = nullptr;  // the answer's "attempts", when the relay ran
 };
 
 // What the audit log has been through, for /metrics.

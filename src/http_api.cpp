@@ -66,14 +66,14 @@ HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metric
     : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics),
       sends_(idempotency, metrics, settings.max_in_flight), settings_(settings), clock_(clock), log_(log) {}
 
-void HttpApi::finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status, json body,
-                     RequestRecord record) {
+void HttpApi::finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status,
+                     const json& body, RequestRecord record) {
   record.request_id = request_id_of(req, res);
   record.client_ip = ctx.client_ip;  // from the socket, never from a header (set for malformed requests too)
   record.method = req.method;
   record.path = req.path;
   record.status = status;
-  if (record.outcome.empty()) record.outcome = body.contains("error") ? body["error"]["code"].get<std::string>() : "sent";
+  if (record.outcome.empty()) record.outcome = body.contains("error") ? body.at("error").at("code").get<std::string>() : "sent";
   record.latency_ms = to_ms(clock_.now() - ctx.started);
   // While shutting down, no answer invites another request on its connection.
   if (draining_) close_after(ctx, res);
@@ -314,7 +314,8 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, R
   record.refused_by = report.refused_by;
   record.email = report.email ? &*report.email : nullptr;
   record.relay = report.relay ? &*report.relay : nullptr;
-  finish(req, res, ctx, report.status, std::move(report.body), std::move(record));
+  if (record.relay && report.body.contains("attempts")) record.attempts = &report.body["attempts"];
+  finish(req, res, ctx, report.status, report.body, std::move(record));  // record points into the body
 }
 
 }  // namespace mailrelay

@@ -49,7 +49,7 @@ class HttpApi {
   void answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx);
   // Writes the audit line, then the answer.
   void finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status,
-              nlohmann::ordered_json body, RequestRecord record);
+              const nlohmann::ordered_json& body, RequestRecord record);
 
   std::shared_ptr<const Runtime> runtime_;  // accessed with std::atomic_load/atomic_store
   AuditLog& audit_;

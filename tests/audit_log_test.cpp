@@ -103,6 +103,8 @@ TEST_CASE("request line: keys, types, and no PII", "[audit_log]") {
   record.latency_ms = 95.04;
   record.email = &email;
   record.relay = &relay;
+  const nlohmann::ordered_json attempts = attempts_to_json(relay);  // as the answer lists them
+  record.attempts = &attempts;
   audit->request(record);
 
   auto lines = lines_of(f.dir.file("audit.log"));
