@@ -86,21 +86,20 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
     ids_.insert(id);
   }
   metrics_.begin_send();
+  // Released however the send ends (an exception goes on to the HTTP layer's last-resort handler).
+  struct Release {
+    SendService& service;
+    const std::string& id;
+    ~Release() {
+      service.metrics_.end_send();
+      --service.in_flight_;
+      std::lock_guard<std::mutex> lock(service.ids_mutex_);
+      service.ids_.erase(service.ids_.find(id));
+    }
+  } release{*this, id};
   std::optional<std::string> client = report.client;
-  try {
-    report = admitted(runtime, request, client.value_or(""));
-  } catch (...) {
-    metrics_.end_send();
-    --in_flight_;
-    std::lock_guard<std::mutex> lock(ids_mutex_);
-    ids_.erase(ids_.find(id));
-    throw;
-  }
+  report = admitted(runtime, request, client.value_or(""));
   report.client = client;
-  metrics_.end_send();
-  --in_flight_;
-  std::lock_guard<std::mutex> lock(ids_mutex_);
-  ids_.erase(ids_.find(id));
   return report;
 }
 
