@@ -182,9 +182,10 @@ TEST_CASE("401: tokens configured, bearer missing, wrong or right", "[http_api]"
 }
 
 TEST_CASE("audit: a request line with every key, typed, for 200, 400, 401, 502 and 504", "[http_api][audit]") {
+  // Timeouts long enough for a sanitizer build's first send; the 504 below takes the 3 s.
   RelaySettings settings;
-  settings.attempt_timeout = milliseconds(300);
-  settings.deadline = milliseconds(500);
+  settings.attempt_timeout = milliseconds(2000);
+  settings.deadline = milliseconds(3000);
   ApiHarness h(settings, 10485760, true);
   httplib::Headers auth{{"Authorization", "Bearer billing-token-0123456789"}};
   json bad = fakes::sample_request();
