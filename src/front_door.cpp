@@ -329,9 +329,9 @@ FrontDoor::Progress FrontDoor::advance(Connection& c) {
 void FrontDoor::serve(std::unique_ptr<Connection> connection) {
   Connection& c = *connection;
   for (;;) {
-    if (!serve_one(c)) return;  // the destructor closes
-    if (c.ctx.close_after) {
-      c.ctx.close_after = false;
+    const After after = serve_one(c);
+    if (after == After::kClose) return;  // the destructor closes
+    if (after == After::kLinger) {
       ::shutdown(c.fd, SHUT_WR);
       c.lingering = true;
       c.first_byte = c.last_byte = SteadyClock::now();
@@ -356,7 +356,7 @@ void FrontDoor::serve(std::unique_ptr<Connection> connection) {
   }
 }
 
-bool FrontDoor::serve_one(Connection& c) {
+FrontDoor::After FrontDoor::serve_one(Connection& c) {
   ++c.requests;
   const bool last = c.requests >= settings_.max_requests_per_connection;
   bool closed = false;
@@ -390,17 +390,13 @@ bool FrontDoor::serve_one(Connection& c) {
     serving_.erase(std::this_thread::get_id());
   }
   // cpp-httplib refused the head itself: nothing after it can be trusted.
-  if (!parsed) c.ctx.close_after = true;
+  const bool linger = c.ctx.close_after || !parsed;
   c.consume();
   release_body(c);
   c.continue_sent = false;
-  // The context starts over for the next request; the flags the reader sets come before it runs.
-  const bool close_after = c.ctx.close_after;
-  std::function<void()> release = std::move(c.ctx.release_input);
-  c.ctx = RequestContext{};
-  c.ctx.release_input = std::move(release);
-  c.ctx.close_after = close_after;
-  return c.flush() && ok && !closed && !last;
+  c.ctx.reset();  // the flags the reader sets for the next request come after this
+  if (!c.flush() || !ok || closed || last) return After::kClose;
+  return linger ? After::kLinger : After::kNext;
 }
 
 void FrontDoor::watch(std::unique_ptr<Connection> connection) {

@@ -84,12 +84,14 @@ class FrontDoor final : public httplib::Server {
 
  private:
   enum class Progress { kNeedMore, kReady, kClosed };
+  // After an answer: serve the next request, close, or close after reading what the client still sends.
+  enum class After { kNext, kClose, kLinger };
 
   bool process_and_close_socket(socket_t sock) override;
   // Reads what `c` has ready; kReady once a request (or a refusal's head) is in memory.
   Progress advance(Connection& c);
   void serve(std::unique_ptr<Connection> connection);
-  bool serve_one(Connection& c);  // false: close the connection
+  After serve_one(Connection& c);
   void watch(std::unique_ptr<Connection> connection);  // hand to the reader thread
   void read_loop();
   void sweep(std::chrono::steady_clock::time_point now);

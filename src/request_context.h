@@ -20,7 +20,15 @@ struct RequestContext {
   Clock::TimePoint started{};   // when the handlers first saw the request (latency)
   bool close_after = false;     // close after the answer; an unread body is read and dropped first
   // Frees the connection's copy of the request once the handler holds the body (memory budget).
+  // Set once per connection.
   std::function<void()> release_input;
+
+  // Starts over for the next request on the same connection (release_input stays).
+  void reset() {
+    std::function<void()> keep = std::move(release_input);
+    *this = RequestContext{};
+    release_input = std::move(keep);
+  }
 };
 
 }  // namespace mailrelay
