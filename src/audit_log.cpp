@@ -365,6 +365,7 @@ json AuditLog::request_json(const RequestRecord& r) const {
       }
     }
     line["recipient_domains"] = domains;
+    if (r.email->sandbox) line["sandbox"] = true;
     if (!recipient_key_.empty()) line["recipient_hashes"] = std::move(hashes);
   }
   return line;

@@ -13,6 +13,7 @@ namespace {
 // A probe that has not reported by then (its request ended without a result) is given up, so
 // that a half-open circuit can never wait forever. Longer than any attempt timeout.
 constexpr std::chrono::seconds kProbeLost{120};
+constexpr std::chrono::minutes kMaxPark{5};  // SPEC section 14: throttling parks at most this long
 }  // namespace
 
 std::string_view to_string(CircuitState state) {
@@ -57,7 +58,7 @@ ProviderHealth::Admission ProviderHealth::admit(const std::string& provider) {
       a.reason = "circuit open after " + std::to_string(b.consecutive_failures) + " consecutive failures; next probe in " + left();
       break;
     case CircuitState::kParked:
-      a.reason = "throttled by the provider (429 Retry-After); parked for " + left();
+      a.reason = "throttled by the provider (429); parked for " + left();
       break;
     case CircuitState::kHalfOpen:
       if (b.probe_in_flight && clock_.now() - b.probe_since < kProbeLost) {
@@ -83,11 +84,12 @@ void ProviderHealth::record(const std::string& provider, const Admission& admiss
   const bool probe = admission.probe;
   if (probe) b.probe_in_flight = false;
   if (result.http_status == 429 && result.retry_after && result.retry_after->count() > 0) {
-    // Throttling is the provider working as designed, not a failure: park it exactly as long
-    // as it asked, and keep the failure count as it was.
-    b.until = clock_.now() + *result.retry_after;
-    transition(provider, b, CircuitState::kParked,
-               "429 with Retry-After " + std::to_string(result.retry_after->count()) + " ms");
+    // Throttling is the provider working as designed, not a failure: park it as long as it
+    // asked (Retry-After or its own signal), at most 5 minutes (SPEC section 14), and keep the
+    // failure count as it was.
+    const milliseconds park = std::min<milliseconds>(*result.retry_after, kMaxPark);
+    b.until = clock_.now() + park;
+    transition(provider, b, CircuitState::kParked, "429: parked for " + std::to_string(park.count()) + " ms");
     return;
   }
   // A sent message or a rejection of this message both show a provider that works.

@@ -236,6 +236,11 @@ Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& requ
         curl_mime_type(part, field.content_type.c_str());
       }
     }
+    // Field names and filenames as backslash-escaped quoted strings (a '"' becomes \"), which a
+    // form parser reads back as sent; libcurl's default is HTML5-style %22, which Mailgun keeps
+    // in the filename
+    // (https://curl.se/libcurl/c/CURLOPT_MIME_OPTIONS.html, CURLMIMEOPT_FORMESCAPE, 7.81.0).
+    curl_easy_setopt(curl, CURLOPT_MIME_OPTIONS, static_cast<long>(CURLMIMEOPT_FORMESCAPE));
     curl_easy_setopt(curl, CURLOPT_MIMEPOST, mime.get());
   } else {
     add_header("Content-Type: " + request.content_type);

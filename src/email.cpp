@@ -165,6 +165,36 @@ Result<Address> address_from_json(const json& v, const std::string& field) {
   return address;
 }
 
+// "disposition" and "content_id" of one attachment: the content id of an inline one, "" otherwise.
+// Content ids are 1 to 128 characters a cid: URL can hold without escaping (RFC 2392) and that
+// Mailgun can use as the inline file's name (its cid), unique within the message.
+Result<std::string> inline_fields(const json& a, const std::string& field, std::set<std::string>& seen) {
+  std::string disposition = "attachment";
+  if (a.contains("disposition") && !a.at("disposition").is_null()) {
+    const json& d = a.at("disposition");
+    if (!d.is_string() || (d != "attachment" && d != "inline")) {
+      return invalid(field + ".disposition", "must be \"attachment\" or \"inline\"");
+    }
+    disposition = d.get<std::string>();
+  }
+  const bool has_id = a.contains("content_id") && !a.at("content_id").is_null();
+  if (disposition == "attachment") {
+    if (has_id) return invalid(field + ".content_id", "is only for \"disposition\": \"inline\"");
+    return std::string();
+  }
+  if (!has_id) return invalid(field + ".content_id", "is required for an inline attachment (the html refers to cid:<content_id>)");
+  const json& id = a.at("content_id");
+  auto cid_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("._-@+").find(c) != std::string_view::npos;
+  };
+  if (!id.is_string() || id.get_ref<const std::string&>().empty() || id.get_ref<const std::string&>().size() > kMaxContentId ||
+      !std::all_of(id.get_ref<const std::string&>().begin(), id.get_ref<const std::string&>().end(), cid_char)) {
+    return invalid(field + ".content_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ - @ +");
+  }
+  if (!seen.insert(id.get<std::string>()).second) return invalid(field + ".content_id", "is used by another attachment");
+  return id.get<std::string>();
+}
+
 }  // namespace
 
 bool is_valid_addr_spec(std::string_view email) {
@@ -205,7 +235,7 @@ Result<Address> parse_address(std::string_view text, const std::string& field) {
   return address;
 }
 
-Result<Email> parse_email(std::string_view body) {
+Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
   if (nesting_depth(body) > kMaxJsonDepth) {
     return invalid("", "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   }
@@ -221,7 +251,7 @@ Result<Email> parse_email(std::string_view body) {
 
   static const std::set<std::string, std::less<>> kKnown = {
       "from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
-      "headers", "attachments", "tags", "metadata"};
+      "headers", "attachments", "tags", "metadata", "sandbox"};
   for (const auto& item : doc.items()) {
     if (!kKnown.count(item.key())) return invalid(item.key(), "unknown field");
   }
@@ -242,6 +272,7 @@ Result<Email> parse_email(std::string_view body) {
   // Recipients. SendGrid rejects a message whose personalizations name one address twice (400,
   // "Each unique email address in the personalizations array should only be included once"), so
   // duplicates across to/cc/bcc are dropped here, first occurrence wins, compared case-insensitively.
+  const std::size_t max_recipients = limits.recipients ? limits.recipients->max : kMaxRecipients;
   std::size_t raw_count = 0;
   std::set<std::string> seen;
   for (const char* list : {"to", "cc", "bcc"}) {
@@ -249,8 +280,8 @@ Result<Email> parse_email(std::string_view body) {
     const json& arr = doc.at(list);
     if (!arr.is_array()) return invalid(list, "must be an array of addresses");
     raw_count += arr.size();
-    if (raw_count > kMaxRecipients) {
-      return invalid(list, "more than " + std::to_string(kMaxRecipients) + " recipients (to + cc + bcc)");
+    if (raw_count > max_recipients) {
+      return invalid(list, "more than " + std::to_string(max_recipients) + " recipients (to + cc + bcc)");
     }
     auto& out = std::string_view(list) == "to" ? email.to : std::string_view(list) == "cc" ? email.cc : email.bcc;
     for (std::size_t i = 0; i < arr.size(); ++i) {
@@ -297,6 +328,7 @@ Result<Email> parse_email(std::string_view body) {
     }
   }
 
+  std::set<std::string> content_ids;
   if (present("attachments")) {
     const json& list = doc.at("attachments");
     if (!list.is_array()) return invalid("attachments", "must be an array");
@@ -304,10 +336,10 @@ Result<Email> parse_email(std::string_view body) {
       std::string field = "attachments[" + std::to_string(i) + "]";
       const json& a = list[i];
       if (!a.is_object()) return invalid(field, "must be an object");
+      static const std::set<std::string, std::less<>> kAttachmentFields = {
+          "filename", "content_type", "content", "disposition", "content_id"};
       for (const auto& item : a.items()) {
-        if (item.key() != "filename" && item.key() != "content_type" && item.key() != "content") {
-          return invalid(field + "." + item.key(), "unknown field");
-        }
+        if (!kAttachmentFields.count(item.key())) return invalid(field + "." + item.key(), "unknown field");
       }
       Attachment attachment;
       if (!a.contains("filename")) return invalid(field + ".filename", "is required");
@@ -328,6 +360,13 @@ Result<Email> parse_email(std::string_view body) {
       auto bytes = base64_decode(a.at("content").get_ref<const std::string&>());
       if (!bytes) return invalid(field + ".content", "is not valid base64 (standard alphabet, padded)");
       attachment.content = std::move(*bytes);
+      if (limits.attachment_min_bytes && attachment.content.size() < limits.attachment_min_bytes->max) {
+        return invalid(field + ".content", "must not be empty (SendGrid refuses an empty attachment)");
+      }
+      auto inline_part = inline_fields(a, field, content_ids);
+      if (!inline_part) return inline_part.error();
+      attachment.content_id = std::move(inline_part).value();
+      attachment.is_inline = !attachment.content_id.empty();
       email.attachments.push_back(std::move(attachment));
     }
   }
@@ -335,27 +374,33 @@ Result<Email> parse_email(std::string_view body) {
   if (present("tags")) {
     const json& tags = doc.at("tags");
     if (!tags.is_array()) return invalid("tags", "must be an array of strings");
-    if (tags.size() > kMaxTags) return invalid("tags", "at most " + std::to_string(kMaxTags) + " tags (Mailgun's limit)");
+    const std::size_t max_length = limits.tag_length ? limits.tag_length->max : kMaxHeaderValue;
     for (std::size_t i = 0; i < tags.size(); ++i) {
       std::string field = "tags[" + std::to_string(i) + "]";
       if (!tags[i].is_string()) return invalid(field, "must be a string");
       const auto& tag = tags[i].get_ref<const std::string&>();
       bool printable = std::all_of(tag.begin(), tag.end(), [](char c) { return c >= 32 && c <= 126; });
-      if (tag.empty() || tag.size() > kMaxTagLength || !printable) {
-        return invalid(field, "must be 1 to 128 printable ASCII characters");
+      if (tag.empty() || tag.size() > max_length || !printable) {
+        return invalid(field, "must be 1 to " + std::to_string(max_length) + " printable ASCII characters");
       }
-      email.tags.push_back(tag);
+      // A tag given twice is one tag: SendGrid refuses repeated categories (uniqueItems).
+      if (std::find(email.tags.begin(), email.tags.end(), tag) == email.tags.end()) email.tags.push_back(tag);
+    }
+    if (limits.tags && email.tags.size() > limits.tags->max) {
+      return invalid("tags", "at most " + std::to_string(limits.tags->max) + " distinct tags (see GET /v1/limits)");
     }
   }
 
   if (present("metadata")) {
     const json& metadata = doc.at("metadata");
     if (!metadata.is_object()) return invalid("metadata", "must be an object");
-    std::size_t total = 0;
     for (const auto& item : metadata.items()) {
       std::string field = "metadata." + item.key();
       if (!is_metadata_key(item.key())) {
         return invalid(field, "key must be 1 to 64 characters of A-Z a-z 0-9 _ - .");
+      }
+      if (item.key() == kRequestIdKey) {
+        return invalid(field, "is set by the relay (the request id, handed back in delivery events)");
       }
       const json& v = item.value();
       std::string value;
@@ -364,10 +409,23 @@ Result<Email> parse_email(std::string_view body) {
       else return invalid(field, "must be a string, number or boolean");
       // Mailgun carries v: variables in a message header, so the header rules apply.
       if (has_control_chars(value)) return invalid(field, "must not contain control characters");
-      total += item.key().size() + value.size();
-      if (total > kMaxMetadataBytes) return invalid(field, "metadata exceeds 10000 bytes in all (SendGrid's custom_args limit)");
       email.metadata.emplace_back(item.key(), std::move(value));
     }
+    if (limits.metadata_bytes && metadata_size(email.metadata) + request_id_stamp_size() > limits.metadata_bytes->max) {
+      return invalid("metadata", "is " + std::to_string(metadata_size(email.metadata)) + " bytes; at most " +
+                                     std::to_string(limits.metadata_bytes->max - request_id_stamp_size()) +
+                                     " (see GET /v1/limits and the README's Limits)");
+    }
+  }
+  if (limits.options_bytes && options_size(email) > limits.options_bytes->max) {
+    return invalid(email.metadata.empty() ? "headers" : "metadata",
+                   "headers, reply_to, tags and metadata together are " + std::to_string(options_size(email)) +
+                       " bytes as Mailgun options; at most " + std::to_string(limits.options_bytes->max) +
+                       " (see GET /v1/limits)");
+  }
+  if (present("sandbox")) {
+    if (!doc.at("sandbox").is_boolean()) return invalid("sandbox", "must be true or false");
+    email.sandbox = doc.at("sandbox").get<bool>();
   }
   return email;
 }

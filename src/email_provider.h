@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "email.h"
+#include "message_limits.h"
 
 namespace mailrelay {
 
@@ -27,7 +28,8 @@ struct AttemptResult {
   std::string message_id;          // provider's id when sent, may be empty
   std::string error;               // short reason when not sent; never holds secrets
   bool may_have_been_sent = false; // true when the provider may have accepted it despite the failure
-  std::optional<std::chrono::milliseconds> retry_after;  // from a Retry-After header
+  // How long the provider asked us to stay away: Retry-After, or its own throttling signal.
+  std::optional<std::chrono::milliseconds> retry_after;
 };
 
 class EmailProvider {
@@ -35,8 +37,13 @@ class EmailProvider {
   virtual ~EmailProvider() = default;
   virtual const std::string& name() const = 0;
   // One attempt, bounded by `timeout` from start to finish. Never throws for provider trouble.
+  // The request id travels with the message where the provider hands it back in its events.
   virtual AttemptResult send(const Email& email, std::string_view request_id,
                              std::chrono::milliseconds timeout) = 0;
+  // What a message must stay within for this provider to take it whole (SPEC section 12).
+  virtual MessageLimits limits() const { return {}; }
+  // True when the provider has a test mode for "sandbox": true messages (SPEC section 12).
+  virtual bool supports_sandbox() const { return false; }
 };
 
 }  // namespace mailrelay

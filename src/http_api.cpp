@@ -20,6 +20,7 @@ const std::vector<std::pair<std::string, std::string>> kRoutes = {
     {"/readyz", "GET"},
     {"/metrics", "GET"},
     {"/v1/providers", "GET"},
+    {"/v1/limits", "GET"},
 };
 
 // The route label for metrics: one of ours, or "other" (unknown paths must not grow the label set).
@@ -212,14 +213,18 @@ void HttpApi::install(FrontDoor& server) {
             "mailrelay_audit_reopen_failures_total " + std::to_string(audit.reopen_failures) + "\n";
     res.set_content(text, "text/plain; version=0.0.4");
   });
-  server.Get("/v1/providers", [this](const httplib::Request& req, httplib::Response& res) {
+  // The /v1 endpoints other than send: a bearer token when tokens are configured.
+  auto refused = [this](const httplib::Request& req, httplib::Response& res, const Runtime& runtime,
+                        const std::string& id) {
+    if (!runtime.tokens || runtime.tokens->authenticate(header(req, "Authorization"))) return false;
+    res.set_header("WWW-Authenticate", "Bearer");
+    finish(req, res, door_->context(req), 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
+    return true;
+  };
+  server.Get("/v1/providers", [this, refused](const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     std::string id = request_id_of(req, res);
-    if (runtime->tokens && !runtime->tokens->authenticate(header(req, "Authorization"))) {
-      res.set_header("WWW-Authenticate", "Bearer");
-      finish(req, res, door_->context(req), 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
-      return;
-    }
+    if (refused(req, res, *runtime, id)) return;
     json providers = json::array();
     for (const auto& name : runtime->provider_names) {
       json p = metrics_.provider_json(name);
@@ -229,6 +234,19 @@ void HttpApi::install(FrontDoor& server) {
     }
     metrics_.request(req.path, 200, 0, nullptr);
     send_json(res, 200, json{{"request_id", id}, {"providers", providers}});
+  });
+
+  // What a message may hold: the configured providers' limits together (SPEC section 12).
+  server.Get("/v1/limits", [this, refused](const httplib::Request& req, httplib::Response& res) {
+    const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+    std::string id = request_id_of(req, res);
+    if (refused(req, res, *runtime, id)) return;
+    json body{{"request_id", id}, {"providers", runtime->provider_names}};
+    json limits = runtime->limits.to_json();
+    body["limits"] = std::move(limits["limits"]);
+    body["sources"] = std::move(limits["sources"]);
+    metrics_.request(req.path, 200, 0, nullptr);
+    send_json(res, 200, body);
   });
 
   // Ready while not shutting down, the audit log takes lines, and at least one provider can be tried.

@@ -82,22 +82,28 @@ std::string one_line(std::string_view text, std::size_t max) {
   return out;
 }
 
+std::optional<std::chrono::milliseconds> ProviderApi::throttled_for(const HttpResponse& response,
+                                                                    std::chrono::system_clock::time_point now) const {
+  return parse_retry_after(response.header("retry-after"), now);
+}
+
 AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& response,
                                  std::chrono::system_clock::time_point now) {
   AttemptResult result;
   result.http_status = static_cast<int>(response.status);
-  result.outcome = classify_http_status(response.status);
-  if (result.outcome == AttemptOutcome::kSent) {
+  if (classify_http_status(response.status) == AttemptOutcome::kSent) {
+    result.outcome = AttemptOutcome::kSent;
     result.message_id = api.message_id(response);
     return result;
   }
+  result.outcome = api.classify(response);
   result.error = api.error_message(response);
   if (result.error.empty()) result.error = "HTTP " + std::to_string(response.status);
-  if (response.status == 429 || response.status == 503) {
-    result.retry_after = parse_retry_after(response.header("retry-after"), now);
-  }
-  // A provider that answered with an error status has told us it did not take the message.
-  result.may_have_been_sent = false;
+  if (response.status == 429 || response.status == 503) result.retry_after = api.throttled_for(response, now);
+  // A 502 or 504 comes from a gateway in front of the provider: the service behind it may have
+  // taken the message before the gateway gave up (SPEC section 14). Any other error status is
+  // the provider itself saying it did not take the message.
+  result.may_have_been_sent = response.status == 502 || response.status == 504;
   return result;
 }
 
@@ -112,9 +118,9 @@ AttemptResult interpret_transport_error(const TransportError& error) {
 HttpProvider::HttpProvider(std::string name, std::unique_ptr<ProviderApi> api, HttpTransport& transport)
     : name_(std::move(name)), api_(std::move(api)), transport_(transport) {}
 
-AttemptResult HttpProvider::send(const Email& email, std::string_view /*request_id*/,
+AttemptResult HttpProvider::send(const Email& email, std::string_view request_id,
                                  std::chrono::milliseconds timeout) {
-  auto response = transport_.post(api_->build_request(email), timeout);
+  auto response = transport_.post(api_->build_request(email, request_id), timeout);
   if (!response) return interpret_transport_error(response.error());
   return interpret_response(*api_, response.value(), std::chrono::system_clock::now());
 }

@@ -13,19 +13,28 @@
 
 namespace mailrelay {
 
+// What an HTTP status means for a send (SPEC sections 3 and 14, `outcome`).
+AttemptOutcome classify_http_status(long status);
+
 // A provider's wire format: pure functions, tested against golden payloads.
 class ProviderApi {
  public:
   virtual ~ProviderApi() = default;
-  virtual HttpRequest build_request(const Email& email) const = 0;
+  // `request_id` is stamped where the provider's events hand it back (SPEC section 11).
+  virtual HttpRequest build_request(const Email& email, std::string_view request_id) const = 0;
   // The provider's message id from a 2xx answer ("" when it gave none).
   virtual std::string message_id(const HttpResponse& response) const = 0;
   // A short, single-line reason from an error answer's body.
   virtual std::string error_message(const HttpResponse& response) const = 0;
+  // The outcome of a non-2xx answer. By default classify_http_status(); a provider overrides it
+  // where its answers say more than the status (an unusable account is an error, not a refusal).
+  virtual AttemptOutcome classify(const HttpResponse& response) const { return classify_http_status(response.status); }
+  // How long a throttled provider asked us to wait. By default the Retry-After header.
+  virtual std::optional<std::chrono::milliseconds> throttled_for(const HttpResponse& response,
+                                                                 std::chrono::system_clock::time_point now) const;
+  virtual MessageLimits limits() const = 0;
+  virtual bool supports_sandbox() const = 0;
 };
-
-// What an HTTP status means for a send (SPEC section 3, `outcome`).
-AttemptOutcome classify_http_status(long status);
 
 // Parses a Retry-After value: delta-seconds or an HTTP-date relative to `now`.
 std::optional<std::chrono::milliseconds> parse_retry_after(
@@ -50,6 +59,8 @@ class HttpProvider final : public EmailProvider {
   const std::string& name() const override { return name_; }
   AttemptResult send(const Email& email, std::string_view request_id,
                      std::chrono::milliseconds timeout) override;
+  MessageLimits limits() const override { return api_->limits(); }
+  bool supports_sandbox() const override { return api_->supports_sandbox(); }
 
  private:
   std::string name_;

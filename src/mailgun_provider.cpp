@@ -1,5 +1,12 @@
-// Wire format: https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/messages
+// Wire format: https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/messages;
+// the OpenAPI bundled in mailgun/mailgun-mcp-server src/openapi.yaml; errors and limits in
+// mailgun/documentation source/api-sending.rst and source/user_manual.rst.
 #include "mailgun_provider.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
 
 #include <nlohmann/json.hpp>
 
@@ -12,7 +19,7 @@ MailgunProvider::MailgunProvider(std::string base_url, std::string domain, std::
     : url_(api_url(std::move(base_url), "/v3/" + domain + "/messages")),
       authorization_("Basic " + base64_encode("api:" + api_key)) {}
 
-HttpRequest MailgunProvider::build_request(const Email& email) const {
+HttpRequest MailgunProvider::build_request(const Email& email, std::string_view request_id) const {
   HttpRequest request;
   request.url = url_;
   request.headers = {{"Authorization", authorization_}};  // HTTP Basic, user "api"
@@ -29,7 +36,18 @@ HttpRequest MailgunProvider::build_request(const Email& email) const {
   for (const auto& [name, value] : email.headers) f.push_back({"h:" + name, value, "", ""});
   for (const auto& tag : email.tags) f.push_back({"o:tag", tag, "", ""});
   for (const auto& [key, value] : email.metadata) f.push_back({"v:" + key, value, "", ""});
-  for (const auto& a : email.attachments) f.push_back({"attachment", a.content, a.filename, a.content_type});
+  // v: variables come back in every event and webhook: the request id joins a bounce to its
+  // request (SPEC section 11).
+  f.push_back({std::string("v:") + kRequestIdKey, std::string(request_id), "", ""});
+  // "Mailgun will accept the message but will not send it" (user_manual.rst, Sending in Test Mode).
+  if (email.sandbox) f.push_back({"o:testmode", "yes", "", ""});
+  for (const auto& a : email.attachments) {
+    // Mailgun gives each `inline` file the content id of its file name ("Note how image is
+    // referenced in HTML part simply by the filename", user_manual.rst, Sending Inline Images),
+    // so the part is named by its content id: cid:<content_id> works as on every provider.
+    if (a.is_inline) f.push_back({"inline", a.content, a.content_id, a.content_type});
+    else f.push_back({"attachment", a.content, a.filename, a.content_type});
+  }
   return request;
 }
 
@@ -47,6 +65,63 @@ std::string MailgunProvider::error_message(const HttpResponse& response) const {
     return one_line(body["message"].get<std::string>());
   }
   return one_line(response.body);
+}
+
+}  // namespace mailrelay
+
+namespace mailrelay {
+namespace {
+
+bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }
+
+}  // namespace
+
+AttemptOutcome MailgunProvider::classify(const HttpResponse& response) const {
+  // "404 Domain not found: example.com" and "400 Domain example.com is not allowed to send: ..."
+  // (api-sending.rst, error codes) say the sending domain or account is unusable, whatever the
+  // message: an error that counts toward the circuit (SPEC section 14), not a refusal of it.
+  if (response.status == 400 || response.status == 404) {
+    std::string message = error_message(response);
+    if (contains(message, "Domain not found") || contains(message, "not allowed to send")) return AttemptOutcome::kError;
+  }
+  return classify_http_status(response.status);
+}
+
+std::optional<std::chrono::milliseconds> MailgunProvider::throttled_for(
+    const HttpResponse& response, std::chrono::system_clock::time_point now) const {
+  if (auto after = parse_retry_after(response.header("retry-after"), now)) return after;
+  // A 429 says when in its message: "... limit exceeded, try again after 120 seconds"
+  // (openapi.yaml) or "... try again after Mon, 20 Dec 2021 20:33:21 UTC" (api-sending.rst).
+  const std::string message = error_message(response);
+  constexpr std::string_view kMarker = "try again after ";
+  std::size_t at = message.find(kMarker);
+  if (at == std::string::npos) return std::nullopt;
+  std::string when = message.substr(at + kMarker.size());
+  std::size_t digits = 0;
+  while (digits < when.size() && std::isdigit(static_cast<unsigned char>(when[digits]))) ++digits;
+  if (digits > 0 && digits <= 9 && when.compare(digits, 8, " seconds") == 0) {
+    return std::chrono::seconds(std::stol(when.substr(0, digits)));
+  }
+  time_t at_time = curl_getdate(when.c_str(), nullptr);
+  if (at_time < 0) return std::nullopt;
+  auto delta = std::chrono::system_clock::from_time_t(at_time) - now;
+  return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(delta));
+}
+
+MessageLimits MailgunProvider::limits() const {
+  const std::string manual = "mailgun: mailgun/documentation source/user_manual.rst";
+  const std::string openapi = "mailgun: mailgun/mailgun-mcp-server src/openapi.yaml";
+  MessageLimits limits;
+  limits.recipients = Limit{1000, {manual + " (at most 1,000 recipients a message)"}};
+  limits.tags = Limit{3, {manual + " (up to 3 tags)"}};
+  limits.tag_length = Limit{128, {manual + " (maximum tag length is 128 characters)"}};
+  // "Anything over 4KB will be truncated in the event/webhooks": read as 4,000 bytes for all
+  // variables together, the request id stamp included, the reading that cannot lose a byte.
+  limits.metadata_bytes = Limit{4000, {openapi + " (v: variables, anything over 4KB truncated in events)"}};
+  // "Send options (parameters starting with o:, h:, v:, or t:) are limited to 16KB total": read as
+  // 16,000 bytes of field names and values.
+  limits.options_bytes = Limit{16000, {openapi + " (o:, h:, v:, t: options limited to 16KB total)"}};
+  return limits;
 }
 
 }  // namespace mailrelay

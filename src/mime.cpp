@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <ctime>
 
 #include "base64.h"
@@ -34,14 +35,15 @@ std::string quote(std::string_view s) {
   return out + "\"";
 }
 
-// Splits UTF-8 text into encoded-words joined by folding white space; never splits a character.
-std::string encoded_words(std::string_view text) {
+// Splits UTF-8 text into encoded-words joined by `separator` (folding white space by default);
+// never splits a character.
+std::string encoded_words(std::string_view text, std::string_view separator = "\r\n ") {
   std::string out;
   std::size_t i = 0;
   while (i < text.size()) {
     std::size_t end = std::min(text.size(), i + kWordBytes);
     while (end < text.size() && end > i + 1 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-    if (!out.empty()) out += "\r\n ";
+    if (!out.empty()) out += separator;
     out += "=?UTF-8?B?" + base64_encode(text.substr(i, end - i)) + "?=";
     i = end;
   }
@@ -80,20 +82,23 @@ std::string percent_encode(std::string_view s) {
 }
 
 std::string attachment_part(const Attachment& a) {
-  std::string disposition = "Content-Disposition: attachment;\r\n ";
+  std::string disposition = a.is_inline ? "Content-Disposition: inline;\r\n " : "Content-Disposition: attachment;\r\n ";
   if (is_plain_ascii(a.filename) && a.filename.find_first_of("\"\\") == std::string::npos &&
       a.filename.size() <= 60) {
     disposition += "filename=\"" + a.filename + "\"";
   } else {
     disposition += "filename*=UTF-8''" + percent_encode(a.filename);  // RFC 2231
   }
-  return "Content-Type: " + a.content_type + "\r\n" + disposition +
+  // The html refers to an inline part as cid:<content_id> (RFC 2392).
+  std::string content_id = a.is_inline ? "\r\nContent-ID: <" + a.content_id + ">" : "";
+  return "Content-Type: " + a.content_type + "\r\n" + disposition + content_id +
          "\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64_encode_mime(a.content) + "\r\n";
 }
 
 std::string multipart(std::string_view subtype, const std::string& boundary,
-                      const std::vector<std::string>& parts) {
-  std::string out = "Content-Type: multipart/" + std::string(subtype) + ";\r\n boundary=\"" + boundary +
+                      const std::vector<std::string>& parts, std::string_view parameters = "") {
+  std::string out = "Content-Type: multipart/" + std::string(subtype) + ";" + std::string(parameters) +
+                    "\r\n boundary=\"" + boundary +
                     "\"\r\n\r\nThis is a multi-part message in MIME format.\r\n";
   for (const auto& part : parts) out += "\r\n--" + boundary + "\r\n" + part;
   return out + "\r\n--" + boundary + "--\r\n";
@@ -105,6 +110,11 @@ std::string format_address(const Address& address) {
   if (address.name.empty()) return address.email;
   std::string name = is_atom_phrase(address.name) ? address.name : quote(address.name);
   return name + " <" + address.email + ">";
+}
+
+std::string header_value_7bit(std::string_view value, bool always_encode) {
+  if (!always_encode && is_plain_ascii(value)) return std::string(value);
+  return encoded_words(value, " ");
 }
 
 std::string encode_header(std::string_view name, std::string_view value) {
@@ -188,6 +198,7 @@ std::string render_eml(const Email& email, std::string_view message_id,
   for (const auto& [name, value] : email.headers) out += encode_header(name, value);
   for (const auto& tag : email.tags) out += encode_header("X-Mailrelay-Tag", tag);
   for (const auto& [key, value] : email.metadata) out += encode_header("X-Mailrelay-Metadata-" + key, value);
+  if (email.sandbox) out += "X-Mailrelay-Sandbox: true\r\n";
 
   std::string body;
   if (!email.text.empty() && !email.html.empty()) {
@@ -196,10 +207,18 @@ std::string render_eml(const Email& email, std::string_view message_id,
   } else {
     body = email.text.empty() ? text_part("html", email.html) : text_part("plain", email.text);
   }
-  if (!email.attachments.empty()) {
-    std::vector<std::string> parts{body};
-    for (const auto& a : email.attachments) parts.push_back(attachment_part(a));
-    body = multipart("mixed", random_free_boundary(boundary_seed, 1), parts);
+  // Inline parts sit beside the body they illustrate in multipart/related (RFC 2387); other
+  // attachments beside both in multipart/mixed.
+  std::vector<std::string> related{body}, mixed;
+  for (const auto& a : email.attachments) (a.is_inline ? related : mixed).push_back(attachment_part(a));
+  if (related.size() > 1) {
+    // RFC 2387 3.1: "type" names the root part's type.
+    std::string root = body.substr(std::strlen("Content-Type: "), body.find_first_of(";\r") - std::strlen("Content-Type: "));
+    body = multipart("related", random_free_boundary(boundary_seed, 3), related, "\r\n type=\"" + root + "\";");
+  }
+  if (!mixed.empty()) {
+    mixed.insert(mixed.begin(), body);
+    body = multipart("mixed", random_free_boundary(boundary_seed, 1), mixed);
   }
   return out + body;
 }

@@ -18,6 +18,10 @@ std::string format_address(const Address& address);
 // encoded-words, so no line exceeds 78 characters and no raw 8-bit byte appears.
 std::string encode_header(std::string_view name, std::string_view value);
 
+// A header value for an API that takes headers as JSON strings: unchanged when it is printable
+// ASCII (and not `always_encode`), else RFC 2047 encoded-words separated by spaces (no line breaks).
+std::string header_value_7bit(std::string_view value, bool always_encode = false);
+
 // "Name: a, b\r\n" for an address list; display names encoded as needed, addresses raw.
 std::string encode_address_header(std::string_view name, const std::vector<Address>& addresses);
 

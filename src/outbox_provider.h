@@ -17,6 +17,9 @@ class OutboxProvider final : public EmailProvider {
   // The message id is the Message-ID header of the written file.
   AttemptResult send(const Email& email, std::string_view request_id,
                      std::chrono::milliseconds timeout) override;
+  // It never delivers anything: a sandboxed message is written like any other, marked
+  // X-Mailrelay-Sandbox: true.
+  bool supports_sandbox() const override { return true; }
 
  private:
   std::string name_ = "outbox";

@@ -94,13 +94,15 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
         out.reason = StopReason::kDeadline;
         return out;
       }
-      // A provider whose circuit is open or that asked us to wait is skipped without a call;
-      // the skip is an attempt of its own, so the answer says why that provider was not used.
+      // A provider whose circuit is open or that asked us to wait is skipped without a call, and
+      // so is one without a test mode for a sandbox message (SPEC section 12); the skip is an
+      // attempt of its own, so the answer says why that provider was not used.
       ProviderHealth::Admission admission;
-      if (health_ && !(admission = health_->admit(provider->name()))) {
+      const bool no_test_mode = email.sandbox && !provider->supports_sandbox();
+      if (no_test_mode || (health_ && !(admission = health_->admit(provider->name())))) {
         Attempt skipped{provider->name(), try_number, {}, 0};
         skipped.result.outcome = AttemptOutcome::kSkipped;
-        skipped.result.error = admission.reason;
+        skipped.result.error = no_test_mode ? "no test mode for a sandbox message" : admission.reason;
         for (auto* o : observers_) o->after_attempt(request_id, skipped);
         out.attempts.push_back(skipped);
         break;

@@ -40,6 +40,7 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpT
       runtime->providers.push_back(std::make_unique<OutboxProvider>(config.outbox_dir, clock));
     }
     order.push_back(runtime->providers.back().get());
+    runtime->limits.tighten(runtime->providers.back()->limits());
   }
   RelaySettings settings;
   settings.strategy = config.strategy == "round-robin" ? Strategy::kRoundRobin

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "email_provider.h"
 #include "http_transport.h"
+#include "message_limits.h"
 #include "relay.h"
 #include "result.h"
 #include "token_store.h"
@@ -22,6 +23,7 @@ struct Runtime {
   std::vector<std::unique_ptr<EmailProvider>> providers;
   std::unique_ptr<Relay> relay;
   std::vector<std::string> provider_names;  // in order
+  MessageLimits limits = MessageLimits::relay();  // the providers' together (GET /v1/limits)
   ProviderHealth* health = nullptr;          // shared across reloads; may be null
 };
 

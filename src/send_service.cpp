@@ -115,7 +115,7 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
                    "Idempotency-Key");
   }
   const std::string digest = keyed ? sha256_hex(request.body) : "";
-  auto email = parse_email(request.body);
+  auto email = parse_email(request.body, runtime.limits);
   std::string().swap(request.body);  // the raw body is not needed past here (memory per request)
   if (!email) {
     const Error& e = email.error();
@@ -163,6 +163,7 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
                        {"provider_message_id",
                         sent->result.message_id.empty() ? json(nullptr) : json(sent->result.message_id)},
                        {"attempts", std::move(attempts)}};
+    if (report.email->sandbox) report.body["sandbox"] = true;
     if (keyed) idempotency_.complete(client, key, {200, report.body, id});
     return report;
   }
@@ -189,14 +190,15 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
     case StopReason::kAmbiguousTimeout:
       report = refusal(std::move(report), 504, id, "deadline_exceeded",
                        "provider " + result.attempts.back().provider +
-                           " did not answer in time and may have accepted the message; not failing over "
-                           "(--failover-on-timeout=false)");
+                           " may have accepted the message (no answer in time, or a 502/504 from its gateway); "
+                           "not failing over (--failover-on-timeout=false)");
       break;
     default:
       report = refusal(std::move(report), 502, id, "all_providers_failed", "every provider refused or failed; see attempts");
       break;
   }
   report.body["attempts"] = std::move(attempts);
+  if (report.email->sandbox) report.body["sandbox"] = true;
   // Remembered only when a provider may have the message; when surely nothing went out, the key
   // is forgotten so that a retry with it can still send.
   bool may_have_been_sent = std::any_of(result.attempts.begin(), result.attempts.end(),

@@ -1,9 +1,12 @@
-// Wire format: https://www.twilio.com/docs/sendgrid/api-reference/mail-send/mail-send
+// Wire format: https://www.twilio.com/docs/sendgrid/api-reference/mail-send/mail-send, schema
+// twilio/sendgrid-oai spec/json/tsg_mail_v3.json; limits:
+// https://docs.sendgrid.com/api-reference/mail-send/limitations
 #include "sendgrid_provider.h"
 
 #include <nlohmann/json.hpp>
 
 #include "base64.h"
+#include "mime.h"
 
 namespace mailrelay {
 namespace {
@@ -16,9 +19,23 @@ json address_json(const Address& a) {
   return out;
 }
 
-json address_list(const std::vector<Address>& list) {
+// "The to.name, cc.name, and bcc.name personalizations cannot include either the ; or ,
+// characters" (limitations page): SendGrid answers 202 and then drops the message. Such a name is
+// sent as a quoted string, as the official SDK does (sendgrid-python helpers/mail/email.py, "Escape
+// common CSV delimiters", issue sendgrid-python#578). A name that also holds a quote or backslash
+// is sent as RFC 2047 encoded-words, which hold no ',' or ';' at all; mail clients show both as
+// the name the caller gave.
+json recipient_json(const Address& a) {
+  if (a.name.find_first_of(",;") == std::string::npos) return address_json(a);
+  Address safe = a;
+  safe.name = a.name.find_first_of("\"\\") == std::string::npos ? "\"" + a.name + "\""
+                                                                : header_value_7bit(a.name, /*always_encode=*/true);
+  return address_json(safe);
+}
+
+json recipient_list(const std::vector<Address>& list) {
   json out = json::array();
-  for (const auto& a : list) out.push_back(address_json(a));
+  for (const auto& a : list) out.push_back(recipient_json(a));
   return out;
 }
 
@@ -28,15 +45,19 @@ SendGridProvider::SendGridProvider(std::string base_url, std::string api_key)
     : url_(api_url(std::move(base_url), "/v3/mail/send")),
       authorization_("Bearer " + std::move(api_key)) {}
 
-HttpRequest SendGridProvider::build_request(const Email& email) const {
+HttpRequest SendGridProvider::build_request(const Email& email, std::string_view request_id) const {
   // One personalization holds every recipient: the message is one email, as the caller sees it.
   // SendGrid refuses empty cc/bcc arrays, so they are only present when used.
-  json personalization{{"to", address_list(email.to)}};
-  if (!email.cc.empty()) personalization["cc"] = address_list(email.cc);
-  if (!email.bcc.empty()) personalization["bcc"] = address_list(email.bcc);
+  json personalization{{"to", recipient_list(email.to)}};
+  if (!email.cc.empty()) personalization["cc"] = recipient_list(email.cc);
+  if (!email.bcc.empty()) personalization["bcc"] = recipient_list(email.bcc);
 
+  // "Unicode encoding is not supported for the from field" (limitations page): a non-ASCII
+  // sender name goes as RFC 2047 encoded-words.
+  Address from = email.from;
+  from.name = header_value_7bit(from.name);
   json payload{{"personalizations", json::array({personalization})},
-               {"from", address_json(email.from)},
+               {"from", address_json(from)},
                {"subject", email.subject}};
   if (email.reply_to) payload["reply_to"] = address_json(*email.reply_to);
 
@@ -49,24 +70,30 @@ HttpRequest SendGridProvider::build_request(const Email& email) const {
   if (!email.attachments.empty()) {
     json attachments = json::array();
     for (const auto& a : email.attachments) {
-      attachments.push_back({{"content", base64_encode(a.content)},
-                             {"filename", a.filename},
-                             {"type", a.content_type},
-                             {"disposition", "attachment"}});
+      json item{{"content", base64_encode(a.content)},
+                {"filename", a.filename},
+                {"type", a.content_type},
+                {"disposition", a.is_inline ? "inline" : "attachment"}};
+      if (a.is_inline) item["content_id"] = a.content_id;  // the html's cid:<content_id>
+      attachments.push_back(std::move(item));
     }
     payload["attachments"] = std::move(attachments);
   }
   if (!email.headers.empty()) {
     json headers = json::object();
-    for (const auto& [name, value] : email.headers) headers[name] = value;
+    // Header values go as 7-bit text: non-ASCII ones as RFC 2047 encoded-words, which SendGrid
+    // passes on as they are.
+    for (const auto& [name, value] : email.headers) headers[name] = header_value_7bit(value);
     payload["headers"] = std::move(headers);
   }
-  if (!email.tags.empty()) payload["categories"] = email.tags;
-  if (!email.metadata.empty()) {
-    json args = json::object();
-    for (const auto& [key, value] : email.metadata) args[key] = value;  // SendGrid: string values only
-    payload["custom_args"] = std::move(args);
-  }
+  if (!email.tags.empty()) payload["categories"] = email.tags;  // distinct: uniqueItems
+  // custom_args come back in every Event Webhook event: the request id joins a bounce to its
+  // request (SPEC section 11). String values only.
+  json args = json::object();
+  for (const auto& [key, value] : email.metadata) args[key] = value;
+  args[kRequestIdKey] = std::string(request_id);
+  payload["custom_args"] = std::move(args);
+  if (email.sandbox) payload["mail_settings"] = {{"sandbox_mode", {{"enable", true}}}};
 
   HttpRequest request;
   request.url = url_;
@@ -95,6 +122,35 @@ std::string SendGridProvider::error_message(const HttpResponse& response) const 
     if (!joined.empty()) return one_line(joined);
   }
   return one_line(response.body);
+}
+
+}  // namespace mailrelay
+
+namespace mailrelay {
+
+std::optional<std::chrono::milliseconds> SendGridProvider::throttled_for(
+    const HttpResponse& response, std::chrono::system_clock::time_point now) const {
+  if (auto after = parse_retry_after(response.header("retry-after"), now)) return after;
+  // A 429 says when the limit resets in X-RateLimit-Reset, as Unix seconds
+  // (https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/rate-limits).
+  std::string reset = response.header("x-ratelimit-reset");
+  if (reset.empty() || reset.size() > 12 || reset.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  auto when = std::chrono::system_clock::time_point(std::chrono::seconds(std::stoll(reset)));
+  return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(when - now));
+}
+
+MessageLimits SendGridProvider::limits() const {
+  const std::string limitations = "sendgrid: https://docs.sendgrid.com/api-reference/mail-send/limitations";
+  const std::string schema = "sendgrid: twilio/sendgrid-oai spec/json/tsg_mail_v3.json";
+  MessageLimits limits;
+  limits.recipients = Limit{1000, {limitations + " (to + cc + bcc)"}};
+  limits.tags = Limit{10, {schema + " (categories maxItems 10)"}};
+  limits.tag_length = Limit{255, {schema + " (a category cannot exceed 255 characters)"}};
+  // "The total length of custom arguments must be less than 10000 bytes": counted as JSON with
+  // spaces (metadata_size), which is never shorter than what is sent.
+  limits.metadata_bytes = Limit{9999, {limitations + " (custom arguments less than 10000 bytes)"}};
+  limits.attachment_min_bytes = Limit{1, {schema + " (attachments[].content minLength 1)"}};
+  return limits;
 }
 
 }  // namespace mailrelay

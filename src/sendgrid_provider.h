@@ -11,9 +11,13 @@ namespace mailrelay {
 class SendGridProvider final : public ProviderApi {
  public:
   SendGridProvider(std::string base_url, std::string api_key);
-  HttpRequest build_request(const Email& email) const override;
+  HttpRequest build_request(const Email& email, std::string_view request_id) const override;
   std::string message_id(const HttpResponse& response) const override;
   std::string error_message(const HttpResponse& response) const override;
+  std::optional<std::chrono::milliseconds> throttled_for(const HttpResponse& response,
+                                                         std::chrono::system_clock::time_point now) const override;
+  MessageLimits limits() const override;
+  bool supports_sandbox() const override { return true; }
 
  private:
   std::string url_;

@@ -128,6 +128,15 @@ TEST_CASE("429 with Retry-After parks the provider exactly that long", "[circuit
   CHECK(f.health.state("sendgrid") == CircuitState::kClosed);
 }
 
+TEST_CASE("a 429 asking for an hour parks the provider 5 minutes (SPEC 14)", "[circuit_breaker]") {
+  Fixture f;
+  REQUIRE(f.admit());
+  f.record(outcome(AttemptOutcome::kError, 429, std::chrono::hours(1)));
+  CHECK(f.health.wait("sendgrid") == milliseconds(300000));
+  f.clock.advance(milliseconds(300000));
+  CHECK(f.admit());
+}
+
 TEST_CASE("late failures of attempts admitted before the trip neither trip again nor extend the cool-down", "[circuit_breaker]") {
   Fixture f;
   // 64 requests admitted while the circuit is closed, all failing (a 1 s outage under load).

@@ -184,6 +184,21 @@ TEST_CASE("proxy environment variables are ignored unless --proxy is given", "[c
   CHECK(proxy.requests() == 0);
 }
 
+TEST_CASE("a quote in a form filename is backslash-escaped on the wire, not %22", "[curl_transport]") {
+  CurlGlobal g;
+  fakes::FakeProviderServer server;
+  CurlTransport transport({});
+  HttpRequest r;
+  r.url = server.base_url() + "/v3/mg.example.com/messages";
+  r.form = {{"attachment", "x", "say \"hi\".txt", "text/plain"}};
+  REQUIRE(transport.post(r, milliseconds(2000)));
+  auto got = server.received();
+  REQUIRE(got.size() == 1);
+  REQUIRE(got[0].form.size() == 1);
+  // cpp-httplib keeps the quoted string's bytes as they came: the escape, never "%22".
+  CHECK(got[0].form[0].filename == "say \\\"hi\\\".txt");
+}
+
 TEST_CASE("multipart form with a file part reaches the server intact", "[curl_transport]") {
   CurlGlobal g;
   fakes::FakeProviderServer server;

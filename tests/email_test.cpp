@@ -3,13 +3,21 @@
 #include <functional>
 
 #include "email.h"
+#include "mailgun_provider.h"
+#include "sendgrid_provider.h"
 #include "test_helpers.h"
 
 using namespace mailrelay;
 using nlohmann::json;
 
 namespace {
-Result<Email> parse(const json& j) { return parse_email(j.dump()); }
+// The default deployment: SendGrid, then Mailgun.
+MessageLimits sendgrid_and_mailgun() {
+  return MessageLimits::relay()
+      .tighten(SendGridProvider("https://sg", "k").limits())
+      .tighten(MailgunProvider("https://mg", "mg.example.com", "k").limits());
+}
+Result<Email> parse(const json& j) { return parse_email(j.dump(), sendgrid_and_mailgun()); }
 }  // namespace
 
 TEST_CASE("a full request parses into an Email", "[email]") {
@@ -109,7 +117,24 @@ TEST_CASE("validation turns bad requests away with the field to blame", "[email]
       {"attachment without filename", [](json& j) { j["attachments"] = {{{"content", "Zg=="}}}; }, "attachments[0].filename", "is required"},
       {"CRLF in filename", [](json& j) { j["attachments"] = {{{"filename", "a\r\nb"}, {"content", "Zg=="}}}; }, "attachments[0].filename", "CR, LF"},
       {"bad content type", [](json& j) { j["attachments"] = {{{"filename", "a"}, {"content", "Zg=="}, {"content_type", "pdf"}}}; }, "attachments[0].content_type", "MIME type"},
-      {"four tags", [](json& j) { j["tags"] = {"a", "b", "c", "d"}; }, "tags", "at most 3"},
+      // Limits of the configured providers together (README "Limits"; SPEC 12).
+      {"four tags (Mailgun: up to 3)", [](json& j) { j["tags"] = {"a", "b", "c", "d"}; }, "tags", "at most 3"},
+      {"a 129-character tag (Mailgun: 128)", [](json& j) { j["tags"] = {std::string(129, 't')}; }, "tags[0]", "1 to 128"},
+      {"the request id key (SPEC 11)", [](json& j) { j["metadata"] = {{"mailrelay_request_id", "x"}}; }, "metadata.mailrelay_request_id", "set by the relay"},
+      {"metadata of 10,000 bytes (Mailgun truncates over 4KB)", [](json& j) { j["metadata"] = {{"k", std::string(9990, 'v')}}; }, "metadata", "at most 3844"},
+      {"headers over Mailgun's 16KB of options", [](json& j) {
+         for (int i = 0; i < 20; ++i) j["headers"]["X-H" + std::to_string(i)] = std::string(900, 'h');
+       }, "headers", "at most 16000"},
+      {"an empty attachment (SendGrid: content minLength 1)", [](json& j) { j["attachments"] = {{{"filename", "a"}, {"content", ""}}}; }, "attachments[0].content", "must not be empty"},
+      {"inline without content_id", [](json& j) { j["attachments"] = {{{"filename", "a.png"}, {"content", "Zg=="}, {"disposition", "inline"}}}; }, "attachments[0].content_id", "is required"},
+      {"content_id on a plain attachment", [](json& j) { j["attachments"] = {{{"filename", "a"}, {"content", "Zg=="}, {"content_id", "x"}}}; }, "attachments[0].content_id", "only for"},
+      {"content_id with a space", [](json& j) { j["attachments"] = {{{"filename", "a"}, {"content", "Zg=="}, {"disposition", "inline"}, {"content_id", "a b"}}}; }, "attachments[0].content_id", "1 to 128"},
+      {"a content_id used twice", [](json& j) {
+         json inline_part = {{"filename", "a"}, {"content", "Zg=="}, {"disposition", "inline"}, {"content_id", "logo"}};
+         j["attachments"] = {inline_part, inline_part};
+       }, "attachments[1].content_id", "used by another"},
+      {"unknown disposition", [](json& j) { j["attachments"] = {{{"filename", "a"}, {"content", "Zg=="}, {"disposition", "form-data"}}}; }, "attachments[0].disposition", "\"attachment\" or \"inline\""},
+      {"sandbox not a boolean", [](json& j) { j["sandbox"] = "yes"; }, "sandbox", "true or false"},
       {"non-ASCII tag", [](json& j) { j["tags"] = {"é"}; }, "tags[0]", "printable ASCII"},
       {"nested metadata", [](json& j) { j["metadata"] = {{"k", {{"a", 1}}}}; }, "metadata.k", "string, number or boolean"},
       {"bad metadata key", [](json& j) { j["metadata"] = {{"a b", "1"}}; }, "metadata.a b", "key must be"},
@@ -176,4 +201,48 @@ TEST_CASE("bodies that are not a JSON object are refused", "[email]") {
   REQUIRE_FALSE(r);
   CHECK(r.error().code == "invalid_request");
   CHECK_THAT(r.error().message, Catch::Contains(message));
+}
+
+TEST_CASE("limits: each boundary holds exactly, and only for the providers configured", "[email][limits]") {
+  const MessageLimits both = sendgrid_and_mailgun();
+  const MessageLimits outbox_only = MessageLimits::relay();
+  json j = fakes::sample_request();
+  SECTION("metadata: Mailgun's 4,000 bytes less the request id stamp (156) leave 3,844") {
+    CHECK(request_id_stamp_size() == 156);
+    // {"k": "<value>"}: 2 + (1 + n + 8) bytes
+    j["metadata"] = {{"k", std::string(3844 - 11, 'v')}};
+    CHECK(parse_email(j.dump(), both));
+    j["metadata"] = {{"k", std::string(3844 - 10, 'v')}};
+    CHECK_FALSE(parse_email(j.dump(), both));
+    // SendGrid alone: custom_args less than 10,000 bytes, the stamp included.
+    MessageLimits sendgrid = MessageLimits::relay().tighten(SendGridProvider("https://sg", "k").limits());
+    j["metadata"] = {{"k", std::string(9999 - 156 - 11, 'v')}};
+    CHECK(parse_email(j.dump(), sendgrid));
+    j["metadata"] = {{"k", std::string(9999 - 156 - 10, 'v')}};
+    CHECK_FALSE(parse_email(j.dump(), sendgrid));
+    // JSON escapes count: a quote is two bytes as SendGrid and Mailgun receive it.
+    CHECK(metadata_size({{"k", "\""}}) == metadata_size({{"k", "ab"}}));
+  }
+  SECTION("a tag given twice is one tag (SendGrid categories are uniqueItems)") {
+    j["tags"] = {"invoice", "monthly", "invoice", "monthly", "eu"};
+    auto e = parse_email(j.dump(), both);
+    REQUIRE(e);
+    CHECK(e.value().tags == std::vector<std::string>{"invoice", "monthly", "eu"});
+  }
+  SECTION("the outbox alone takes what the providers would not") {
+    j["tags"] = {"a", "b", "c", "d", "e"};
+    j["attachments"] = {{{"filename", "empty.txt"}, {"content", ""}}};
+    j["metadata"] = {{"k", std::string(20000, 'v')}};
+    CHECK(parse_email(j.dump(), outbox_only));
+    CHECK_FALSE(parse_email(j.dump(), both));
+  }
+  SECTION("the limits say where each comes from") {
+    json shown = both.to_json();
+    CHECK(shown["limits"] == json::parse(R"({"recipients": 1000, "tags": 3, "tag_length": 128, "metadata_bytes": 4000,
+                                              "options_bytes": 16000, "attachment_min_bytes": 1})"));
+    CHECK(shown["sources"]["recipients"].size() == 3);  // the relay, SendGrid and Mailgun agree on 1000
+    CHECK_THAT(shown["sources"]["tags"][0].get<std::string>(), Catch::StartsWith("mailgun: "));
+    CHECK_THAT(shown["sources"]["attachment_min_bytes"][0].get<std::string>(), Catch::StartsWith("sendgrid: "));
+    CHECK(outbox_only.to_json()["limits"]["tags"].is_null());
+  }
 }

@@ -359,6 +359,77 @@ TEST_CASE("/v1/providers: order, state, counters and last error, behind the bear
   CHECK(b["providers"][1]["last_error"].is_null());
 }
 
+TEST_CASE("/v1/limits: the configured providers' limits together, each with its source", "[http_api][limits]") {
+  ApiHarness h({}, 10485760, true);
+  httplib::Headers auth{{"Authorization", "Bearer billing-token-0123456789"}};
+  check_error(h.client().Get("/v1/limits"), 401, "unauthorized");
+  auto r = h.client().Get("/v1/limits", auth);
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  json b = body_of(r);
+  CHECK(b["providers"] == json{"sendgrid", "mailgun"});
+  CHECK(b["limits"] == json::parse(R"({"recipients": 1000, "tags": 3, "tag_length": 128, "metadata_bytes": 4000,
+                                       "options_bytes": 16000, "attachment_min_bytes": 1})"));
+  for (auto& [name, sources] : b["sources"].items()) {
+    CAPTURE(name);
+    CHECK_FALSE(sources.empty());
+  }
+  // A message beyond them: 400 with the field, no provider called.
+  json j = fakes::sample_request();
+  j["tags"] = {"a", "b", "c", "d"};
+  auto refused = h.send(j, auth);
+  check_error(refused, 400, "invalid_request");
+  CHECK(body_of(refused)["error"]["field"] == "tags");
+  CHECK(h.sendgrid_server.count() + h.mailgun_server.count() == 0);
+}
+
+TEST_CASE("failover keeps inline images, sandbox and the request id: SendGrid fails, Mailgun gets the same cid", "[http_api]") {
+  ApiHarness h;
+  h.sendgrid_server.push_n(4, fakes::reply(500, "Internal Server Error", "text/plain"));
+  json j = fakes::sample_request();
+  j["html"] = "<p><img src=\"cid:logo\"></p>";
+  j["attachments"] = {{{"filename", "logo.png"}, {"content_type", "image/png"}, {"content", "iVBORw0K"},
+                       {"disposition", "inline"}, {"content_id", "logo"}}};
+  j["sandbox"] = true;
+  auto r = h.send(j, {{"X-Request-Id", "inline-1"}});
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  json b = body_of(r);
+  CHECK(b["provider"] == "mailgun");
+  CHECK(b["sandbox"] == true);
+  // SendGrid was asked with disposition inline and content_id "logo", in sandbox mode.
+  auto sg = h.sendgrid_server.received();
+  REQUIRE_FALSE(sg.empty());
+  json sent = json::parse(sg[0].body);
+  CHECK(sent["attachments"][0]["content_id"] == "logo");
+  CHECK(sent["attachments"][0]["disposition"] == "inline");
+  CHECK(sent["mail_settings"]["sandbox_mode"]["enable"] == true);
+  CHECK(sent["custom_args"]["mailrelay_request_id"] == "inline-1");
+  // Mailgun got the image as an inline file named by the same content id, and the same html.
+  auto mg = h.mailgun_server.received();
+  REQUIRE(mg.size() == 1);
+  const fakes::FormPart* image = nullptr;
+  for (const auto& part : mg[0].form) {
+    if (part.name == "inline") image = &part;
+  }
+  REQUIRE(image);
+  CHECK(image->filename == "logo");
+  CHECK(image->content_type == "image/png");
+  CHECK(image->value == std::string("\x89PNG\r\n", 6));
+  CHECK(mg[0].form_values("html") == std::vector<std::string>{"<p><img src=\"cid:logo\"></p>"});
+  CHECK(mg[0].form_values("o:testmode") == std::vector<std::string>{"yes"});
+  CHECK(mg[0].form_values("v:mailrelay_request_id") == std::vector<std::string>{"inline-1"});
+  // The audit line says it was a sandbox send.
+  bool found = false;
+  for (const auto& line : h.audit_lines()) {
+    if (line["event"] == "request" && line["request_id"] == "inline-1") {
+      found = true;
+      CHECK(line["sandbox"] == true);
+    }
+  }
+  CHECK(found);
+}
+
 TEST_CASE("409, 422 and replays: Idempotency-Key end to end", "[http_api][idempotency]") {
   ApiHarness h({}, 10485760, true);
   httplib::Headers billing{{"Authorization", "Bearer billing-token-0123456789"}, {"Idempotency-Key", "order-42"}};

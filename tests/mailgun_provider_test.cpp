@@ -20,7 +20,7 @@ TEST_CASE("Mailgun request matches the golden form", "[mailgun]") {
   j["tags"] = {"invoice", "monthly"};
   j["metadata"] = {{"invoice_id", "42"}};
   MailgunProvider api("https://api.eu.mailgun.net/", "mg.example.com", "key-fake");
-  HttpRequest r = api.build_request(parse_email(j.dump()).value());
+  HttpRequest r = api.build_request(parse_email(j.dump()).value(), "req-1");
 
   CHECK(r.url == "https://api.eu.mailgun.net/v3/mg.example.com/messages");
   CHECK(r.headers == std::vector<std::pair<std::string, std::string>>{
@@ -41,6 +41,7 @@ TEST_CASE("Mailgun request matches the golden form", "[mailgun]") {
       {"o:tag", "invoice", "", ""},
       {"o:tag", "monthly", "", ""},
       {"v:invoice_id", "42", "", ""},
+      {"v:mailrelay_request_id", "req-1", "", ""},  // SPEC 11: events hand it back
       {"attachment", "%PDF-1", "a.pdf", "application/pdf"},
   };
   CHECK(fields == golden);
@@ -71,4 +72,71 @@ TEST_CASE("Mailgun answers are interpreted", "[mailgun]") {
     HttpResponse r{502, {}, ""};
     CHECK(interpret_response(api, r, now).error == "HTTP 502");
   }
+}
+
+// api-sending.rst, error codes: these say the domain or account cannot send, not that this
+// message is wrong; SPEC 14 makes them `error` so that they count toward the circuit.
+TEST_CASE("Mailgun: an unusable sending domain or account is an error, not a rejection", "[mailgun]") {
+  MailgunProvider api("https://api.mailgun.net", "mg.example.com", "k");
+  auto now = std::chrono::system_clock::now();
+  auto [status, message, outcome] = GENERATE(table<long, std::string, AttemptOutcome>({
+      {404, "Domain not found: example.com", AttemptOutcome::kError},
+      {400, "Domain example.com is not allowed to send: The domain is unverified and requires DNS configuration.",
+       AttemptOutcome::kError},
+      {400, "Domain example.com is not allowed to send: Please activate your Mailgun account.", AttemptOutcome::kError},
+      {400, "to parameter is not a valid address. please check documentation", AttemptOutcome::kRejected},
+      {400, "'recipient-variables' parameter is not a valid JSON", AttemptOutcome::kRejected},
+      {413, "request size exceeds 52.4MiB limit", AttemptOutcome::kRejected}}));
+  CAPTURE(status, message);
+  HttpResponse r{status, {}, json{{"message", message}}.dump()};
+  auto a = interpret_response(api, r, now);
+  CHECK(a.outcome == outcome);
+  CHECK(a.error == message);
+  CHECK_FALSE(a.may_have_been_sent);
+}
+
+TEST_CASE("Mailgun: a 429 says when to come back in its message, in seconds or as a date", "[mailgun]") {
+  MailgunProvider api("https://api.mailgun.net", "mg.example.com", "k");
+  auto now = std::chrono::system_clock::from_time_t(1640032371);  // Mon, 20 Dec 2021 20:32:51 UTC
+  SECTION("openapi.yaml: \"try again after 120 seconds\"") {
+    HttpResponse r{429, {}, R"({"message":"Domain example.com is not allowed to send: account-requests-per-sec limit exceeded, try again after 120 seconds"})"};
+    auto a = interpret_response(api, r, now);
+    CHECK(a.outcome == AttemptOutcome::kError);
+    CHECK(a.retry_after == std::chrono::milliseconds(120000));
+  }
+  SECTION("api-sending.rst: \"try again after Mon, 20 Dec 2021 20:33:21 UTC\"") {
+    HttpResponse r{429, {}, R"({"message":"Domain example.com is not allowed to send: request limit exceeded, try again after Mon, 20 Dec 2021 20:33:21 UTC"})"};
+    CHECK(interpret_response(api, r, now).retry_after == std::chrono::milliseconds(30000));
+  }
+  SECTION("Retry-After, when present, wins") {
+    HttpResponse r{429, {{"retry-after", "5"}}, R"({"message":"limit exceeded, try again after 120 seconds"})"};
+    CHECK(interpret_response(api, r, now).retry_after == std::chrono::milliseconds(5000));
+  }
+  SECTION("no signal: nothing made up") {
+    HttpResponse r{429, {}, R"({"message":"slow down"})"};
+    CHECK_FALSE(interpret_response(api, r, now).retry_after);
+  }
+}
+
+TEST_CASE("Mailgun: inline images by content id, sandbox as o:testmode", "[mailgun]") {
+  json j = fakes::sample_request();
+  j["html"] = "<p><img src=\"cid:logo\"></p>";
+  j["attachments"] = {{{"filename", "logo.png"}, {"content_type", "image/png"}, {"content", "iVBORw=="},
+                       {"disposition", "inline"}, {"content_id", "logo"}},
+                      {{"filename", "a.pdf"}, {"content", "JVBERi0x"}}};
+  j["sandbox"] = true;
+  MailgunProvider api("https://api.mailgun.net", "mg.example.com", "k");
+  HttpRequest r = api.build_request(parse_email(j.dump()).value(), "req-2");
+  std::vector<std::tuple<std::string, std::string, std::string>> files;
+  for (const auto& f : r.form) {
+    if (!f.filename.empty()) files.emplace_back(f.name, f.filename, f.content_type);
+  }
+  // user_manual.rst "Sending Inline Images": the inline file's name is its cid.
+  CHECK(files == std::vector<std::tuple<std::string, std::string, std::string>>{
+                     {"inline", "logo", "image/png"}, {"attachment", "a.pdf", "application/octet-stream"}});
+  std::vector<std::string> testmode;
+  for (const auto& f : r.form) {
+    if (f.name == "o:testmode") testmode.push_back(f.value);
+  }
+  CHECK(testmode == std::vector<std::string>{"yes"});  // openapi.yaml o:testmode enum "yes"
 }

@@ -79,6 +79,48 @@ print('ok')
   CHECK(rc == 0);
 }
 
+TEST_CASE("outbox: inline images sit in multipart/related with their Content-ID, sandbox is marked", "[outbox]") {
+  fakes::TempDir dir;
+  fakes::FakeClock clock;
+  OutboxProvider outbox(dir.path(), clock);
+  json j = fakes::sample_request();
+  j["html"] = "<p><img src=\"cid:logo\"></p>";
+  j["attachments"] = {{{"filename", "logo.png"}, {"content_type", "image/png"}, {"content", "iVBORw0K"},
+                       {"disposition", "inline"}, {"content_id", "logo"}},
+                      {{"filename", "a.pdf"}, {"content_type", "application/pdf"}, {"content", "JVBERi0xLjQK"}}};
+  j["sandbox"] = true;
+  REQUIRE(outbox.supports_sandbox());
+  REQUIRE(outbox.send(parse_email(j.dump()).value(), "req-3", std::chrono::milliseconds(1000)).outcome ==
+          AttemptOutcome::kSent);
+  auto files = list_dir(dir.path());
+  REQUIRE(files.size() == 1);
+  std::string path = dir.file(files[0]);
+  std::string script = dir.file("check.py");
+  // RFC 2387: the related part's root is the text/html alternative, the image beside it.
+  fakes::write_file(script, R"PY(
+import sys, email
+from email import policy
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
+for part in m.walk():
+    assert not part.defects, part.defects
+assert m['X-Mailrelay-Sandbox'] == 'true'
+assert m.get_content_type() == 'multipart/mixed'
+related = m.get_payload()[0]
+assert related.get_content_type() == 'multipart/related', related.get_content_type()
+assert related.get_param('type') == 'multipart/alternative', related.get_param('type')
+root, image = related.get_payload()
+assert root.get_content_type() == 'multipart/alternative'
+assert image['Content-ID'] == '<logo>' and image.get_content_disposition() == 'inline'
+assert image.get_content() == bytes.fromhex('89504e470d0a')
+assert [a.get_filename() for a in m.iter_attachments()] == ['a.pdf']
+print('ok')
+)PY");
+  std::string cmd = "python3 " + script + " " + path + " > " + dir.file("out.txt") + " 2>&1";
+  int rc = std::system(cmd.c_str());
+  INFO(fakes::read_file(dir.file("out.txt")));
+  CHECK(rc == 0);
+}
+
 TEST_CASE("outbox: a text-only message is a single part and each attempt gets its own file", "[outbox]") {
   fakes::TempDir dir;
   fakes::FakeClock clock;

@@ -298,3 +298,48 @@ TEST_CASE("the retry budget bounds extra calls during an outage", "[relay][retry
   CHECK(sendgrid_calls >= 100 + 3);   // the minimum is always allowed
   CHECK(sendgrid_calls <= 100 + 20);  // 20% of 100 requests; without the budget it would be 200
 }
+
+TEST_CASE("a 502 from a provider's gateway is ambiguous: never retried there, stop or fail over (SPEC 14)", "[relay]") {
+  Harness h;
+  SECTION("failover on (the default): straight to Mailgun, no retry at SendGrid") {
+    h.transport.push(http(502, "Bad Gateway"));
+    h.transport.push(http(200, kMailgunOk));
+    auto r = h.run();
+    CHECK(r.reason == StopReason::kAccepted);
+    REQUIRE(r.attempts.size() == 2);
+    CHECK(r.attempts[0].result.may_have_been_sent);
+    CHECK(r.attempts[1].provider == "mailgun");
+  }
+  SECTION("--failover-on-timeout=false: stop after it") {
+    h.settings.policy.failover_on_timeout = false;
+    h.transport.push(http(504, "Gateway Timeout"));
+    auto r = h.run();
+    CHECK(r.reason == StopReason::kAmbiguousTimeout);
+    CHECK(h.transport.requests().size() == 1);
+  }
+}
+
+TEST_CASE("sandbox: a provider without a test mode is skipped with that reason, the next one sends in its own", "[relay]") {
+  struct NoTestMode : EmailProvider {
+    std::string name_ = "plain";
+    int calls = 0;
+    const std::string& name() const override { return name_; }
+    AttemptResult send(const Email&, std::string_view, milliseconds) override {
+      ++calls;
+      return {};
+    }
+  } plain;
+  Harness h;
+  h.email.sandbox = true;
+  h.observer.transport = &h.transport;
+  h.transport.push(http(200, ""));  // SendGrid answers a sandboxed send with 200
+  Relay relay({&plain, &h.sendgrid}, h.settings, h.clock, nullptr, {&h.observer}, [] { return 0.5; });
+  auto r = relay.send(h.email, "req", h.clock.now());
+  CHECK(r.reason == StopReason::kAccepted);
+  REQUIRE(r.attempts.size() == 2);
+  CHECK(r.attempts[0].result.outcome == AttemptOutcome::kSkipped);
+  CHECK(r.attempts[0].result.error == "no test mode for a sandbox message");
+  CHECK(plain.calls == 0);
+  REQUIRE(h.transport.requests().size() == 1);
+  CHECK(nlohmann::json::parse(h.transport.requests()[0].body)["mail_settings"]["sandbox_mode"]["enable"] == true);
+}

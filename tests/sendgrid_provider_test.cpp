@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "base64.h"
 #include "email.h"
 #include "http_provider.h"
 #include "sendgrid_provider.h"
@@ -24,7 +25,7 @@ Email full_email() {
 
 TEST_CASE("SendGrid request matches the golden v3 payload", "[sendgrid]") {
   SendGridProvider api("https://api.eu.sendgrid.com/", "SG.fake");
-  HttpRequest r = api.build_request(full_email());
+  HttpRequest r = api.build_request(full_email(), "req-1");
   CHECK(r.url == "https://api.eu.sendgrid.com/v3/mail/send");
   CHECK(r.content_type == "application/json");
   CHECK(r.headers == std::vector<std::pair<std::string, std::string>>{{"Authorization", "Bearer SG.fake"}});
@@ -42,7 +43,7 @@ TEST_CASE("SendGrid request matches the golden v3 payload", "[sendgrid]") {
     "attachments": [{"content": "JVBERi0x", "filename": "a.pdf", "type": "application/pdf", "disposition": "attachment"}],
     "headers": {"X-Campaign": "nov"},
     "categories": ["invoice"],
-    "custom_args": {"invoice_id": "42"}
+    "custom_args": {"invoice_id": "42", "mailrelay_request_id": "req-1"}
   })");
   CHECK(json::parse(r.body) == golden);
 }
@@ -51,9 +52,10 @@ TEST_CASE("SendGrid payload leaves out what the message does not use", "[sendgri
   SendGridProvider api("https://api.sendgrid.com", "k");
   json j = fakes::sample_request();
   j.erase("html");
-  json body = json::parse(api.build_request(parse_email(j.dump()).value()).body);
+  json body = json::parse(api.build_request(parse_email(j.dump()).value(), "req-1").body);
   CHECK(body["content"] == json::parse(R"([{"type":"text/plain","value":"plain body"}])"));
-  for (const char* absent : {"reply_to", "attachments", "headers", "categories", "custom_args"}) {
+  CHECK(body["custom_args"] == json{{"mailrelay_request_id", "req-1"}});  // always: SPEC 11
+  for (const char* absent : {"reply_to", "attachments", "headers", "categories", "mail_settings"}) {
     CHECK_FALSE(body.contains(absent));
   }
   CHECK_FALSE(body["personalizations"][0].contains("cc"));  // SendGrid refuses empty cc/bcc arrays
@@ -114,4 +116,67 @@ TEST_CASE("Retry-After: seconds or HTTP-date", "[sendgrid]") {
   CHECK(parse_retry_after("Wed, 22 Jul 2026 18:00:00 GMT", now) == std::chrono::milliseconds(0));
   CHECK_FALSE(parse_retry_after("soon", now));
   CHECK_FALSE(parse_retry_after("", now));
+}
+
+TEST_CASE("SendGrid: a 502 or 504 may have been sent, other errors surely not", "[sendgrid]") {
+  SendGridProvider api("https://api.sendgrid.com", "k");
+  auto [status, ambiguous] = GENERATE(table<long, bool>({{502, true}, {504, true}, {500, false}, {503, false},
+                                                         {400, false}, {429, false}}));
+  CAPTURE(status);
+  auto a = interpret_response(api, HttpResponse{status, {}, ""}, std::chrono::system_clock::now());
+  CHECK(a.may_have_been_sent == ambiguous);  // SPEC 14: a gateway answered, the service may have it
+}
+
+TEST_CASE("SendGrid: a 429 without Retry-After is parked until X-RateLimit-Reset", "[sendgrid]") {
+  SendGridProvider api("https://api.sendgrid.com", "k");
+  auto now = std::chrono::system_clock::from_time_t(1392815200);
+  // rate-limits page: "X-RateLimit-Reset: 1392815263" on the 429
+  HttpResponse r{429, {{"x-ratelimit-limit", "150"}, {"x-ratelimit-remaining", "0"}, {"x-ratelimit-reset", "1392815263"}},
+                 R"({"errors":[{"field":null,"message":"too many requests"}]})"};
+  auto a = interpret_response(api, r, now);
+  CHECK(a.outcome == AttemptOutcome::kError);
+  CHECK(a.retry_after == std::chrono::milliseconds(63000));
+  r.headers.emplace_back("retry-after", "2");
+  CHECK(interpret_response(api, r, now).retry_after == std::chrono::milliseconds(2000));
+}
+
+TEST_CASE("SendGrid: names with , or ; are sent in a form SendGrid keeps", "[sendgrid]") {
+  json j = fakes::sample_request();
+  j["from"] = "Équipe Facturation <billing@example.com>";
+  j["to"] = {"\"Doe, Jane\" <jane@example.org>", json{{"email", "joe@example.org"}, {"name", "Joe; Sr."}},
+             json{{"email", "al@example.org"}, {"name", "Al \"Big, Al\" Smith"}}, "Plain Name <p@example.org>"};
+  SendGridProvider api("https://api.sendgrid.com", "k");
+  json body = json::parse(api.build_request(parse_email(j.dump()).value(), "r").body);
+  const json& to = body["personalizations"][0]["to"];
+  // limitations page: to.name "cannot include either the ; or , characters"; quoted as the SDK does.
+  CHECK(to[0] == json{{"email", "jane@example.org"}, {"name", "\"Doe, Jane\""}});
+  CHECK(to[1] == json{{"email", "joe@example.org"}, {"name", "\"Joe; Sr.\""}});
+  // With a quote inside, RFC 2047: no ',' ';' or '"' left for SendGrid to split on.
+  std::string encoded = to[2]["name"];
+  CHECK(encoded.find_first_of(",;\"") == std::string::npos);
+  CHECK(encoded == "=?UTF-8?B?" + base64_encode("Al \"Big, Al\" Smith") + "?=");
+  CHECK(to[3] == json{{"email", "p@example.org"}, {"name", "Plain Name"}});
+  // "Unicode encoding is not supported for the from field": the sender name goes 7-bit.
+  CHECK(body["from"]["name"] == "=?UTF-8?B?" + base64_encode("Équipe Facturation") + "?=");
+}
+
+TEST_CASE("SendGrid: non-ASCII header values are RFC 2047 encoded, ASCII ones untouched", "[sendgrid]") {
+  json j = fakes::sample_request();
+  j["headers"] = {{"X-Note", "Grüße"}, {"X-Plain", "as is"}};
+  SendGridProvider api("https://api.sendgrid.com", "k");
+  json body = json::parse(api.build_request(parse_email(j.dump()).value(), "r").body);
+  CHECK(body["headers"]["X-Note"] == "=?UTF-8?B?" + base64_encode("Grüße") + "?=");
+  CHECK(body["headers"]["X-Plain"] == "as is");
+}
+
+TEST_CASE("SendGrid: inline images keep their content id, sandbox is sandbox_mode", "[sendgrid]") {
+  json j = fakes::sample_request();
+  j["attachments"] = {{{"filename", "logo.png"}, {"content_type", "image/png"}, {"content", "iVBORw=="},
+                       {"disposition", "inline"}, {"content_id", "logo"}}};
+  j["sandbox"] = true;
+  SendGridProvider api("https://api.sendgrid.com", "k");
+  json body = json::parse(api.build_request(parse_email(j.dump()).value(), "r").body);
+  CHECK(body["attachments"] == json::parse(R"([{"content": "iVBORw==", "filename": "logo.png", "type": "image/png",
+                                                 "disposition": "inline", "content_id": "logo"}])"));
+  CHECK(body["mail_settings"] == json::parse(R"({"sandbox_mode": {"enable": true}})"));
 }

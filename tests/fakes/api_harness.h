@@ -108,6 +108,7 @@ struct ApiHarness {
     runtime->providers.push_back(std::make_unique<HttpProvider>(
         "mailgun", std::make_unique<MailgunProvider>(mailgun_server.base_url(), fakes::kMailgunDomain, fakes::kMailgunKey),
         transport));
+    for (const auto& provider : runtime->providers) runtime->limits.tighten(provider->limits());
     runtime->relay = std::make_unique<Relay>(
         std::vector<EmailProvider*>{runtime->providers[0].get(), runtime->providers[1].get()}, settings, clock,
         &health, std::vector<AttemptObserver*>{audit.get(), &metrics});

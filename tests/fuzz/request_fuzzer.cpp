@@ -41,8 +41,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!email) return 0;
   mailrelay::SendGridProvider sendgrid("https://api.sendgrid.com", "SG.fuzz");
   mailrelay::MailgunProvider mailgun("https://api.mailgun.net", "mg.example.com", "fuzz");
-  (void)sendgrid.build_request(email.value());
-  (void)mailgun.build_request(email.value());
+  (void)sendgrid.build_request(email.value(), "fuzz-1");
+  (void)mailgun.build_request(email.value(), "fuzz-1");
   std::string eml = mailrelay::render_eml(email.value(), "<fuzz@example.com>",
                                           std::chrono::system_clock::from_time_t(1795381086), "fuzz");
   for (char c : eml) {
