@@ -18,7 +18,7 @@ fi
 clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -I"$src/src" \
   "$src/tests/fuzz/request_fuzzer.cpp" "$src/src/email.cpp" "$src/src/base64.cpp" "$src/src/mime.cpp" \
-  "$src/src/sendgrid_provider.cpp" "$src/src/mailgun_provider.cpp" "$src/src/http_provider.cpp" \
+  "$src/src/sendgrid_provider.cpp" "$src/src/mailgun_provider.cpp" "$src/src/message_limits.cpp" "$src/src/http_provider.cpp" \
   -lcurl -o "$work/request_fuzzer"
 rm -rf "$work/corpus" && mkdir -p "$work/corpus" && cp "$src/tests/fuzz/corpus/"* "$work/corpus/"
 # Crashes, leaks, sanitizer reports and the target's own checks make libFuzzer exit non-zero.
