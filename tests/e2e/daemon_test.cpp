@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <ctime>
 #include <mutex>
 #include <thread>
 
@@ -65,6 +66,58 @@ TEST_CASE("SendGrid fails, Mailgun answers: the binary fails over with keys from
   CHECK(d.stop() == 0);
   // Keys never reach the operational log.
   CHECK_THAT(d.err(), !Catch::Contains(fakes::kSendGridKey) && !Catch::Contains(fakes::kMailgunKey));
+}
+
+TEST_CASE("GET /v1/limits follows --providers, and a SendGrid 429 with X-RateLimit-Reset parks it", "[e2e][limits]") {
+  fakes::TempDir dir;
+  {
+    Daemon outbox({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox")});
+    REQUIRE(outbox.port() > 0);
+    auto r = outbox.client().Get("/v1/limits");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    json limits = json::parse(r->body)["limits"];
+    CHECK(limits["recipients"] == 1000);
+    CHECK(limits["tags"].is_null());
+    CHECK(outbox.stop() == 0);
+  }
+  fakes::FakeProviderServer sendgrid, mailgun;
+  fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
+  fakes::write_file(dir.file("mg.key"), fakes::kMailgunKey);
+  // The rate-limits page's 429: no Retry-After, the reset as Unix seconds, a minute from now.
+  fakes::FakeReply throttled = fakes::reply(429, R"({"errors":[{"field":null,"message":"too many requests"}]})");
+  throttled.headers = {{"X-RateLimit-Limit", "150"}, {"X-RateLimit-Remaining", "0"},
+                       {"X-RateLimit-Reset", std::to_string(std::time(nullptr) + 60)}};
+  sendgrid.push(throttled);
+  Daemon d({"--listen", "127.0.0.1:0", "--sendgrid-base-url", sendgrid.base_url(), "--sendgrid-api-key-file",
+            dir.file("sg.key"), "--mailgun-base-url", mailgun.base_url(), "--mailgun-domain", fakes::kMailgunDomain,
+            "--mailgun-api-key-file", dir.file("mg.key")});
+  REQUIRE(d.port() > 0);
+  auto r = d.client().Get("/v1/limits");
+  REQUIRE(r);
+  json limits = json::parse(r->body)["limits"];
+  CHECK(limits["tags"] == 3);
+  CHECK(limits["metadata_bytes"] == 4000);
+  CHECK(limits["options_bytes"] == 16000);
+  json four_tags = fakes::sample_request();
+  four_tags["tags"] = {"a", "b", "c", "d"};
+  auto refused = d.client().Post("/v1/send", four_tags.dump(), "application/json");
+  REQUIRE(refused);
+  CHECK(refused->status == 400);
+  CHECK(json::parse(refused->body)["error"]["field"] == "tags");
+  // Two sends: the first meets the 429 and fails over; the second skips the parked SendGrid.
+  for (int i = 0; i < 2; ++i) {
+    auto sent = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    REQUIRE(sent);
+    CHECK(sent->status == 200);
+    CHECK(json::parse(sent->body)["provider"] == "mailgun");
+  }
+  CHECK(sendgrid.count() == 1);
+  CHECK(mailgun.count() == 2);
+  auto providers = d.client().Get("/v1/providers");
+  REQUIRE(providers);
+  CHECK(json::parse(providers->body)["providers"][0]["circuit"] == "parked");
+  CHECK(d.stop() == 0);
 }
 
 TEST_CASE("TLS to the provider, verified with --ca-file, keys from the environment", "[e2e][tls]") {
