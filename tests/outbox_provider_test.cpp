@@ -24,6 +24,17 @@ std::vector<std::string> list_dir(const std::string& dir) {
   closedir(d);
   return out;
 }
+
+// Runs a check on the .eml at `path` with an independent parser: Python's email package. The
+// script gets the path as argv[1]; 0 when it passed.
+void check_with_python(const fakes::TempDir& dir, const std::string& path, const std::string& script_text) {
+  std::string script = dir.file("check.py");
+  fakes::write_file(script, script_text);
+  std::string cmd = "python3 " + script + " " + path + " > " + dir.file("out.txt") + " 2>&1";
+  int rc = std::system(cmd.c_str());
+  INFO(fakes::read_file(dir.file("out.txt")));
+  CHECK(rc == 0);
+}
 }  // namespace
 
 TEST_CASE("outbox writes a complete .eml that Python's email parser accepts", "[outbox]") {
@@ -49,9 +60,7 @@ TEST_CASE("outbox writes a complete .eml that Python's email parser accepts", "[
   std::string raw = fakes::read_file(path);
   for (char c : raw) REQUIRE(static_cast<unsigned char>(c) < 128);  // 7-bit clean
 
-  // The parse is done by an independent implementation: Python's email package.
-  std::string script = dir.file("check.py");
-  fakes::write_file(script, R"PY(
+  check_with_python(dir, path, R"PY(
 import sys, email
 from email import policy
 m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
@@ -73,10 +82,6 @@ for part in m.walk():
     assert not part.defects, part.defects
 print('ok')
 )PY");
-  std::string cmd = "python3 " + script + " " + path + " > " + dir.file("out.txt") + " 2>&1";
-  int rc = std::system(cmd.c_str());
-  INFO(fakes::read_file(dir.file("out.txt")));
-  CHECK(rc == 0);
 }
 
 TEST_CASE("outbox: inline images sit in multipart/related with their Content-ID, sandbox is marked", "[outbox]") {
@@ -95,9 +100,8 @@ TEST_CASE("outbox: inline images sit in multipart/related with their Content-ID,
   auto files = list_dir(dir.path());
   REQUIRE(files.size() == 1);
   std::string path = dir.file(files[0]);
-  std::string script = dir.file("check.py");
   // RFC 2387: the related part's root is the text/html alternative, the image beside it.
-  fakes::write_file(script, R"PY(
+  check_with_python(dir, path, R"PY(
 import sys, email
 from email import policy
 m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
@@ -115,10 +119,6 @@ assert image.get_content() == bytes.fromhex('89504e470d0a')
 assert [a.get_filename() for a in m.iter_attachments()] == ['a.pdf']
 print('ok')
 )PY");
-  std::string cmd = "python3 " + script + " " + path + " > " + dir.file("out.txt") + " 2>&1";
-  int rc = std::system(cmd.c_str());
-  INFO(fakes::read_file(dir.file("out.txt")));
-  CHECK(rc == 0);
 }
 
 TEST_CASE("outbox: a text-only message is a single part and each attempt gets its own file", "[outbox]") {
