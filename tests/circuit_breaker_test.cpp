@@ -79,7 +79,7 @@ TEST_CASE("successes and rejections reset the count", "[circuit_breaker]") {
   CHECK(f.health.state("sendgrid") == CircuitState::kClosed);
 }
 
-TEST_CASE("half-open: one probe at a time; success closes, failure reopens for twice as long", "[circuit_breaker]") {
+TEST_CASE("half-open: one probe at a time, success closes, failure reopens for twice as long", "[circuit_breaker]") {
   Fixture f;
   f.fail(5);
   f.clock.advance(milliseconds(4999));
@@ -156,7 +156,7 @@ TEST_CASE("late failures of attempts admitted before the trip neither trip again
   CHECK(f.health.state("sendgrid") == CircuitState::kClosed);
 }
 
-TEST_CASE("half-open: only the probe's result decides; stale results are ignored", "[circuit_breaker]") {
+TEST_CASE("half-open: only the probe's result decides, stale results are ignored", "[circuit_breaker]") {
   Fixture f;
   auto early_ok = f.health.admit("sendgrid");    // admitted before the trip, answers late
   auto early_fail = f.health.admit("sendgrid");

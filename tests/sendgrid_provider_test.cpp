@@ -140,7 +140,7 @@ TEST_CASE("SendGrid: a 429 without Retry-After is parked until X-RateLimit-Reset
   CHECK(interpret_response(api, r, now).retry_after == std::chrono::milliseconds(2000));
 }
 
-TEST_CASE("SendGrid: names with , or ; are sent in a form SendGrid keeps", "[sendgrid]") {
+TEST_CASE("SendGrid: names with a comma or semicolon are sent in a form SendGrid keeps", "[sendgrid]") {
   json j = fakes::sample_request();
   j["from"] = "Équipe Facturation <billing@example.com>";
   j["to"] = {"\"Doe, Jane\" <jane@example.org>", json{{"email", "joe@example.org"}, {"name", "Joe; Sr."}},

@@ -82,7 +82,7 @@ TEST_CASE("pool: threads start on demand up to the limit and retire when idle", 
   CHECK(pool.threads() == 2);  // back to the floor
 }
 
-TEST_CASE("pool: shutdown runs what is queued; later tasks run on the caller", "[worker_pool]") {
+TEST_CASE("pool: shutdown runs what is queued, later tasks run on the caller", "[worker_pool]") {
   WorkerPoolSettings settings;
   settings.min_threads = 1;
   settings.max_threads = 1;
