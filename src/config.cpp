@@ -9,7 +9,6 @@
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
 
-#include "email.h"
 
 namespace mailrelay {
 namespace {
@@ -28,7 +27,7 @@ void declare_options(CLI::App& app, Config& c) {
       "mailrelayd: a synchronous HTTP relay for transactional email (SendGrid, then Mailgun).\n"
       "Every option can also come from MAILRELAY_<OPTION> in the environment or from --config FILE;\n"
       "flags win over environment, environment over the file. Secrets are read from files,\n"
-      "the environment (SENDGRID_API_KEY, MAILGUN_API_KEY) or systemd credentials, never from flags.");
+      "the environment (SENDGRID_API_KEY, MAILGUN_API_KEY, ...) or systemd credentials, never from flags.");
   app.set_help_flag("-h,--help", "Print this help and exit");
   auto opt = [&](const std::string& name, auto& target, const std::string& help) {
     return app.add_option("--" + name, target, help)->envname(env_name(name));
@@ -43,16 +42,23 @@ void declare_options(CLI::App& app, Config& c) {
       ->capture_default_str();
   opt("max-body-bytes-in-flight", c.max_body_bytes_in_flight,
       "request bodies held in memory at once; a request beyond it gets 503 overloaded")->capture_default_str();
-  opt("providers", c.providers, "provider order, comma separated: sendgrid, mailgun, outbox")
+  opt("providers", c.providers, "provider order, comma separated: " + provider_names())
       ->delimiter(',')->capture_default_str();
-  opt("sendgrid-base-url", c.sendgrid_base_url, "SendGrid API base URL (EU: https://api.eu.sendgrid.com)")->capture_default_str();
-  opt("sendgrid-api-key-file", c.sendgrid_api_key_file,
-      "file holding the SendGrid API key (else env SENDGRID_API_KEY, else credential sendgrid_api_key)");
-  opt("mailgun-base-url", c.mailgun_base_url, "Mailgun API base URL (EU: https://api.eu.mailgun.net)")->capture_default_str();
-  opt("mailgun-domain", c.mailgun_domain, "Mailgun sending domain");
-  opt("mailgun-api-key-file", c.mailgun_api_key_file,
-      "file holding the Mailgun API key (else env MAILGUN_API_KEY, else credential mailgun_api_key)");
-  opt("outbox-dir", c.outbox_dir, "directory the outbox provider writes .eml files to (created if missing)");
+  // Each provider's own options, from the registry. The map's nodes stay put, so CLI11 can bind them.
+  for (const auto* p : provider_registry()) {
+    for (const auto& o : p->options) {
+      std::string flag = p->name + "-" + o.key;
+      auto [it, fresh] = c.provider_flags.emplace(flag, o.default_value);
+      auto* option = opt(flag, it->second, o.help);
+      if (!o.default_value.empty()) option->capture_default_str();
+    }
+    for (const auto& secret : p->secrets) {
+      std::string flag = p->name + "-" + secret.key + "-file";
+      auto [it, fresh] = c.provider_flags.emplace(flag, "");
+      opt(flag, it->second, "file holding the " + p->name + " " + secret.label + " (else env " + secret.env +
+                                ", else credential " + secret.credential + ")" + (secret.required ? "" : "; optional"));
+    }
+  }
   opt("strategy", c.strategy,
       "which provider goes first: failover (the order given), round-robin, or weighted; the rest of the order is the fallback")
       ->capture_default_str();
@@ -97,20 +103,21 @@ Result<std::string, ConfigExit> load_recipient_key(const std::string& path) {
   return key;
 }
 
-// --PROVIDER-api-key-file, else env PROVIDER_API_KEY, else $CREDENTIALS_DIRECTORY/provider_api_key.
-Result<std::string, ConfigExit> load_api_key(const std::string& provider, const std::string& file) {
-  std::string what = provider + " API key";
+// --PROVIDER-KEY-file, else the environment, else $CREDENTIALS_DIRECTORY/<credential>. "" for an
+// optional secret given nowhere.
+Result<std::string, ConfigExit> load_secret(const std::string& provider, const ProviderSecret& secret,
+                                            const std::string& file) {
+  std::string what = provider + " " + secret.label;
   if (!file.empty()) return read_secret_file(file, what);
-  std::string upper;
-  for (char c : provider) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (const char* v = std::getenv((upper + "_API_KEY").c_str()); v && *v) return trim(v);
+  if (const char* v = std::getenv(secret.env.c_str()); v && *v) return trim(v);
   if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir && *dir) {
-    std::string path = std::string(dir) + "/" + provider + "_api_key";
+    std::string path = std::string(dir) + "/" + secret.credential;
     if (std::ifstream(path).good()) return read_secret_file(path, what);
   }
-  return ConfigExit{2, "provider '" + provider + "' is listed in --providers but has no API key: set --" +
-                           provider + "-api-key-file, " + upper + "_API_KEY, or the systemd credential " +
-                           provider + "_api_key"};
+  if (!secret.required) return std::string();
+  return ConfigExit{2, "provider '" + provider + "' is listed in --providers but has no " + secret.label + ": set --" +
+                           provider + "-" + secret.key + "-file, " + secret.env + ", or the systemd credential " +
+                           secret.credential};
 }
 
 std::optional<std::string> check_base_url(const std::string& option, const std::string& url) {
@@ -178,9 +185,7 @@ std::optional<std::string> validate(Config& c) {
   if (c.providers.empty()) return std::string("--providers must name at least one provider");
   std::set<std::string> seen;
   for (const auto& p : c.providers) {
-    if (p != "sendgrid" && p != "mailgun" && p != "outbox") {
-      return "--providers: unknown provider '" + p + "' (known: sendgrid, mailgun, outbox)";
-    }
+    if (!find_provider(p)) return "--providers: unknown provider '" + p + "' (known: " + provider_names() + ")";
     if (!seen.insert(p).second) return "--providers names '" + p + "' twice";
   }
   return std::nullopt;
@@ -273,26 +278,26 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   }
   // Each listed provider must be usable, checked in the order given so the first problem an
   // operator sees is about the first provider.
-  for (const auto& p : config.providers) {
-    if (p == "sendgrid") {
-      if (auto problem = check_base_url("sendgrid-base-url", config.sendgrid_base_url)) return ConfigExit{2, *problem};
-      auto key = load_api_key("sendgrid", config.sendgrid_api_key_file);
-      if (!key) return key.error();
-      config.sendgrid_api_key = std::move(key).value();
-    } else if (p == "mailgun") {
-      if (auto problem = check_base_url("mailgun-base-url", config.mailgun_base_url)) return ConfigExit{2, *problem};
-      if (config.mailgun_domain.empty()) {
-        return ConfigExit{2, "provider 'mailgun' is listed in --providers but --mailgun-domain is not set"};
+  for (const auto& name : config.providers) {
+    const ProviderDescriptor& d = *find_provider(name);
+    ProviderConfig pc{name, {}, {}};
+    for (const auto& o : d.options) {
+      const std::string flag = name + "-" + o.key;
+      pc.options[o.key] = config.provider_flags.at(flag);
+      const std::string suffix = "base-url";
+      if (o.key.size() >= suffix.size() && o.key.compare(o.key.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        if (auto problem = check_base_url(flag, pc.options[o.key])) return ConfigExit{2, *problem};
       }
-      if (!is_valid_addr_spec("postmaster@" + config.mailgun_domain)) {
-        return ConfigExit{2, "--mailgun-domain is not a valid domain name: " + config.mailgun_domain};
-      }
-      auto key = load_api_key("mailgun", config.mailgun_api_key_file);
-      if (!key) return key.error();
-      config.mailgun_api_key = std::move(key).value();
-    } else if (config.outbox_dir.empty()) {
-      return ConfigExit{2, "provider 'outbox' is listed in --providers but --outbox-dir is not set"};
     }
+    if (d.check) {
+      if (auto problem = d.check(pc)) return ConfigExit{2, *problem};
+    }
+    for (const auto& secret : d.secrets) {
+      auto value = load_secret(name, secret, config.provider_flags.at(name + "-" + secret.key + "-file"));
+      if (!value) return value.error();
+      if (!value.value().empty()) pc.secrets[secret.key] = std::move(value).value();
+    }
+    config.provider_configs[name] = std::move(pc);
   }
   return config;
 }

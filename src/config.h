@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "provider_registry.h"
 #include "result.h"
 
 namespace mailrelay {
@@ -21,14 +23,11 @@ struct Config {
   int max_in_flight = 4096;    // sends handled at once; beyond: 503 overloaded
   std::uint64_t max_body_bytes_in_flight = 536870912;  // request bodies in memory; beyond: 503
   std::vector<std::string> providers{"sendgrid", "mailgun"};
-  std::string sendgrid_base_url = "https://api.sendgrid.com";
-  std::string sendgrid_api_key_file;
-  std::string sendgrid_api_key;  // secret: never logged
-  std::string mailgun_base_url = "https://api.mailgun.net";
-  std::string mailgun_domain;
-  std::string mailgun_api_key_file;
-  std::string mailgun_api_key;  // secret: never logged
-  std::string outbox_dir;
+  // Every registered provider's options as given, by flag name ("sendgrid-base-url",
+  // "sendgrid-api-key-file"), defaults filled in.
+  std::map<std::string, std::string> provider_flags;
+  // The listed providers' settings, secrets loaded (never logged), by provider name.
+  std::map<std::string, ProviderConfig> provider_configs;
   std::string strategy = "failover";  // failover, round-robin, weighted
   std::string weights;                // "sendgrid=3,mailgun=1"; unlisted providers weigh 1
   std::vector<double> provider_weights;  // derived: one per provider, in order

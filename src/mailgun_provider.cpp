@@ -12,6 +12,7 @@
 
 #include "base64.h"
 #include "mime.h"
+#include "provider_registry.h"
 
 namespace mailrelay {
 
@@ -122,6 +123,30 @@ MessageLimits MailgunProvider::limits() const {
   // 16,000 bytes of field names and values.
   limits.options_bytes = Limit{16000, {openapi + " (o:, h:, v:, t: options limited to 16KB total)"}};
   return limits;
+}
+
+}  // namespace mailrelay
+
+namespace mailrelay {
+
+const ProviderDescriptor& mailgun_descriptor() {
+  static const ProviderDescriptor kDescriptor{
+      "mailgun",
+      {{"base-url", "https://api.mailgun.net", "Mailgun API base URL (EU: https://api.eu.mailgun.net)"},
+       {"domain", "", "Mailgun sending domain"}},
+      {{"api-key", "API key", "MAILGUN_API_KEY", "mailgun_api_key", true}},
+      [](const ProviderConfig& c) -> std::optional<std::string> {
+        const std::string& domain = c.option("domain");
+        if (domain.empty()) return std::string("provider 'mailgun' is listed in --providers but --mailgun-domain is not set");
+        if (!is_valid_addr_spec("postmaster@" + domain)) return "--mailgun-domain is not a valid domain name: " + domain;
+        return std::nullopt;
+      },
+      [](const ProviderConfig& c, HttpTransport& transport, Clock&) -> Result<std::unique_ptr<EmailProvider>> {
+        return std::unique_ptr<EmailProvider>(new HttpProvider(
+            c.name, std::make_unique<MailgunProvider>(c.option("base-url"), c.option("domain"), c.secret("api-key")),
+            transport));
+      }};
+  return kDescriptor;
 }
 
 }  // namespace mailrelay

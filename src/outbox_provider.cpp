@@ -6,8 +6,10 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 
 #include "mime.h"
+#include "provider_registry.h"
 
 namespace mailrelay {
 namespace {
@@ -68,6 +70,31 @@ AttemptResult OutboxProvider::send(const Email& email, std::string_view request_
   result.outcome = AttemptOutcome::kSent;
   result.message_id = message_id;
   return result;
+}
+
+}  // namespace mailrelay
+
+namespace mailrelay {
+
+const ProviderDescriptor& outbox_descriptor() {
+  static const ProviderDescriptor kDescriptor{
+      "outbox",
+      {{"dir", "", "directory the outbox provider writes .eml files to (created if missing)"}},
+      {},
+      [](const ProviderConfig& c) -> std::optional<std::string> {
+        if (c.option("dir").empty()) return std::string("provider 'outbox' is listed in --providers but --outbox-dir is not set");
+        return std::nullopt;
+      },
+      [](const ProviderConfig& c, HttpTransport&, Clock& clock) -> Result<std::unique_ptr<EmailProvider>> {
+        const std::string& dir = c.option("dir");
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        if (ec || access(dir.c_str(), W_OK) != 0) {
+          return Error{"config", "--outbox-dir " + dir + " is not a writable directory", ""};
+        }
+        return std::unique_ptr<EmailProvider>(new OutboxProvider(dir, clock));
+      }};
+  return kDescriptor;
 }
 
 }  // namespace mailrelay

@@ -1,13 +1,6 @@
 #include "runtime.h"
 
-#include <unistd.h>
-
-#include <filesystem>
-
-#include "http_provider.h"
-#include "mailgun_provider.h"
-#include "outbox_provider.h"
-#include "sendgrid_provider.h"
+#include "provider_registry.h"
 
 namespace mailrelay {
 
@@ -20,25 +13,11 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpT
     if (!tokens) return tokens.error();
     runtime->tokens = std::make_unique<TokenStore>(std::move(tokens).value());
   }
-  if (!config.outbox_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(config.outbox_dir, ec);
-    if (ec || access(config.outbox_dir.c_str(), W_OK) != 0) {
-      return Error{"config", "--outbox-dir " + config.outbox_dir + " is not a writable directory", ""};
-    }
-  }
   std::vector<EmailProvider*> order;
   for (const auto& name : config.providers) {
-    if (name == "sendgrid") {
-      runtime->providers.push_back(std::make_unique<HttpProvider>(
-          name, std::make_unique<SendGridProvider>(config.sendgrid_base_url, config.sendgrid_api_key), transport));
-    } else if (name == "mailgun") {
-      runtime->providers.push_back(std::make_unique<HttpProvider>(
-          name, std::make_unique<MailgunProvider>(config.mailgun_base_url, config.mailgun_domain, config.mailgun_api_key),
-          transport));
-    } else {
-      runtime->providers.push_back(std::make_unique<OutboxProvider>(config.outbox_dir, clock));
-    }
+    auto provider = find_provider(name)->make(config.provider_configs.at(name), transport, clock);
+    if (!provider) return provider.error();
+    runtime->providers.push_back(std::move(provider).value());
     order.push_back(runtime->providers.back().get());
     runtime->limits.tighten(runtime->providers.back()->limits());
   }

@@ -7,6 +7,7 @@
 
 #include "base64.h"
 #include "mime.h"
+#include "provider_registry.h"
 
 namespace mailrelay {
 namespace {
@@ -151,6 +152,23 @@ MessageLimits SendGridProvider::limits() const {
   limits.metadata_bytes = Limit{9999, {limitations + " (custom arguments less than 10000 bytes)"}};
   limits.attachment_min_bytes = Limit{1, {schema + " (attachments[].content minLength 1)"}};
   return limits;
+}
+
+}  // namespace mailrelay
+
+namespace mailrelay {
+
+const ProviderDescriptor& sendgrid_descriptor() {
+  static const ProviderDescriptor kDescriptor{
+      "sendgrid",
+      {{"base-url", "https://api.sendgrid.com", "SendGrid API base URL (EU: https://api.eu.sendgrid.com)"}},
+      {{"api-key", "API key", "SENDGRID_API_KEY", "sendgrid_api_key", true}},
+      nullptr,
+      [](const ProviderConfig& c, HttpTransport& transport, Clock&) -> Result<std::unique_ptr<EmailProvider>> {
+        return std::unique_ptr<EmailProvider>(new HttpProvider(
+            c.name, std::make_unique<SendGridProvider>(c.option("base-url"), c.secret("api-key")), transport));
+      }};
+  return kDescriptor;
 }
 
 }  // namespace mailrelay

@@ -42,8 +42,8 @@ TEST_CASE("defaults follow the SPEC table", "[config]") {
   CHECK(config.failover_on_timeout);
   CHECK(config.max_body_bytes == 10485760);
   CHECK(config.audit_log == "-");
-  CHECK(config.sendgrid_base_url == "https://api.sendgrid.com");
-  CHECK(config.mailgun_base_url == "https://api.mailgun.net");
+  CHECK(config.provider_flags.at("sendgrid-base-url") == "https://api.sendgrid.com");
+  CHECK(config.provider_flags.at("mailgun-base-url") == "https://api.mailgun.net");
   CHECK(Config{}.providers == std::vector<std::string>{"sendgrid", "mailgun"});
 }
 
@@ -119,13 +119,13 @@ TEST_CASE("API keys come from a file, the environment or systemd credentials", "
   SECTION("file beats environment; credentials directory is the fallback") {
     auto c = load({"--sendgrid-api-key-file", dir.file("sg.key"), "--mailgun-domain", "mg.example.com"});
     REQUIRE(c);
-    CHECK(c.value().sendgrid_api_key == "SG.fake-from-file");
-    CHECK(c.value().mailgun_api_key == "fake-mailgun-from-credentials");
+    CHECK(c.value().provider_configs.at("sendgrid").secret("api-key") == "SG.fake-from-file");
+    CHECK(c.value().provider_configs.at("mailgun").secret("api-key") == "fake-mailgun-from-credentials");
   }
   SECTION("environment beats credentials directory") {
     auto c = load({"--mailgun-domain", "mg.example.com"});
     REQUIRE(c);
-    CHECK(c.value().sendgrid_api_key == "SG.fake-from-env");
+    CHECK(c.value().provider_configs.at("sendgrid").secret("api-key") == "SG.fake-from-env");
   }
   SECTION("an unreadable key file is an error naming the file, not the key") {
     auto c = load({"--sendgrid-api-key-file", dir.file("missing.key"), "--mailgun-domain", "mg.example.com"});

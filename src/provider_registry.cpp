@@ -1,0 +1,28 @@
+#include "provider_registry.h"
+
+namespace mailrelay {
+
+// A new provider is one line here (README "Adding a provider").
+const std::vector<const ProviderDescriptor*>& provider_registry() {
+  static const std::vector<const ProviderDescriptor*> kProviders = {
+      &sendgrid_descriptor(),
+      &mailgun_descriptor(),
+      &outbox_descriptor(),
+  };
+  return kProviders;
+}
+
+const ProviderDescriptor* find_provider(std::string_view name) {
+  for (const auto* p : provider_registry()) {
+    if (p->name == name) return p;
+  }
+  return nullptr;
+}
+
+std::string provider_names() {
+  std::string out;
+  for (const auto* p : provider_registry()) out += (out.empty() ? "" : ", ") + p->name;
+  return out;
+}
+
+}  // namespace mailrelay
