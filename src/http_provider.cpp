@@ -91,12 +91,11 @@ AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& res
                                  std::chrono::system_clock::time_point now) {
   AttemptResult result;
   result.http_status = static_cast<int>(response.status);
-  if (classify_http_status(response.status) == AttemptOutcome::kSent) {
-    result.outcome = AttemptOutcome::kSent;
+  result.outcome = api.classify(response);
+  if (result.outcome == AttemptOutcome::kSent) {
     result.message_id = api.message_id(response);
     return result;
   }
-  result.outcome = api.classify(response);
   result.error = api.error_message(response);
   if (result.error.empty()) result.error = "HTTP " + std::to_string(response.status);
   if (response.status == 429 || response.status == 503) result.retry_after = api.throttled_for(response, now);

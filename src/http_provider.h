@@ -26,8 +26,8 @@ class ProviderApi {
   virtual std::string message_id(const HttpResponse& response) const = 0;
   // A short, single-line reason from an error answer's body.
   virtual std::string error_message(const HttpResponse& response) const = 0;
-  // The outcome of a non-2xx answer. By default classify_http_status(); a provider overrides it
-  // where its answers say more than the status (an unusable account is an error, not a refusal).
+  // The outcome of an answer. By default classify_http_status(); a provider overrides it where
+  // its answers say more than the status (an unusable account is an error, not a refusal).
   virtual AttemptOutcome classify(const HttpResponse& response) const { return classify_http_status(response.status); }
   // How long a throttled provider asked us to wait. By default the Retry-After header.
   virtual std::optional<std::chrono::milliseconds> throttled_for(const HttpResponse& response,

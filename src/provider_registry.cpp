@@ -7,6 +7,7 @@ const std::vector<const ProviderDescriptor*>& provider_registry() {
   static const std::vector<const ProviderDescriptor*> kProviders = {
       &sendgrid_descriptor(),
       &mailgun_descriptor(),
+      &postmark_descriptor(),
       &outbox_descriptor(),
   };
   return kProviders;

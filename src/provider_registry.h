@@ -71,6 +71,7 @@ std::string provider_names();
 // Each provider's file exports its descriptor.
 const ProviderDescriptor& sendgrid_descriptor();
 const ProviderDescriptor& mailgun_descriptor();
+const ProviderDescriptor& postmark_descriptor();
 const ProviderDescriptor& outbox_descriptor();
 
 }  // namespace mailrelay

@@ -110,6 +110,26 @@ TEST_CASE("a listed provider without credentials is a start-up error", "[config]
   CHECK_THAT(mailgun.error().text, Catch::Contains("--mailgun-domain"));
 }
 
+TEST_CASE("postmark: its server token from POSTMARK_SERVER_TOKEN or the credential postmark_server_token", "[config][postmark]") {
+  unsetenv("POSTMARK_SERVER_TOKEN");
+  unsetenv("CREDENTIALS_DIRECTORY");
+  auto none = load({"--providers", "postmark"});
+  REQUIRE_FALSE(none);
+  CHECK_THAT(none.error().text, Catch::Contains("no server token") && Catch::Contains("POSTMARK_SERVER_TOKEN") &&
+                                    Catch::Contains("--postmark-api-key-file") && Catch::Contains("postmark_server_token"));
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("postmark_server_token"), "pm-fake-from-credentials\n");
+  EnvVar creds("CREDENTIALS_DIRECTORY", dir.path());
+  auto c = load({"--providers", "postmark", "--postmark-message-stream", "billing"});
+  REQUIRE(c);
+  const ProviderConfig& pm = c.value().provider_configs.at("postmark");
+  CHECK(pm.secret("api-key") == "pm-fake-from-credentials");
+  CHECK(pm.option("message-stream") == "billing");
+  CHECK(pm.option("base-url") == "https://api.postmarkapp.com");
+  EnvVar env("POSTMARK_SERVER_TOKEN", "pm-fake-from-env");
+  CHECK(load({"--providers", "postmark"}).value().provider_configs.at("postmark").secret("api-key") == "pm-fake-from-env");
+}
+
 TEST_CASE("API keys come from a file, the environment or systemd credentials", "[config]") {
   fakes::TempDir dir;
   fakes::write_file(dir.file("sg.key"), "SG.fake-from-file\n");

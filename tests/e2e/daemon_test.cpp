@@ -120,6 +120,52 @@ TEST_CASE("GET /v1/limits follows --providers, and a SendGrid 429 with X-RateLim
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("postmark and sendgrid fail over to each other, in either order", "[e2e][postmark]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer sendgrid, postmark;
+  fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
+  fakes::write_file(dir.file("pm.key"), fakes::kPostmarkToken);
+  auto flags = [&](const std::string& order) {
+    return std::vector<std::string>{"--listen", "127.0.0.1:0", "--providers", order,
+                                    "--sendgrid-base-url", sendgrid.base_url(), "--sendgrid-api-key-file", dir.file("sg.key"),
+                                    "--postmark-base-url", postmark.base_url(), "--postmark-api-key-file", dir.file("pm.key")};
+  };
+  SECTION("postmark first: its 500s, then SendGrid") {
+    postmark.push_n(2, fakes::reply(500, R"({"ErrorCode":0,"Message":"Internal Server Error"})"));
+    Daemon d(flags("postmark,sendgrid"));
+    REQUIRE(d.port() > 0);
+    auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    json b = json::parse(r->body);
+    CHECK(b["provider"] == "sendgrid");
+    CHECK(b["attempts"][0]["provider"] == "postmark");
+    CHECK(postmark.count() == 2);
+    // Postmark's limits narrow the fleet's (SPEC 12).
+    json limits = json::parse(d.client().Get("/v1/limits")->body)["limits"];
+    CHECK(limits["recipients"] == 50);
+    CHECK(limits["tags"] == 1);
+    CHECK(d.stop() == 0);
+  }
+  SECTION("sendgrid first: its 503s, then Postmark with the request id in Metadata") {
+    sendgrid.push_n(2, fakes::reply(503, R"({"errors":[{"message":"Service Unavailable"}]})"));
+    Daemon d(flags("sendgrid,postmark"));
+    REQUIRE(d.port() > 0);
+    auto r = d.client().Post("/v1/send", {{"X-Request-Id", "e2e-pm-1"}}, fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    json b = json::parse(r->body);
+    CHECK(b["provider"] == "postmark");
+    CHECK_THAT(b["provider_message_id"].get<std::string>(), Catch::StartsWith("fake-pm-"));
+    auto got = postmark.received();
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].header("X-Postmark-Server-Token") == fakes::kPostmarkToken);
+    CHECK(json::parse(got[0].body)["Metadata"]["mailrelay_request_id"] == "e2e-pm-1");
+    CHECK(d.stop() == 0);
+    CHECK_THAT(d.err(), !Catch::Contains(fakes::kPostmarkToken));
+  }
+}
+
 TEST_CASE("TLS to the provider, verified with --ca-file, keys from the environment", "[e2e][tls]") {
   fakes::TempDir dir;
   auto certs = fakes::make_test_certificates(dir);

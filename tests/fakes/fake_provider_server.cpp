@@ -47,6 +47,7 @@ void FakeProviderServer::start() {
   auto handler = [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); };
   server_->Post(R"(/v3/mail/send)", handler);
   server_->Post(R"(/v3/([^/]+)/messages)", handler);
+  server_->Post(R"(/email)", handler);
   server_->set_keep_alive_max_count(1000);
   // Enough workers to hold many slow or hanging answers at once (the library default is 8).
   server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
@@ -127,6 +128,30 @@ std::string sendgrid_problem(const std::string& body) {
 
 }  // namespace
 
+// Postmark (https://postmarkapp.com/developer/api/email-api): the server token or the test token,
+// From and To and a body required, 422 {"ErrorCode", "Message"} otherwise.
+void FakeProviderServer::postmark(const httplib::Request& req, httplib::Response& res, int id) {
+  const std::string token = req.get_header_value("X-Postmark-Server-Token");
+  if (token != kPostmarkToken && token != "POSTMARK_API_TEST") {
+    res.status = 401;
+    res.set_content(R"({"ErrorCode":10,"Message":"The Server Token you provided in the X-Postmark-Server-Token request header was invalid."})",
+                    "application/json");
+    return;
+  }
+  json doc = json::parse(req.body, nullptr, false);
+  auto refuse = [&](int code, const std::string& message) {
+    res.status = 422;
+    res.set_content(json{{"ErrorCode", code}, {"Message", message}}.dump(), "application/json");
+  };
+  if (!doc.is_object()) return refuse(402, "Received invalid JSON input.");
+  if (!doc.contains("From") || !doc.contains("To")) return refuse(300, "Invalid email request: From and To are required.");
+  if (!doc.contains("HtmlBody") && !doc.contains("TextBody")) return refuse(300, "Provide either email TextBody or HtmlBody or both.");
+  res.status = 200;
+  res.set_content(json{{"To", doc["To"]}, {"SubmittedAt", "2026-11-23T12:00:00.0000000-05:00"},
+                       {"MessageID", "fake-pm-" + std::to_string(id)}, {"ErrorCode", 0}, {"Message", "OK"}}.dump(),
+                  "application/json");
+}
+
 void FakeProviderServer::handle(const httplib::Request& req, httplib::Response& res) {
   bool sendgrid = req.path == "/v3/mail/send";
   ReceivedRequest record;
@@ -167,6 +192,10 @@ void FakeProviderServer::handle(const httplib::Request& req, httplib::Response& 
   }
 
   // The provider's own checks, then its success answer.
+  if (req.path == "/email") {
+    postmark(req, res, id);
+    return;
+  }
   if (sendgrid) {
     if (req.get_header_value("Authorization") != std::string("Bearer ") + kSendGridKey) {
       res.status = 401;

@@ -1,0 +1,27 @@
+// PostmarkProvider: the Postmark Email API wire format (POST {base}/email, JSON).
+// Pure and immutable after construction; thread-safe.
+#pragma once
+
+#include <string>
+
+#include "http_provider.h"
+
+namespace mailrelay {
+
+class PostmarkProvider final : public ProviderApi {
+ public:
+  PostmarkProvider(std::string base_url, std::string server_token, std::string message_stream);
+  HttpRequest build_request(const Email& email, std::string_view request_id) const override;
+  std::string message_id(const HttpResponse& response) const override;
+  std::string error_message(const HttpResponse& response) const override;
+  AttemptOutcome classify(const HttpResponse& response) const override;
+  MessageLimits limits() const override;
+  bool supports_sandbox() const override { return true; }
+
+ private:
+  std::string url_;
+  std::string server_token_;
+  std::string message_stream_;
+};
+
+}  // namespace mailrelay
