@@ -367,6 +367,11 @@ Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
       if (!inline_part) return inline_part.error();
       attachment.content_id = std::move(inline_part).value();
       attachment.is_inline = !attachment.content_id.empty();
+      if (attachment.is_inline && limits.inline_attachments &&
+          content_ids.size() > limits.inline_attachments->max) {
+        return invalid(field + ".disposition", "at most " + std::to_string(limits.inline_attachments->max) +
+                                                   " inline attachments with the providers configured (see GET /v1/limits)");
+      }
       email.attachments.push_back(std::move(attachment));
     }
   }

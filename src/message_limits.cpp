@@ -36,6 +36,7 @@ MessageLimits& MessageLimits::tighten(const MessageLimits& other) {
   tighten_one(metadata_bytes, other.metadata_bytes);
   tighten_one(options_bytes, other.options_bytes);
   tighten_one(attachment_min_bytes, other.attachment_min_bytes);
+  tighten_one(inline_attachments, other.inline_attachments);
   return *this;
 }
 
@@ -52,6 +53,7 @@ nlohmann::ordered_json MessageLimits::to_json() const {
   add("metadata_bytes", metadata_bytes);
   add("options_bytes", options_bytes);
   add("attachment_min_bytes", attachment_min_bytes);
+  add("inline_attachments", inline_attachments);
   return {{"limits", std::move(values)}, {"sources", std::move(sources)}};
 }
 

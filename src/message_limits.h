@@ -26,6 +26,7 @@ struct MessageLimits {
   std::optional<Limit> metadata_bytes;  // metadata_size() of the caller's metadata
   std::optional<Limit> options_bytes;   // options_size(): headers, reply_to, tags and metadata together
   std::optional<Limit> attachment_min_bytes;  // 1: no empty attachment
+  std::optional<Limit> inline_attachments;    // how many "disposition": "inline" (0: none)
 
   // The relay's own, whatever the providers: 1000 recipients (the size of one audit line and one
   // provider call stays bounded).

@@ -8,6 +8,7 @@ const std::vector<const ProviderDescriptor*>& provider_registry() {
       &sendgrid_descriptor(),
       &mailgun_descriptor(),
       &postmark_descriptor(),
+      &elasticemail_descriptor(),
       &outbox_descriptor(),
   };
   return kProviders;

@@ -72,6 +72,7 @@ std::string provider_names();
 const ProviderDescriptor& sendgrid_descriptor();
 const ProviderDescriptor& mailgun_descriptor();
 const ProviderDescriptor& postmark_descriptor();
+const ProviderDescriptor& elasticemail_descriptor();
 const ProviderDescriptor& outbox_descriptor();
 
 }  // namespace mailrelay

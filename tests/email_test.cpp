@@ -239,7 +239,7 @@ TEST_CASE("limits: each boundary holds exactly, and only for the providers confi
   SECTION("the limits say where each comes from") {
     json shown = both.to_json();
     CHECK(shown["limits"] == json::parse(R"({"recipients": 1000, "tags": 3, "tag_length": 128, "metadata_bytes": 4000,
-                                              "options_bytes": 16000, "attachment_min_bytes": 1})"));
+                                              "options_bytes": 16000, "attachment_min_bytes": 1, "inline_attachments": null})"));
     CHECK(shown["sources"]["recipients"].size() == 3);  // the relay, SendGrid and Mailgun agree on 1000
     CHECK_THAT(shown["sources"]["tags"][0].get<std::string>(), Catch::StartsWith("mailgun: "));
     CHECK_THAT(shown["sources"]["attachment_min_bytes"][0].get<std::string>(), Catch::StartsWith("sendgrid: "));

@@ -369,7 +369,7 @@ TEST_CASE("/v1/limits: the configured providers' limits together, each with its 
   json b = body_of(r);
   CHECK(b["providers"] == json{"sendgrid", "mailgun"});
   CHECK(b["limits"] == json::parse(R"({"recipients": 1000, "tags": 3, "tag_length": 128, "metadata_bytes": 4000,
-                                       "options_bytes": 16000, "attachment_min_bytes": 1})"));
+                                       "options_bytes": 16000, "attachment_min_bytes": 1, "inline_attachments": null})"));
   for (auto& [name, sources] : b["sources"].items()) {
     CAPTURE(name);
     CHECK_FALSE(sources.empty());

@@ -166,6 +166,55 @@ TEST_CASE("postmark and sendgrid fail over to each other, in either order", "[e2
   }
 }
 
+TEST_CASE("elasticemail first with sendgrid as fallback, and three providers deep", "[e2e][elasticemail]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer elastic, sendgrid, postmark;
+  fakes::write_file(dir.file("ee.key"), fakes::kElasticEmailKey);
+  fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
+  fakes::write_file(dir.file("pm.key"), fakes::kPostmarkToken);
+  std::vector<std::string> flags{"--listen", "127.0.0.1:0", "--providers", "elasticemail,sendgrid,postmark",
+                                 "--elasticemail-base-url", elastic.base_url(), "--elasticemail-api-key-file", dir.file("ee.key"),
+                                 "--sendgrid-base-url", sendgrid.base_url(), "--sendgrid-api-key-file", dir.file("sg.key"),
+                                 "--postmark-base-url", postmark.base_url(), "--postmark-api-key-file", dir.file("pm.key"),
+                                 "--max-retries", "0"};
+  Daemon d(flags);
+  REQUIRE(d.port() > 0);
+  auto send = [&](const std::string& id) {
+    auto r = d.client().Post("/v1/send", {{"X-Request-Id", id}}, fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    return json::parse(r->body);
+  };
+  // Elastic Email takes it, with the request id as its Postback.
+  json first = send("e2e-ee-1");
+  CHECK(first["provider"] == "elasticemail");
+  CHECK_THAT(first["provider_message_id"].get<std::string>(), Catch::StartsWith("fake-ee-"));
+  CHECK(json::parse(elastic.received().at(0).body)["Content"]["Postback"] == "e2e-ee-1");
+  // Elastic Email fails: SendGrid takes it.
+  elastic.push(fakes::reply(500, R"({"Error":"Internal error"})"));
+  CHECK(send("e2e-ee-2")["provider"] == "sendgrid");
+  // Both fail: Postmark, three deep.
+  elastic.push(fakes::reply(500, R"({"Error":"Internal error"})"));
+  sendgrid.push(fakes::reply(500, R"({"errors":[{"message":"Internal error"}]})"));
+  json third = send("e2e-ee-3");
+  CHECK(third["provider"] == "postmark");
+  CHECK(third["attempts"].size() == 3);
+  // A sandbox message: Elastic Email has no test mode and is skipped with that reason.
+  json sandbox = fakes::sample_request();
+  sandbox["sandbox"] = true;
+  auto r = d.client().Post("/v1/send", sandbox.dump(), "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  json b = json::parse(r->body);
+  CHECK(b["attempts"][0]["outcome"] == "skipped");
+  CHECK(b["attempts"][0]["error"] == "no test mode for a sandbox message");
+  CHECK(b["provider"] == "sendgrid");
+  CHECK(b["sandbox"] == true);
+  CHECK(elastic.count() == 3);
+  CHECK(d.stop() == 0);
+  CHECK_THAT(d.err(), !Catch::Contains(fakes::kElasticEmailKey));
+}
+
 TEST_CASE("TLS to the provider, verified with --ca-file, keys from the environment", "[e2e][tls]") {
   fakes::TempDir dir;
   auto certs = fakes::make_test_certificates(dir);

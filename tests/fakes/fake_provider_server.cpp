@@ -48,6 +48,7 @@ void FakeProviderServer::start() {
   server_->Post(R"(/v3/mail/send)", handler);
   server_->Post(R"(/v3/([^/]+)/messages)", handler);
   server_->Post(R"(/email)", handler);
+  server_->Post(R"(/v4/emails/transactional)", handler);
   server_->set_keep_alive_max_count(1000);
   // Enough workers to hold many slow or hanging answers at once (the library default is 8).
   server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
@@ -152,6 +153,26 @@ void FakeProviderServer::postmark(const httplib::Request& req, httplib::Response
                   "application/json");
 }
 
+// Elastic Email v4 (EmailsApi emails_transactional_post): the key in X-ElasticEmail-ApiKey,
+// Recipients.To and Content.From required, 200 EmailSend {"TransactionID", "MessageID"}.
+void FakeProviderServer::elasticemail(const httplib::Request& req, httplib::Response& res, int id) {
+  if (req.get_header_value("X-ElasticEmail-ApiKey") != kElasticEmailKey) {
+    res.status = 401;
+    res.set_content(R"({"Error":"Access denied."})", "application/json");
+    return;
+  }
+  json doc = json::parse(req.body, nullptr, false);
+  if (!doc.is_object() || !doc.contains("Recipients") || !doc["Recipients"].contains("To") ||
+      !doc.contains("Content") || !doc["Content"].contains("From")) {
+    res.status = 400;
+    res.set_content(R"({"Error":"Recipients and Content.From are required."})", "application/json");
+    return;
+  }
+  res.status = 200;
+  res.set_content(json{{"TransactionID", "fake-ee-tx-" + std::to_string(id)}, {"MessageID", "fake-ee-" + std::to_string(id)}}.dump(),
+                  "application/json");
+}
+
 void FakeProviderServer::handle(const httplib::Request& req, httplib::Response& res) {
   bool sendgrid = req.path == "/v3/mail/send";
   ReceivedRequest record;
@@ -194,6 +215,10 @@ void FakeProviderServer::handle(const httplib::Request& req, httplib::Response& 
   // The provider's own checks, then its success answer.
   if (req.path == "/email") {
     postmark(req, res, id);
+    return;
+  }
+  if (req.path == "/v4/emails/transactional") {
+    elasticemail(req, res, id);
     return;
   }
   if (sendgrid) {

@@ -1,5 +1,5 @@
-// FakeProviderServer: a real HTTP(S) server on 127.0.0.1:0 that speaks SendGrid's, Mailgun's and
-// Postmark's wire formats (success and error shapes) and can be scripted to fail, throttle or hang.
+// FakeProviderServer: a real HTTP(S) server on 127.0.0.1:0 that speaks SendGrid's, Mailgun's,
+// Postmark's and Elastic Email's wire formats (success and error shapes) and can be scripted to fail, throttle or hang.
 // Thread-safe. Stops (and releases any hung request) on destruction.
 #pragma once
 
@@ -22,6 +22,7 @@ inline constexpr const char* kSendGridKey = "SG.fake-test-key-not-a-secret";
 inline constexpr const char* kMailgunKey = "fake-mailgun-key-not-a-secret";
 inline constexpr const char* kMailgunDomain = "mg.example.com";
 inline constexpr const char* kPostmarkToken = "fake-postmark-token-not-a-secret";
+inline constexpr const char* kElasticEmailKey = "fake-elasticemail-key-not-a-secret";
 
 struct FakeReply {
   int status = 0;  // 0 = the provider's normal success answer
@@ -82,6 +83,7 @@ class FakeProviderServer {
   void start();
   void handle(const httplib::Request& req, httplib::Response& res);
   void postmark(const httplib::Request& req, httplib::Response& res, int id);
+  void elasticemail(const httplib::Request& req, httplib::Response& res, int id);
 
   std::unique_ptr<httplib::Server> server_;
   bool tls_ = false;
