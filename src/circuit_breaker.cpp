@@ -58,7 +58,7 @@ ProviderHealth::Admission ProviderHealth::admit(const std::string& provider) {
       a.reason = "circuit open after " + std::to_string(b.consecutive_failures) + " consecutive failures; next probe in " + left();
       break;
     case CircuitState::kParked:
-      a.reason = "throttled by the provider (429); parked for " + left();
+      a.reason = "throttled by the provider (a 429 or its own throttling error); parked for " + left();
       break;
     case CircuitState::kHalfOpen:
       if (b.probe_in_flight && clock_.now() - b.probe_since < kProbeLost) {
@@ -83,13 +83,13 @@ void ProviderHealth::record(const std::string& provider, const Admission& admiss
   if (admission.generation != b.generation) return;
   const bool probe = admission.probe;
   if (probe) b.probe_in_flight = false;
-  if (result.http_status == 429 && result.retry_after && result.retry_after->count() > 0) {
+  if (result.throttled && result.retry_after && result.retry_after->count() > 0) {
     // Throttling is the provider working as designed, not a failure: park it as long as it
     // asked (Retry-After or its own signal), at most 5 minutes (SPEC section 14), and keep the
     // failure count as it was.
     const milliseconds park = std::min<milliseconds>(*result.retry_after, kMaxPark);
     b.until = clock_.now() + park;
-    transition(provider, b, CircuitState::kParked, "429: parked for " + std::to_string(park.count()) + " ms");
+    transition(provider, b, CircuitState::kParked, "throttled: parked for " + std::to_string(park.count()) + " ms");
     return;
   }
   // A sent message or a rejection of this message both show a provider that works.

@@ -285,7 +285,9 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
       const std::string flag = name + "-" + o.key;
       pc.options[o.key] = config.provider_flags.at(flag);
       const std::string suffix = "base-url";
-      if (o.key.size() >= suffix.size() && o.key.compare(o.key.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      const bool computed = pc.options[o.key].empty() && o.default_value.empty();  // the provider derives it
+      if (!computed && o.key.size() >= suffix.size() &&
+          o.key.compare(o.key.size() - suffix.size(), suffix.size(), suffix) == 0) {
         if (auto problem = check_base_url(flag, pc.options[o.key])) return ConfigExit{2, *problem};
       }
     }

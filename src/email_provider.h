@@ -30,6 +30,7 @@ struct AttemptResult {
   bool may_have_been_sent = false; // true when the provider may have accepted it despite the failure
   // How long the provider asked us to stay away: Retry-After, or its own throttling signal.
   std::optional<std::chrono::milliseconds> retry_after;
+  bool throttled = false;  // the provider asked us to slow down (a 429, or its own throttling error)
 };
 
 class EmailProvider {

@@ -98,7 +98,8 @@ AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& res
   }
   result.error = api.error_message(response);
   if (result.error.empty()) result.error = "HTTP " + std::to_string(response.status);
-  if (response.status == 429 || response.status == 503) result.retry_after = api.throttled_for(response, now);
+  result.throttled = api.throttled(response);
+  if (result.throttled || response.status == 503) result.retry_after = api.throttled_for(response, now);
   // A 502 or 504 comes from a gateway in front of the provider: the service behind it may have
   // taken the message before the gateway gave up (SPEC section 14). Any other error status is
   // the provider itself saying it did not take the message.

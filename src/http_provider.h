@@ -32,6 +32,8 @@ class ProviderApi {
   // How long a throttled provider asked us to wait. By default the Retry-After header.
   virtual std::optional<std::chrono::milliseconds> throttled_for(const HttpResponse& response,
                                                                  std::chrono::system_clock::time_point now) const;
+  // True when the answer says "too many requests". By default a 429.
+  virtual bool throttled(const HttpResponse& response) const { return response.status == 429; }
   virtual MessageLimits limits() const = 0;
   virtual bool supports_sandbox() const = 0;
 };

@@ -182,18 +182,18 @@ std::string rfc5322_date(std::chrono::system_clock::time_point when) {
 }
 
 std::string render_eml(const Email& email, std::string_view message_id,
-                       std::chrono::system_clock::time_point date, std::string_view boundary_seed) {
+                       std::chrono::system_clock::time_point date, std::string_view boundary_seed, bool bcc_header) {
   std::string out;
   out += encode_address_header("From", {email.from});
   out += encode_address_header("To", email.to);
   if (!email.cc.empty()) out += encode_address_header("Cc", email.cc);
   // Kept in the local copy so a developer can see who was blind-copied, as mail clients do for
   // their own sent folder. Real providers never show it to recipients.
-  if (!email.bcc.empty()) out += encode_address_header("Bcc", email.bcc);
+  if (bcc_header && !email.bcc.empty()) out += encode_address_header("Bcc", email.bcc);
   if (email.reply_to) out += encode_address_header("Reply-To", {*email.reply_to});
   out += encode_header("Subject", email.subject);
   out += "Date: " + rfc5322_date(date) + "\r\n";
-  out += "Message-ID: " + std::string(message_id) + "\r\n";
+  if (!message_id.empty()) out += "Message-ID: " + std::string(message_id) + "\r\n";
   out += "MIME-Version: 1.0\r\n";
   for (const auto& [name, value] : email.headers) out += encode_header(name, value);
   for (const auto& tag : email.tags) out += encode_header("X-Mailrelay-Tag", tag);

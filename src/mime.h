@@ -33,7 +33,10 @@ std::string rfc5322_date(std::chrono::system_clock::time_point when);
 
 // The complete message: headers, then text/html alternatives and attachments as MIME multipart
 // when needed. `boundary_seed` makes the multipart boundaries unique to the message.
+// An empty `message_id` leaves the Message-ID header to the provider; `bcc_header` false leaves
+// out the Bcc header (a message handed to a provider as raw MIME must not show its Bcc).
 std::string render_eml(const Email& email, std::string_view message_id,
-                       std::chrono::system_clock::time_point date, std::string_view boundary_seed);
+                       std::chrono::system_clock::time_point date, std::string_view boundary_seed,
+                       bool bcc_header = true);
 
 }  // namespace mailrelay

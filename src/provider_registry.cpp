@@ -9,6 +9,7 @@ const std::vector<const ProviderDescriptor*>& provider_registry() {
       &mailgun_descriptor(),
       &postmark_descriptor(),
       &elasticemail_descriptor(),
+      &ses_descriptor(),
       &outbox_descriptor(),
   };
   return kProviders;

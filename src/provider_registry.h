@@ -73,6 +73,7 @@ const ProviderDescriptor& sendgrid_descriptor();
 const ProviderDescriptor& mailgun_descriptor();
 const ProviderDescriptor& postmark_descriptor();
 const ProviderDescriptor& elasticemail_descriptor();
+const ProviderDescriptor& ses_descriptor();
 const ProviderDescriptor& outbox_descriptor();
 
 }  // namespace mailrelay

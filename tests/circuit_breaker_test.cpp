@@ -20,6 +20,7 @@ AttemptResult outcome(AttemptOutcome o, int status = 0, std::optional<millisecon
   r.http_status = status;
   r.error = status ? "HTTP " + std::to_string(status) : "";
   r.retry_after = retry_after;
+  r.throttled = status == 429;
   return r;
 }
 

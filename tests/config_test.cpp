@@ -130,6 +130,29 @@ TEST_CASE("postmark: its server token from POSTMARK_SERVER_TOKEN or the credenti
   CHECK(load({"--providers", "postmark"}).value().provider_configs.at("postmark").secret("api-key") == "pm-fake-from-env");
 }
 
+TEST_CASE("ses: a region and the AWS key pair, the session token optional", "[config][ses]") {
+  unsetenv("AWS_ACCESS_KEY_ID");
+  unsetenv("AWS_SECRET_ACCESS_KEY");
+  unsetenv("AWS_SESSION_TOKEN");
+  unsetenv("CREDENTIALS_DIRECTORY");
+  auto no_region = load({"--providers", "ses"});
+  REQUIRE_FALSE(no_region);
+  CHECK_THAT(no_region.error().text, Catch::Contains("--ses-region"));
+  auto no_key = load({"--providers", "ses", "--ses-region", "eu-west-1"});
+  REQUIRE_FALSE(no_key);
+  CHECK_THAT(no_key.error().text, Catch::Contains("AWS_ACCESS_KEY_ID") && Catch::Contains("aws_access_key_id"));
+  EnvVar id("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKEFAKE");
+  EnvVar secret("AWS_SECRET_ACCESS_KEY", "fake-secret");
+  auto c = load({"--providers", "ses", "--ses-region", "eu-west-1"});
+  REQUIRE(c);
+  const ProviderConfig& ses = c.value().provider_configs.at("ses");
+  CHECK(ses.secret("access-key-id") == "AKIAFAKEFAKEFAKEFAKE");
+  CHECK(ses.secret("session-token").empty());
+  CHECK(ses.option("base-url").empty());  // derived from the region
+  CHECK_FALSE(load({"--providers", "ses", "--ses-region", "EU West"}));
+  CHECK_FALSE(load({"--providers", "ses", "--ses-region", "eu-west-1", "--ses-base-url", "http://example.com"}));
+}
+
 TEST_CASE("API keys come from a file, the environment or systemd credentials", "[config]") {
   fakes::TempDir dir;
   fakes::write_file(dir.file("sg.key"), "SG.fake-from-file\n");

@@ -215,6 +215,65 @@ TEST_CASE("elasticemail first with sendgrid as fallback, and three providers dee
   CHECK_THAT(d.err(), !Catch::Contains(fakes::kElasticEmailKey));
 }
 
+TEST_CASE("ses and mailgun fail over to each other; the SES fake checks every signature", "[e2e][ses]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer ses, mailgun;
+  fakes::write_file(dir.file("id"), fakes::kSesAccessKeyId);
+  fakes::write_file(dir.file("secret"), fakes::kSesSecretKey);
+  fakes::write_file(dir.file("mg.key"), fakes::kMailgunKey);
+  auto flags = [&](const std::string& order) {
+    return std::vector<std::string>{"--listen", "127.0.0.1:0", "--providers", order, "--max-retries", "0",
+                                    "--ses-region", fakes::kSesRegion, "--ses-base-url", ses.base_url(),
+                                    "--ses-access-key-id-file", dir.file("id"), "--ses-secret-access-key-file", dir.file("secret"),
+                                    "--mailgun-base-url", mailgun.base_url(), "--mailgun-domain", fakes::kMailgunDomain,
+                                    "--mailgun-api-key-file", dir.file("mg.key")};
+  };
+  SECTION("ses first: signed and accepted; after a throttle, Mailgun") {
+    Daemon d(flags("ses,mailgun"));
+    REQUIRE(d.port() > 0);
+    auto r = d.client().Post("/v1/send", {{"X-Request-Id", "e2e-ses-1"}}, fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    json b = json::parse(r->body);
+    CHECK(b["provider"] == "ses");  // the fake verified the signature over what curl sent
+    CHECK_THAT(b["provider_message_id"].get<std::string>(), Catch::StartsWith("fake-ses-"));
+    CHECK(json::parse(ses.received().at(0).body)["EmailTags"][0]["Value"] == "e2e-ses-1");
+    auto throttled = fakes::reply(429, R"({"message":"Maximum sending rate exceeded."})");
+    throttled.headers = {{"x-amzn-ErrorType", "TooManyRequestsException:"}};
+    ses.push(throttled);
+    r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    b = json::parse(r->body);
+    CHECK(b["provider"] == "mailgun");
+    CHECK(b["attempts"][0]["error"] == "TooManyRequestsException: Maximum sending rate exceeded.");
+    CHECK(json::parse(d.client().Get("/v1/limits")->body)["limits"]["recipients"] == 50);
+    CHECK(d.stop() == 0);
+    CHECK_THAT(d.err(), !Catch::Contains(fakes::kSesSecretKey));
+  }
+  SECTION("mailgun first: its 500, then SES") {
+    mailgun.push(fakes::reply(500, R"({"message":"Internal Server Error"})"));
+    Daemon d(flags("mailgun,ses"));
+    REQUIRE(d.port() > 0);
+    auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(json::parse(r->body)["provider"] == "ses");
+    CHECK(d.stop() == 0);
+  }
+  SECTION("a wrong secret is a signature the fake refuses: error, counted toward the circuit") {
+    fakes::write_file(dir.file("secret"), "not-the-secret");
+    Daemon d(flags("ses,mailgun"));
+    REQUIRE(d.port() > 0);
+    auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    json b = json::parse(r->body);
+    CHECK(b["attempts"][0]["http_status"] == 403);
+    CHECK(b["attempts"][0]["outcome"] == "error");
+    CHECK(b["provider"] == "mailgun");
+    CHECK(d.stop() == 0);
+  }
+}
+
 TEST_CASE("TLS to the provider, verified with --ca-file, keys from the environment", "[e2e][tls]") {
   fakes::TempDir dir;
   auto certs = fakes::make_test_certificates(dir);

@@ -2,11 +2,13 @@
 
 #include <sys/socket.h>
 
+#include <ctime>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "base64.h"
+#include "sigv4.h"
 #include "test_helpers.h"
 
 namespace fakes {
@@ -49,6 +51,7 @@ void FakeProviderServer::start() {
   server_->Post(R"(/v3/([^/]+)/messages)", handler);
   server_->Post(R"(/email)", handler);
   server_->Post(R"(/v4/emails/transactional)", handler);
+  server_->Post(R"(/v2/email/outbound-emails)", handler);
   server_->set_keep_alive_max_count(1000);
   // Enough workers to hold many slow or hanging answers at once (the library default is 8).
   server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
@@ -173,6 +176,38 @@ void FakeProviderServer::elasticemail(const httplib::Request& req, httplib::Resp
                   "application/json");
 }
 
+// Amazon SES v2 SendEmail: the request must carry a Signature Version 4 for the fake credentials
+// over what actually arrived (Host, Content-Type, body, X-Amz-Date), else 403
+// SignatureDoesNotMatch; Content.Raw.Data must be base64 MIME; 200 {"MessageId"}.
+void FakeProviderServer::ses(const httplib::Request& req, httplib::Response& res, int id) {
+  auto refuse = [&](int status, const std::string& type, const std::string& message) {
+    res.status = status;
+    res.set_header("x-amzn-ErrorType", type + ":http://internal.amazon.com/coral/com.amazon.coral.service/");
+    res.set_content(json{{"message", message}}.dump(), "application/json");
+  };
+  const std::string date = req.get_header_value("X-Amz-Date");
+  std::tm tm{};
+  if (date.size() != 16 || !strptime(date.c_str(), "%Y%m%dT%H%M%SZ", &tm)) return refuse(400, "IncompleteSignature", "no X-Amz-Date");
+  const auto when = std::chrono::system_clock::from_time_t(timegm(&tm));
+  mailrelay::AwsCredentials credentials{kSesAccessKeyId, kSesSecretKey, req.get_header_value("X-Amz-Security-Token")};
+  std::string expected;
+  for (const auto& [name, value] : mailrelay::sigv4_sign(
+           {"POST", req.get_header_value("Host"), req.path, {{"Content-Type", req.get_header_value("Content-Type")}}, req.body},
+           kSesRegion, "ses", credentials, when)) {
+    if (name == "Authorization") expected = value;
+  }
+  if (req.get_header_value("Authorization") != expected) {
+    return refuse(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.");
+  }
+  json doc = json::parse(req.body, nullptr, false);
+  if (!doc.is_object() || !doc.contains("Content") || !doc["Content"].contains("Raw") ||
+      !mailrelay::base64_decode(doc["Content"]["Raw"].value("Data", "")) || !doc.contains("Destination")) {
+    return refuse(400, "BadRequestException", "Content.Raw.Data and Destination are required.");
+  }
+  res.status = 200;
+  res.set_content(json{{"MessageId", "fake-ses-" + std::to_string(id)}}.dump(), "application/json");
+}
+
 void FakeProviderServer::handle(const httplib::Request& req, httplib::Response& res) {
   bool sendgrid = req.path == "/v3/mail/send";
   ReceivedRequest record;
@@ -219,6 +254,10 @@ void FakeProviderServer::handle(const httplib::Request& req, httplib::Response& 
   }
   if (req.path == "/v4/emails/transactional") {
     elasticemail(req, res, id);
+    return;
+  }
+  if (req.path == "/v2/email/outbound-emails") {
+    ses(req, res, id);
     return;
   }
   if (sendgrid) {

@@ -1,5 +1,5 @@
 // FakeProviderServer: a real HTTP(S) server on 127.0.0.1:0 that speaks SendGrid's, Mailgun's,
-// Postmark's and Elastic Email's wire formats (success and error shapes) and can be scripted to fail, throttle or hang.
+// Postmark's, Elastic Email's and Amazon SES's wire formats (success and error shapes) and can be scripted to fail, throttle or hang.
 // Thread-safe. Stops (and releases any hung request) on destruction.
 #pragma once
 
@@ -23,6 +23,9 @@ inline constexpr const char* kMailgunKey = "fake-mailgun-key-not-a-secret";
 inline constexpr const char* kMailgunDomain = "mg.example.com";
 inline constexpr const char* kPostmarkToken = "fake-postmark-token-not-a-secret";
 inline constexpr const char* kElasticEmailKey = "fake-elasticemail-key-not-a-secret";
+inline constexpr const char* kSesAccessKeyId = "AKIAFAKEFAKEFAKEFAKE";
+inline constexpr const char* kSesSecretKey = "fake-ses-secret-key-not-a-secret";
+inline constexpr const char* kSesRegion = "eu-west-1";
 
 struct FakeReply {
   int status = 0;  // 0 = the provider's normal success answer
@@ -84,6 +87,7 @@ class FakeProviderServer {
   void handle(const httplib::Request& req, httplib::Response& res);
   void postmark(const httplib::Request& req, httplib::Response& res, int id);
   void elasticemail(const httplib::Request& req, httplib::Response& res, int id);
+  void ses(const httplib::Request& req, httplib::Response& res, int id);
 
   std::unique_ptr<httplib::Server> server_;
   bool tls_ = false;
