@@ -96,6 +96,7 @@ TEST_CASE("send service: provider outcomes map to one answer, audit outcome and 
       AttemptResult throttled;
       throttled.outcome = AttemptOutcome::kError;
       throttled.http_status = 429;
+      throttled.throttled = true;
       throttled.retry_after = milliseconds(29500);
       f.health.record(p, a, throttled);
     }

@@ -89,7 +89,7 @@ TEST_CASE("SES answers: the error type decides", "[ses]") {
   }
 }
 
-TEST_CASE("SES limits: 50 recipients; no test mode", "[ses][limits]") {
+TEST_CASE("SES limits: 50 recipients, no test mode", "[ses][limits]") {
   fakes::FakeClock clock;
   SesProvider api("", "us-east-1", kFake, clock);
   CHECK_FALSE(api.supports_sandbox());

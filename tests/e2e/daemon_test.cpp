@@ -215,7 +215,7 @@ TEST_CASE("elasticemail first with sendgrid as fallback, and three providers dee
   CHECK_THAT(d.err(), !Catch::Contains(fakes::kElasticEmailKey));
 }
 
-TEST_CASE("ses and mailgun fail over to each other; the SES fake checks every signature", "[e2e][ses]") {
+TEST_CASE("ses and mailgun fail over to each other, the SES fake checks every signature", "[e2e][ses]") {
   fakes::TempDir dir;
   fakes::FakeProviderServer ses, mailgun;
   fakes::write_file(dir.file("id"), fakes::kSesAccessKeyId);
