@@ -101,8 +101,9 @@ const ProviderDescriptor& elasticemail_descriptor() {
       {{"api-key", "API key", "ELASTICEMAIL_API_KEY", "elasticemail_api_key", true}},
       nullptr,
       [](const ProviderConfig& c, HttpTransport& transport, Clock&) -> Result<std::unique_ptr<EmailProvider>> {
-        return std::unique_ptr<EmailProvider>(new HttpProvider(
-            c.name, std::make_unique<ElasticEmailProvider>(c.option("base-url"), c.secret("api-key")), transport));
+        return make_http_provider(c.name,
+                                  std::make_unique<ElasticEmailProvider>(c.option("base-url"), c.secret("api-key")),
+                                  transport);
       }};
   return kDescriptor;
 }

@@ -125,4 +125,9 @@ AttemptResult HttpProvider::send(const Email& email, std::string_view request_id
   return interpret_response(*api_, response.value(), std::chrono::system_clock::now());
 }
 
+Result<std::unique_ptr<EmailProvider>> make_http_provider(std::string name, std::unique_ptr<ProviderApi> api,
+                                                          HttpTransport& transport) {
+  return std::unique_ptr<EmailProvider>(new HttpProvider(std::move(name), std::move(api), transport));
+}
+
 }  // namespace mailrelay

@@ -10,6 +10,7 @@
 
 #include "email_provider.h"
 #include "http_transport.h"
+#include "result.h"
 
 namespace mailrelay {
 
@@ -69,5 +70,9 @@ class HttpProvider final : public EmailProvider {
   std::unique_ptr<ProviderApi> api_;
   HttpTransport& transport_;
 };
+
+// For a descriptor's factory: provider `name` speaking `api` over `transport`.
+Result<std::unique_ptr<EmailProvider>> make_http_provider(std::string name, std::unique_ptr<ProviderApi> api,
+                                                          HttpTransport& transport);
 
 }  // namespace mailrelay

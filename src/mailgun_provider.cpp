@@ -142,9 +142,9 @@ const ProviderDescriptor& mailgun_descriptor() {
         return std::nullopt;
       },
       [](const ProviderConfig& c, HttpTransport& transport, Clock&) -> Result<std::unique_ptr<EmailProvider>> {
-        return std::unique_ptr<EmailProvider>(new HttpProvider(
-            c.name, std::make_unique<MailgunProvider>(c.option("base-url"), c.option("domain"), c.secret("api-key")),
-            transport));
+        return make_http_provider(c.name,
+                                  std::make_unique<MailgunProvider>(c.option("base-url"), c.option("domain"), c.secret("api-key")),
+                                  transport);
       }};
   return kDescriptor;
 }

@@ -143,10 +143,9 @@ const ProviderDescriptor& postmark_descriptor() {
         return std::nullopt;
       },
       [](const ProviderConfig& c, HttpTransport& transport, Clock&) -> Result<std::unique_ptr<EmailProvider>> {
-        return std::unique_ptr<EmailProvider>(new HttpProvider(
-            c.name,
-            std::make_unique<PostmarkProvider>(c.option("base-url"), c.secret("api-key"), c.option("message-stream")),
-            transport));
+        return make_http_provider(c.name,
+                                  std::make_unique<PostmarkProvider>(c.option("base-url"), c.secret("api-key"), c.option("message-stream")),
+                                  transport);
       }};
   return kDescriptor;
 }

@@ -165,8 +165,9 @@ const ProviderDescriptor& sendgrid_descriptor() {
       {{"api-key", "API key", "SENDGRID_API_KEY", "sendgrid_api_key", true}},
       nullptr,
       [](const ProviderConfig& c, HttpTransport& transport, Clock&) -> Result<std::unique_ptr<EmailProvider>> {
-        return std::unique_ptr<EmailProvider>(new HttpProvider(
-            c.name, std::make_unique<SendGridProvider>(c.option("base-url"), c.secret("api-key")), transport));
+        return make_http_provider(c.name,
+                                  std::make_unique<SendGridProvider>(c.option("base-url"), c.secret("api-key")),
+                                  transport);
       }};
   return kDescriptor;
 }

@@ -156,9 +156,9 @@ const ProviderDescriptor& ses_descriptor() {
       },
       [](const ProviderConfig& c, HttpTransport& transport, Clock& clock) -> Result<std::unique_ptr<EmailProvider>> {
         AwsCredentials credentials{c.secret("access-key-id"), c.secret("secret-access-key"), c.secret("session-token")};
-        return std::unique_ptr<EmailProvider>(new HttpProvider(
-            c.name, std::make_unique<SesProvider>(c.option("base-url"), c.option("region"), credentials, clock),
-            transport));
+        return make_http_provider(c.name,
+                                  std::make_unique<SesProvider>(c.option("base-url"), c.option("region"), credentials, clock),
+                                  transport);
       }};
   return kDescriptor;
 }

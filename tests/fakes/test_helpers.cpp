@@ -159,4 +159,17 @@ int count_responses(const std::string& bytes) {
   return n;
 }
 
+nlohmann::json full_request() {
+  nlohmann::json j = sample_request();
+  j["to"][1] = {{"email", "bob@example.org"}, {"name", "Doe, Bob"}};
+  j["cc"] = {"carol@example.org"};
+  j["bcc"] = {"dave@example.org"};
+  j["reply_to"] = "support@example.com";
+  j["headers"] = {{"X-Campaign", "nov"}};
+  j["attachments"] = {{{"filename", "a.pdf"}, {"content_type", "application/pdf"}, {"content", "JVBERi0x"}}};
+  j["tags"] = {"invoice"};
+  j["metadata"] = {{"invoice_id", "42"}};
+  return j;
+}
+
 }  // namespace fakes

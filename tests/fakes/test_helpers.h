@@ -77,5 +77,8 @@ int count_responses(const std::string& bytes);
 
 // A valid /v1/send body to start from.
 nlohmann::json sample_request();
+// sample_request() with every field the golden payload tests check: a display name with a comma,
+// cc, bcc, reply_to, a header, a PDF attachment, one tag and one metadata entry.
+nlohmann::json full_request();
 
 }  // namespace fakes
