@@ -122,6 +122,17 @@ AttemptOutcome PostmarkProvider::classify(const HttpResponse& response) const {
   }
 }
 
+bool PostmarkProvider::throttled(const HttpResponse& response) const {
+  // HTTP 429, or ErrorCode 429 "Rate limit exceeded" (error codes list).
+  return response.status == 429 || (response.status == 422 && error_code(response) == 429);
+}
+
+std::optional<std::chrono::milliseconds> PostmarkProvider::throttled_for(
+    const HttpResponse& response, std::chrono::system_clock::time_point now) const {
+  if (auto after = parse_retry_after(response.header("retry-after"), now)) return after;
+  return std::chrono::milliseconds(1000);  // Postmark does not say when: park it a second
+}
+
 MessageLimits PostmarkProvider::limits() const {
   MessageLimits limits;
   limits.recipients = Limit{50, {"postmark: https://postmarkapp.com/support/article/1180-what-does-errorcode-300-mean "

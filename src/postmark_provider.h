@@ -15,6 +15,9 @@ class PostmarkProvider final : public ProviderApi {
   std::string message_id(const HttpResponse& response) const override;
   std::string error_message(const HttpResponse& response) const override;
   AttemptOutcome classify(const HttpResponse& response) const override;
+  bool throttled(const HttpResponse& response) const override;
+  std::optional<std::chrono::milliseconds> throttled_for(const HttpResponse& response,
+                                                         std::chrono::system_clock::time_point now) const override;
   MessageLimits limits() const override;
   bool supports_sandbox() const override { return true; }
 

@@ -76,6 +76,19 @@ TEST_CASE("Postmark answers: ErrorCode decides between rejected and error", "[po
   CHECK(a.error == "details (ErrorCode " + std::to_string(code) + ")");
 }
 
+TEST_CASE("Postmark: a rate limit parks it, by HTTP 429 or ErrorCode 429", "[postmark]") {
+  PostmarkProvider api("https://api.postmarkapp.com", "t", "outbound");
+  auto now = std::chrono::system_clock::now();
+  auto by_code = interpret_response(api, HttpResponse{422, {}, R"({"ErrorCode":429,"Message":"Rate limit exceeded"})"}, now);
+  CHECK(by_code.throttled);
+  CHECK(by_code.outcome == AttemptOutcome::kError);
+  CHECK(by_code.retry_after == std::chrono::milliseconds(1000));
+  auto by_status = interpret_response(api, HttpResponse{429, {{"retry-after", "4"}}, ""}, now);
+  CHECK(by_status.throttled);
+  CHECK(by_status.retry_after == std::chrono::milliseconds(4000));
+  CHECK_FALSE(interpret_response(api, HttpResponse{422, {}, R"({"ErrorCode":300,"Message":"x"})"}, now).throttled);
+}
+
 TEST_CASE("Postmark limits: 50 recipients, one tag of up to 1000 characters", "[postmark][limits]") {
   MessageLimits limits = MessageLimits::relay().tighten(PostmarkProvider("https://pm", "t", "outbound").limits());
   json j = fakes::sample_request();

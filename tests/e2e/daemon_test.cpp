@@ -215,6 +215,25 @@ TEST_CASE("elasticemail first with sendgrid as fallback, and three providers dee
   CHECK_THAT(d.err(), !Catch::Contains(fakes::kElasticEmailKey));
 }
 
+TEST_CASE("sendgrid first with elasticemail as fallback", "[e2e][elasticemail]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer elastic, sendgrid;
+  fakes::write_file(dir.file("ee.key"), fakes::kElasticEmailKey);
+  fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
+  sendgrid.push_n(2, fakes::reply(503, R"({"errors":[{"message":"Service Unavailable"}]})"));
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid,elasticemail", "--elasticemail-base-url", elastic.base_url(),
+            "--elasticemail-api-key-file", dir.file("ee.key"), "--sendgrid-base-url", sendgrid.base_url(),
+            "--sendgrid-api-key-file", dir.file("sg.key")});
+  REQUIRE(d.port() > 0);
+  auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(json::parse(r->body)["provider"] == "elasticemail");
+  CHECK(sendgrid.count() == 2);
+  CHECK(elastic.count() == 1);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("ses and mailgun fail over to each other, the SES fake checks every signature", "[e2e][ses]") {
   fakes::TempDir dir;
   fakes::FakeProviderServer ses, mailgun;
