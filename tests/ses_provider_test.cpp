@@ -89,6 +89,15 @@ TEST_CASE("SES answers: the error type decides", "[ses]") {
   }
 }
 
+TEST_CASE("SES: a 503 without Retry-After keeps the usual backoff, it is no throttle", "[ses]") {
+  fakes::FakeClock clock;
+  SesProvider api("", "eu-west-1", kFake, clock);
+  auto a = interpret_response(api, HttpResponse{503, {}, R"({"message":"Service Unavailable"})"}, std::chrono::system_clock::now());
+  CHECK(a.outcome == AttemptOutcome::kError);
+  CHECK_FALSE(a.throttled);
+  CHECK_FALSE(a.retry_after);
+}
+
 TEST_CASE("SES limits: 50 recipients, no test mode", "[ses][limits]") {
   fakes::FakeClock clock;
   SesProvider api("", "us-east-1", kFake, clock);
