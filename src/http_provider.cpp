@@ -62,8 +62,12 @@ std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view valu
   }
   time_t when = curl_getdate(std::string(value).c_str(), nullptr);  // RFC 7231 HTTP-date
   if (when < 0) return std::nullopt;
-  auto delta = std::chrono::system_clock::from_time_t(when) - now;
-  return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(delta));
+  return time_until(std::chrono::system_clock::from_time_t(when), now);
+}
+
+std::chrono::milliseconds time_until(std::chrono::system_clock::time_point when,
+                                     std::chrono::system_clock::time_point now) {
+  return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(when - now));
 }
 
 std::string api_url(std::string base, std::string_view path) {
@@ -82,11 +86,6 @@ std::string one_line(std::string_view text, std::size_t max) {
   return out;
 }
 
-std::optional<std::chrono::milliseconds> ProviderApi::throttled_for(const HttpResponse& response,
-                                                                    std::chrono::system_clock::time_point now) const {
-  return parse_retry_after(response.header("retry-after"), now);
-}
-
 AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& response,
                                  std::chrono::system_clock::time_point now) {
   AttemptResult result;
@@ -99,7 +98,10 @@ AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& res
   result.error = api.error_message(response);
   if (result.error.empty()) result.error = "HTTP " + std::to_string(response.status);
   result.throttled = api.throttled(response);
-  if (result.throttled || response.status == 503) result.retry_after = api.throttled_for(response, now);
+  if (result.throttled || response.status == 503) {
+    result.retry_after = parse_retry_after(response.header("retry-after"), now);
+    if (!result.retry_after) result.retry_after = api.throttled_for(response, now);
+  }
   // A 502 or 504 comes from a gateway in front of the provider: the service behind it may have
   // taken the message before the gateway gave up (SPEC section 14). Any other error status is
   // the provider itself saying it did not take the message.

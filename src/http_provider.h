@@ -30,9 +30,12 @@ class ProviderApi {
   // The outcome of an answer. By default classify_http_status(); a provider overrides it where
   // its answers say more than the status (an unusable account is an error, not a refusal).
   virtual AttemptOutcome classify(const HttpResponse& response) const { return classify_http_status(response.status); }
-  // How long a throttled provider asked us to wait. By default the Retry-After header.
-  virtual std::optional<std::chrono::milliseconds> throttled_for(const HttpResponse& response,
-                                                                 std::chrono::system_clock::time_point now) const;
+  // How long a throttled provider asked us to wait when it sent no Retry-After: its own signal
+  // (a header, a sentence in the body). By default none.
+  virtual std::optional<std::chrono::milliseconds> throttled_for(const HttpResponse& /*response*/,
+                                                                 std::chrono::system_clock::time_point /*now*/) const {
+    return std::nullopt;
+  }
   // True when the answer says "too many requests". By default a 429.
   virtual bool throttled(const HttpResponse& response) const { return response.status == 429; }
   virtual MessageLimits limits() const = 0;
@@ -42,6 +45,10 @@ class ProviderApi {
 // Parses a Retry-After value: delta-seconds or an HTTP-date relative to `now`.
 std::optional<std::chrono::milliseconds> parse_retry_after(
     std::string_view value, std::chrono::system_clock::time_point now);
+
+// How long from `now` until `when`; zero when it has passed.
+std::chrono::milliseconds time_until(std::chrono::system_clock::time_point when,
+                                     std::chrono::system_clock::time_point now);
 
 // Interprets a complete HTTP answer with `api` (status class, id, error text, Retry-After).
 AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& response,

@@ -3,11 +3,6 @@
 // mailgun/documentation source/api-sending.rst and source/user_manual.rst.
 #include "mailgun_provider.h"
 
-#include <curl/curl.h>
-
-#include <algorithm>
-#include <cctype>
-
 #include <nlohmann/json.hpp>
 
 #include "base64.h"
@@ -68,9 +63,6 @@ std::string MailgunProvider::error_message(const HttpResponse& response) const {
   return one_line(response.body);
 }
 
-}  // namespace mailrelay
-
-namespace mailrelay {
 namespace {
 
 bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }
@@ -90,23 +82,16 @@ AttemptOutcome MailgunProvider::classify(const HttpResponse& response) const {
 
 std::optional<std::chrono::milliseconds> MailgunProvider::throttled_for(
     const HttpResponse& response, std::chrono::system_clock::time_point now) const {
-  if (auto after = parse_retry_after(response.header("retry-after"), now)) return after;
   // A 429 says when in its message: "... limit exceeded, try again after 120 seconds"
-  // (openapi.yaml) or "... try again after Mon, 20 Dec 2021 20:33:21 UTC" (api-sending.rst).
+  // (openapi.yaml) or "... try again after Mon, 20 Dec 2021 20:33:21 UTC" (api-sending.rst):
+  // a Retry-After value either way, once " seconds" is cut off.
   const std::string message = error_message(response);
   constexpr std::string_view kMarker = "try again after ";
   std::size_t at = message.find(kMarker);
   if (at == std::string::npos) return std::nullopt;
   std::string when = message.substr(at + kMarker.size());
-  std::size_t digits = 0;
-  while (digits < when.size() && std::isdigit(static_cast<unsigned char>(when[digits]))) ++digits;
-  if (digits > 0 && digits <= 9 && when.compare(digits, 8, " seconds") == 0) {
-    return std::chrono::seconds(std::stol(when.substr(0, digits)));
-  }
-  time_t at_time = curl_getdate(when.c_str(), nullptr);
-  if (at_time < 0) return std::nullopt;
-  auto delta = std::chrono::system_clock::from_time_t(at_time) - now;
-  return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(delta));
+  if (std::size_t unit = when.find(" seconds"); unit != std::string::npos) when.resize(unit);
+  return parse_retry_after(when, now);
 }
 
 MessageLimits MailgunProvider::limits() const {
@@ -125,9 +110,6 @@ MessageLimits MailgunProvider::limits() const {
   return limits;
 }
 
-}  // namespace mailrelay
-
-namespace mailrelay {
 
 const ProviderDescriptor& mailgun_descriptor() {
   static const ProviderDescriptor kDescriptor{

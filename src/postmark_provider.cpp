@@ -128,8 +128,7 @@ bool PostmarkProvider::throttled(const HttpResponse& response) const {
 }
 
 std::optional<std::chrono::milliseconds> PostmarkProvider::throttled_for(
-    const HttpResponse& response, std::chrono::system_clock::time_point now) const {
-  if (auto after = parse_retry_after(response.header("retry-after"), now)) return after;
+    const HttpResponse& response, std::chrono::system_clock::time_point /*now*/) const {
   if (!throttled(response)) return std::nullopt;  // a 503 without Retry-After: the usual backoff
   return std::chrono::milliseconds(1000);         // Postmark does not say when: park it a second
 }

@@ -125,19 +125,14 @@ std::string SendGridProvider::error_message(const HttpResponse& response) const 
   return one_line(response.body);
 }
 
-}  // namespace mailrelay
-
-namespace mailrelay {
 
 std::optional<std::chrono::milliseconds> SendGridProvider::throttled_for(
     const HttpResponse& response, std::chrono::system_clock::time_point now) const {
-  if (auto after = parse_retry_after(response.header("retry-after"), now)) return after;
   // A 429 says when the limit resets in X-RateLimit-Reset, as Unix seconds
   // (https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/rate-limits).
   std::string reset = response.header("x-ratelimit-reset");
   if (reset.empty() || reset.size() > 12 || reset.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
-  auto when = std::chrono::system_clock::time_point(std::chrono::seconds(std::stoll(reset)));
-  return std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(when - now));
+  return time_until(std::chrono::system_clock::time_point(std::chrono::seconds(std::stoll(reset))), now);
 }
 
 MessageLimits SendGridProvider::limits() const {
@@ -154,9 +149,6 @@ MessageLimits SendGridProvider::limits() const {
   return limits;
 }
 
-}  // namespace mailrelay
-
-namespace mailrelay {
 
 const ProviderDescriptor& sendgrid_descriptor() {
   static const ProviderDescriptor kDescriptor{

@@ -125,8 +125,7 @@ bool SesProvider::throttled(const HttpResponse& response) const {
 }
 
 std::optional<std::chrono::milliseconds> SesProvider::throttled_for(const HttpResponse& response,
-                                                                   std::chrono::system_clock::time_point now) const {
-  if (auto after = parse_retry_after(response.header("retry-after"), now)) return after;
+                                                                   std::chrono::system_clock::time_point /*now*/) const {
   if (!throttled(response)) return std::nullopt;  // a 503 without Retry-After: the usual backoff
   // SES says nothing of when: one second, then the next throttle parks it again.
   return std::chrono::milliseconds(1000);
