@@ -9,7 +9,6 @@
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
 
-
 namespace mailrelay {
 namespace {
 

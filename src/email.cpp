@@ -422,9 +422,10 @@ Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
                                      " (see GET /v1/limits and the README's Limits)");
     }
   }
-  if (limits.options_bytes && options_size(email) > limits.options_bytes->max) {
+  if (const std::size_t options = limits.options_bytes ? options_size(email) : 0;
+      limits.options_bytes && options > limits.options_bytes->max) {
     return invalid(email.metadata.empty() ? "headers" : "metadata",
-                   "headers, reply_to, tags and metadata together are " + std::to_string(options_size(email)) +
+                   "headers, reply_to, tags and metadata together are " + std::to_string(options) +
                        " bytes as Mailgun options; at most " + std::to_string(limits.options_bytes->max) +
                        " (see GET /v1/limits)");
   }

@@ -72,9 +72,6 @@ AttemptResult OutboxProvider::send(const Email& email, std::string_view request_
   return result;
 }
 
-}  // namespace mailrelay
-
-namespace mailrelay {
 
 const ProviderDescriptor& outbox_descriptor() {
   static const ProviderDescriptor kDescriptor{

@@ -1,8 +1,8 @@
 #include "send_service.h"
 
-#include <openssl/sha.h>
-
 #include <algorithm>
+
+#include "sigv4.h"  // sha256_hex
 
 namespace mailrelay {
 namespace {
@@ -15,17 +15,6 @@ bool is_acceptable_idempotency_key(const std::string& key) {
          std::all_of(key.begin(), key.end(), [](char c) { return c >= 33 && c <= 126; });
 }
 
-std::string sha256_hex(const std::string& data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : digest) {
-    out += hex[b >> 4];
-    out += hex[b & 15];
-  }
-  return out;
-}
 
 bool is_json_content_type(const std::string& value) {
   std::string v;
