@@ -290,8 +290,8 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(const AuditSettings& settings, 
 AuditLog::AuditLog(std::unique_ptr<AuditSink> sink, std::string recipient_key, Clock& clock, spdlog::logger& ops_log)
     : sink_(std::move(sink)), recipient_key_(std::move(recipient_key)), clock_(clock), ops_log_(ops_log) {}
 
-std::string AuditLog::timestamp() const {
-  auto now = clock_.wall_now();
+std::string utc_timestamp(Clock& clock) {
+  auto now = clock.wall_now();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::time_t t = std::chrono::system_clock::to_time_t(now);
   std::tm tm{};
@@ -302,8 +302,11 @@ std::string AuditLog::timestamp() const {
   return buf;
 }
 
+std::string AuditLog::timestamp() const { return utc_timestamp(clock_); }
+
 bool AuditLog::write(const json& line) {
   const std::string text = line.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (tap_) tap_->line(text);
   if (sink_->append(text)) return true;
   // The line still reaches the operator: whole, in the operational log (journald). Audit lines
   // hold no addresses, bodies or secrets, so it may go there.
@@ -338,6 +341,7 @@ json AuditLog::request_json(const RequestRecord& r) const {
             {"recipients", 0}};
   if (!r.replay_of.empty()) line["replay_of"] = r.replay_of;
   if (!r.refused_by.empty()) line["refused_by"] = r.refused_by;
+  if (r.state_store_unavailable) line["state_store"] = "unavailable";
   if (r.relay) {
     // The answer's attempts, with addresses in provider text redacted (the answer keeps them).
     json attempts = r.attempts ? *r.attempts : json::array();
@@ -372,6 +376,16 @@ json AuditLog::request_json(const RequestRecord& r) const {
 }
 
 bool AuditLog::request(const RequestRecord& record) { return write(request_json(record)); }
+
+bool AuditLog::control(const ControlRecord& r) {
+  json line{{"ts", timestamp()},       {"event", "control"},
+            {"request_id", r.request_id}, {"client_ip", r.client_ip},
+            {"client", r.client ? json(*r.client) : json(nullptr)}, {"action", r.action}};
+  if (!r.provider.empty()) line["provider"] = r.provider;
+  if (r.action == "set_order") line["order"] = r.order;
+  line["reason"] = r.reason.empty() ? json(nullptr) : json(r.reason);
+  return write(line);
+}
 
 std::string AuditLog::reopen() { return sink_->reopen(); }
 

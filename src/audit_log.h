@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/logger.h>
@@ -38,11 +39,30 @@ struct RequestRecord {
   int status = 0;
   std::string outcome;  // "sent", "replayed", or the error code answered
   std::string replay_of;  // for an idempotent replay: the request id of the first answer
-  std::string refused_by;  // the limit that refused the request (max_in_flight, body_budget)
+  std::string refused_by;  // the limit that refused the request (max_in_flight, body_budget, rate_limit)
+  bool state_store_unavailable = false;  // the store failed and the request went on without it
   double latency_ms = 0;
   const Email* email = nullptr;         // when the body parsed
   const RelayResult* relay = nullptr;   // when the relay ran
   const nlohmann::ordered_json* attempts = nullptr;  // the answer's "attempts", when the relay ran
+};
+
+// One runtime change by an operator (SPEC section 10): the "control" line.
+struct ControlRecord {
+  std::string request_id;
+  std::string client_ip;
+  std::optional<std::string> client;
+  std::string action;  // disable, enable, set_order, reset_order
+  std::string provider;             // disable, enable
+  std::vector<std::string> order;   // set_order
+  std::string reason;
+};
+
+// Told every line written (the audit stream); must not block. Thread-safe.
+class AuditTap {
+ public:
+  virtual ~AuditTap() = default;
+  virtual void line(std::string_view text) = 0;
 };
 
 // What the audit log has been through, for /metrics.
@@ -75,6 +95,9 @@ class AuditSink {
 // address, first 16 bytes in hex. `mailrelayd hash-address` prints the same.
 std::string hash_address(std::string_view key, std::string_view address);
 
+// Now, as the audit log writes times: 2026-12-03T06:00:00.123Z.
+std::string utc_timestamp(Clock& clock);
+
 // Replaces anything shaped like an email address in provider text with "<address>".
 std::string redact_addresses(std::string_view text);
 
@@ -91,6 +114,11 @@ class AuditLog final : public AttemptObserver {
   // False when the line could not be written; it then goes to the operational log instead,
   // whole, and is counted. Either way the operator has it.
   bool request(const RequestRecord& record);
+  bool control(const ControlRecord& record);
+
+  // Every line written from now on is also given to `tap` (may be null), which outlives this.
+  // Set before any request is served.
+  void set_tap(AuditTap* tap) { tap_ = tap; }
 
   // Reopens the file by name (after logrotate moved it away). "" on success, else why not (the
   // log keeps writing to the file it had and retries by itself). No-op on stdout.
@@ -112,6 +140,7 @@ class AuditLog final : public AttemptObserver {
   std::string recipient_key_;
   Clock& clock_;
   spdlog::logger& ops_log_;
+  AuditTap* tap_ = nullptr;
   std::atomic<bool> failing_{false};
   std::atomic<std::uint64_t> write_errors_{0};
 };

@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
 
+#include "redis_state_store.h"
+
 namespace mailrelay {
 namespace {
 
@@ -76,6 +78,18 @@ void declare_options(CLI::App& app, Config& c) {
       "secret key (16+ bytes) for recipient hashes in the audit log; without it only counts and domains");
   opt("ca-file", c.ca_file, "CA bundle for provider TLS (default: the system store)");
   opt("proxy", c.proxy, "HTTP(S) proxy for provider calls; proxy environment variables are ignored");
+  opt("state-store", c.state_store,
+      "shared state (idempotency keys, provider overrides, rate limits): memory (this process), "
+      "redis://[user@]host:port[/db] or unix:///path/redis.sock")->capture_default_str();
+  opt("state-store-password-file", c.state_store_password_file,
+      "file holding the Redis password (else env MAILRELAY_STATE_STORE_PASSWORD, else credential state_store_password)");
+  opt("state-store-prefix", c.state_store_prefix, "prefix of every key in the store (fleets sharing one Redis)")
+      ->capture_default_str();
+  opt("state-store-timeout-ms", c.state_store_timeout_ms, "each store operation on the request path")->capture_default_str();
+  opt("audit-stream", c.audit_stream, "redis: also append every audit line to the stream <prefix>audit");
+  opt("audit-stream-max-len", c.audit_stream_max_len, "the stream's length, approximately (XADD MAXLEN ~)")
+      ->capture_default_str();
+  opt("rate-limits", c.rate_limits, "per client: billing=20/s,signup=300/m,*=50/s (* for any other client); 429 beyond");
 }
 
 std::string trim(std::string s) {
@@ -182,6 +196,14 @@ std::optional<std::string> validate(Config& c) {
   if (c.max_body_bytes < 1) return std::string("--max-body-bytes must be at least 1");
   if (c.audit_log_max_files < 0) return std::string("--audit-log-max-files must not be negative");
   if (c.providers.empty()) return std::string("--providers must name at least one provider");
+  if (c.state_store_timeout_ms < 1 || c.state_store_timeout_ms > 10000) {
+    return std::string("--state-store-timeout-ms must be between 1 and 10000");
+  }
+  if (!c.audit_stream.empty() && c.audit_stream != "redis") return std::string("--audit-stream must be redis");
+  if (c.audit_stream == "redis" && c.state_store == "memory") {
+    return std::string("--audit-stream redis needs --state-store redis://... or unix://...");
+  }
+  if (c.audit_stream_max_len < 1) return std::string("--audit-stream-max-len must be at least 1");
   std::set<std::string> seen;
   for (const auto& p : c.providers) {
     if (!find_provider(p)) return "--providers: unknown provider '" + p + "' (known: " + provider_names() + ")";
@@ -256,6 +278,26 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
     if (!key) return key.error();
     config.audit_recipient_key = std::move(key).value();
   }
+  if (config.state_store != "memory") {
+    if (auto address = parse_redis_url(config.state_store); !address) return ConfigExit{2, address.error().message};
+    if (!config.state_store_password_file.empty()) {
+      auto password = read_secret_file(config.state_store_password_file, "state store password");
+      if (!password) return password.error();
+      config.state_store_password = std::move(password).value();
+    } else if (const char* v = std::getenv("MAILRELAY_STATE_STORE_PASSWORD"); v && *v) {
+      config.state_store_password = trim(v);
+    } else if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir && *dir) {
+      const std::string path = std::string(dir) + "/state_store_password";
+      if (std::ifstream(path).good()) {
+        auto password = read_secret_file(path, "state store password");
+        if (!password) return password.error();
+        config.state_store_password = std::move(password).value();
+      }
+    }
+  }
+  auto rates = parse_rate_limits(config.rate_limits);
+  if (!rates) return ConfigExit{2, rates.error().message};
+  config.client_rates = std::move(rates).value();
   if (config.strategy != "failover" && config.strategy != "round-robin" && config.strategy != "weighted") {
     return ConfigExit{2, "--strategy must be failover, round-robin or weighted, got '" + config.strategy + "'"};
   }
@@ -301,6 +343,31 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
     config.provider_configs[name] = std::move(pc);
   }
   return config;
+}
+
+Result<std::map<std::string, RateLimit>> parse_rate_limits(const std::string& text) {
+  std::map<std::string, RateLimit> out;
+  std::stringstream items(text);
+  for (std::string item; std::getline(items, item, ',');) {
+    item = trim(item);
+    if (item.empty()) continue;
+    const auto eq = item.find('='), slash = item.rfind('/');
+    const std::string bad = "--rate-limits: '" + item + "' is not client=N/s, N/m or N/h";
+    if (eq == std::string::npos || eq == 0 || slash == std::string::npos || slash < eq) return Error{"config", bad, ""};
+    const std::string count = item.substr(eq + 1, slash - eq - 1), unit = item.substr(slash + 1);
+    char* end = nullptr;
+    RateLimit limit;
+    limit.count = std::strtod(count.c_str(), &end);
+    if (count.empty() || !end || *end != '\0' || !(limit.count > 0) || limit.count > 1e6) return Error{"config", bad, ""};
+    if (unit == "s") limit.period = std::chrono::seconds(1);
+    else if (unit == "m") limit.period = std::chrono::minutes(1);
+    else if (unit == "h") limit.period = std::chrono::hours(1);
+    else return Error{"config", bad, ""};
+    if (!out.emplace(item.substr(0, eq), limit).second) {
+      return Error{"config", "--rate-limits names '" + item.substr(0, eq) + "' twice", ""};
+    }
+  }
+  return out;
 }
 
 Result<HashAddressCommand, ConfigExit> parse_hash_address(const std::vector<std::string>& args) {

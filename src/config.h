@@ -10,6 +10,7 @@
 
 #include "provider_registry.h"
 #include "result.h"
+#include "state_store.h"
 
 namespace mailrelay {
 
@@ -44,7 +45,21 @@ struct Config {
   std::string audit_recipient_key;  // secret: never logged
   std::string ca_file;
   std::string proxy;
+  // SPEC section 9: where the fleet's shared state lives.
+  std::string state_store = "memory";  // memory, redis://[user@]host:port[/db], unix:///path
+  std::string state_store_password_file;
+  std::string state_store_password;    // secret: never logged
+  std::string state_store_prefix = "mailrelay:";
+  int state_store_timeout_ms = 50;
+  std::string audit_stream;            // "" or "redis"
+  std::uint64_t audit_stream_max_len = 1000000;
+  // SPEC section 10: "billing=20/s,signup=300/m,*=50/s".
+  std::string rate_limits;
+  std::map<std::string, RateLimit> client_rates;  // derived: by client name, "*" for the others
 };
+
+// `billing=20/s,signup=300/m,*=50/s` (per second, minute or hour) by client name.
+Result<std::map<std::string, RateLimit>> parse_rate_limits(const std::string& text);
 
 // Why the process should exit instead of running: --help (code 0, text on stdout) or a usage or
 // configuration error (code 2, message on stderr).

@@ -12,6 +12,7 @@ using json = nlohmann::ordered_json;  // answers keep the documented key order
 
 constexpr const char* kJson = "application/json";
 constexpr const char* kRequestIdHeader = "X-Request-Id";
+constexpr std::uint64_t kMaxControlBody = 65536;
 
 // Paths we serve, with the methods each allows: anything else on them is 405, elsewhere 404.
 const std::vector<std::pair<std::string, std::string>> kRoutes = {
@@ -20,15 +21,33 @@ const std::vector<std::pair<std::string, std::string>> kRoutes = {
     {"/readyz", "GET"},
     {"/metrics", "GET"},
     {"/v1/providers", "GET"},
+    {"/v1/providers/order", "PUT, DELETE"},
     {"/v1/limits", "GET"},
 };
+constexpr std::string_view kProviderPrefix = "/v1/providers/";
+
+// /v1/providers/{name}: one path segment that is not "order".
+bool is_provider_path(const std::string& path) {
+  if (path.size() <= kProviderPrefix.size() || path.compare(0, kProviderPrefix.size(), kProviderPrefix) != 0) return false;
+  return path.find('/', kProviderPrefix.size()) == std::string::npos && path != "/v1/providers/order";
+}
+
+// The methods `path` allows ("PUT, DELETE"), or "" for a path we do not serve.
+std::string allowed_methods(const std::string& path) {
+  for (const auto& route : kRoutes) {
+    if (route.first == path) return route.second;
+  }
+  return is_provider_path(path) ? "PATCH" : "";
+}
+
+bool allows(const std::string& methods, const std::string& method) {
+  return (", " + methods + ", ").find(", " + method + ", ") != std::string::npos;
+}
 
 // The route label for metrics: one of ours, or "other" (unknown paths must not grow the label set).
 std::string route_of(const std::string& path) {
-  for (const auto& route : kRoutes) {
-    if (route.first == path) return path;
-  }
-  return "other";
+  if (is_provider_path(path)) return "/v1/providers/{name}";
+  return allowed_methods(path).empty() ? "other" : path;
 }
 
 // A request header's whole value. cpp-httplib's get_header_value goes through a C string and so
@@ -62,10 +81,10 @@ void send_json(httplib::Response& res, int status, const json& body) {
 }  // namespace
 
 
-HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics,
-                 IdempotencyCache& idempotency, ApiSettings settings, Clock& clock, spdlog::logger& log)
-    : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics),
-      sends_(idempotency, metrics, settings.max_in_flight), settings_(settings), clock_(clock), log_(log) {}
+HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, StateStore& store,
+                 ProviderControl* control, ApiSettings settings, Clock& clock, spdlog::logger& log)
+    : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics), store_(store), control_(control),
+      sends_(store, control, metrics, settings.max_in_flight), settings_(settings), clock_(clock), log_(log) {}
 
 void HttpApi::finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status,
                      const json& body, RequestRecord record) {
@@ -123,15 +142,18 @@ void HttpApi::install(FrontDoor& server) {
       return refuse(415, "unsupported_media_type", "Content-Encoding is not accepted; send the body uncompressed");
     }
     const bool is_send = req.method == "POST" && req.path == "/v1/send";
-    if (!is_send && (chunked || length > 0)) {
-      for (const auto& [path, method] : kRoutes) {
-        if (req.path == path && req.method == method) {
-          return refuse(400, "invalid_request", method + " " + path + " takes no request body");
-        }
+    const bool is_control = (req.method == "PATCH" && is_provider_path(req.path)) ||
+                            (req.method == "PUT" && req.path == "/v1/providers/order");
+    if (!is_send && !is_control && (chunked || length > 0)) {
+      if (allows(allowed_methods(req.path), req.method)) {
+        return refuse(400, "invalid_request", req.method + " " + req.path + " takes no request body");
       }
       close_after(ctx, res);
       answer_unrouted(req, res, ctx);
       return httplib::Server::HandlerResponse::Handled;
+    }
+    if (is_control && length > kMaxControlBody) {
+      return refuse(413, "payload_too_large", "a control request body is at most " + std::to_string(kMaxControlBody) + " bytes");
     }
     if (is_send && length > settings_.max_body_bytes) {
       return refuse(413, "payload_too_large", too_large_message);
@@ -211,6 +233,16 @@ void HttpApi::install(FrontDoor& server) {
             "# HELP mailrelay_audit_reopen_failures_total Audit log reopens that failed (retried with backoff).\n"
             "# TYPE mailrelay_audit_reopen_failures_total counter\n"
             "mailrelay_audit_reopen_failures_total " + std::to_string(audit.reopen_failures) + "\n";
+    const StateStoreCounters store = store_.counters();
+    text += "# HELP mailrelay_state_store_up Whether the last state store operation succeeded (1) or not (0).\n"
+            "# TYPE mailrelay_state_store_up gauge\n"
+            "mailrelay_state_store_up " + std::string(store.up ? "1" : "0") + "\n"
+            "# HELP mailrelay_state_store_errors_total State store operations that failed (unreachable, timed out, refused).\n"
+            "# TYPE mailrelay_state_store_errors_total counter\n"
+            "mailrelay_state_store_errors_total " + std::to_string(store.errors) + "\n"
+            "# HELP mailrelay_audit_stream_dropped_total Audit lines not appended to the Redis stream (the file has them).\n"
+            "# TYPE mailrelay_audit_stream_dropped_total counter\n"
+            "mailrelay_audit_stream_dropped_total " + std::to_string(store.stream_dropped) + "\n";
     res.set_content(text, "text/plain; version=0.0.4");
   });
   // The /v1 endpoints other than send: a bearer token when tokens are configured.
@@ -225,16 +257,13 @@ void HttpApi::install(FrontDoor& server) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     std::string id = request_id_of(req, res);
     if (refused(req, res, *runtime, id)) return;
-    json providers = json::array();
-    for (const auto& name : runtime->provider_names) {
-      json p = metrics_.provider_json(name);
-      std::string circuit = runtime->health ? std::string(to_string(runtime->health->state(name))) : "closed";
-      providers.push_back(json{{"name", name}, {"enabled", true}, {"circuit", circuit},
-                               {"counters", p["counters"]}, {"last_error", p["last_error"]}});
-    }
     metrics_.request(req.path, 200, 0, nullptr);
-    send_json(res, 200, json{{"request_id", id}, {"providers", providers}});
+    send_json(res, 200, providers_view(*runtime, id));
   });
+  auto control = [this](const httplib::Request& req, httplib::Response& res) { handle_control(req, res); };
+  server.Patch(R"(/v1/providers/[^/]+)", control);
+  server.Put("/v1/providers/order", control);
+  server.Delete("/v1/providers/order", control);
 
   // What a message may hold: the configured providers' limits together (SPEC section 12).
   server.Get("/v1/limits", [this, refused](const httplib::Request& req, httplib::Response& res) {
@@ -304,12 +333,12 @@ void HttpApi::install(FrontDoor& server) {
 // 405 on one of our paths with another method, 404 elsewhere.
 void HttpApi::answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx) {
   std::string id = request_id_of(req, res);
-  for (const auto& [path, method] : kRoutes) {
-    if (req.path == path) {
-      res.set_header("Allow", method);
-      finish(req, res, ctx, 405, error_json(id, "method_not_allowed", req.method + " is not allowed on " + path + "; use " + method), {});
-      return;
-    }
+  const std::string methods = allowed_methods(req.path);
+  if (!methods.empty()) {
+    res.set_header("Allow", methods);
+    finish(req, res, ctx, 405,
+           error_json(id, "method_not_allowed", req.method + " is not allowed on " + req.path + "; use " + methods), {});
+    return;
   }
   finish(req, res, ctx, 404, error_json(id, "not_found", "no such endpoint"), {});
 }
@@ -330,10 +359,122 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, R
   record.outcome = report.outcome;
   record.replay_of = report.replay_of;
   record.refused_by = report.refused_by;
+  record.state_store_unavailable = report.store_unavailable;
   record.email = report.email ? &*report.email : nullptr;
   record.relay = report.relay ? &*report.relay : nullptr;
   if (record.relay && report.body.contains("attempts")) record.attempts = &report.body["attempts"];
   finish(req, res, ctx, report.status, report.body, std::move(record));  // record points into the body
+}
+
+json HttpApi::providers_view(const Runtime& runtime, const std::string& id) const {
+  const std::shared_ptr<const ProviderOverrides> overrides =
+      control_ ? control_->current() : std::make_shared<const ProviderOverrides>();
+  json providers = json::array();
+  for (const auto& name : runtime.provider_names) {
+    json p = metrics_.provider_json(name);
+    std::string circuit = runtime.health ? std::string(to_string(runtime.health->state(name))) : "closed";
+    auto change = overrides->providers.find(name);
+    const bool switched = change != overrides->providers.end();
+    const bool enabled = !switched || change->second.enabled;
+    json item{{"name", name}, {"enabled", enabled}};
+    item["disabled_by"] = enabled || change->second.disabled_by.empty() ? json(nullptr) : json(change->second.disabled_by);
+    item["reason"] = switched && !change->second.reason.empty() ? json(change->second.reason) : json(nullptr);
+    item["since"] = switched ? json(change->second.since) : json(nullptr);
+    item["circuit"] = circuit;
+    item["counters"] = p["counters"];
+    item["last_error"] = p["last_error"];
+    providers.push_back(std::move(item));
+  }
+  return json{{"request_id", id},
+              {"providers", providers},
+              {"order", effective_order(runtime.provider_names, *overrides)},
+              {"order_overridden", !overrides->order.empty()}};
+}
+
+void HttpApi::handle_control(const httplib::Request& req, httplib::Response& res) {
+  RequestContext& ctx = door_->context(req);
+  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+  const std::string id = request_id_of(req, res);
+  std::optional<std::string> client;
+  auto fail = [&](int status, const std::string& code, const std::string& message, const std::string& field = "") {
+    RequestRecord r;
+    r.client = client;
+    finish(req, res, ctx, status, error_json(id, code, message, field), std::move(r));
+  };
+  // Admin scope (SPEC section 10); without a tokens file only loopback is served, with every scope.
+  if (runtime->tokens) {
+    auto identity = runtime->tokens->identify(header(req, "Authorization"));
+    if (!identity) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      return fail(401, "unauthorized", "missing or unknown bearer token");
+    }
+    client = identity->name;
+    if (!(identity->scopes & kScopeAdmin)) return fail(403, "forbidden", "this token has no admin scope");
+  }
+  if (!control_) return fail(503, "state_store_unavailable", "runtime control is not available");
+  ControlRecord record{id, ctx.client_ip, client, "", "", {}, ""};
+  const auto& names = runtime->provider_names;
+  auto known = [&](const std::string& name) { return std::find(names.begin(), names.end(), name) != names.end(); };
+  json body;
+  if (req.method != "DELETE") {
+    if (!is_json_content_type(header(req, "Content-Type"))) {
+      return fail(415, "unsupported_media_type", "Content-Type must be application/json");
+    }
+    body = json::parse(req.body, nullptr, false);
+    if (!body.is_object()) return fail(400, "invalid_request", "the body must be a JSON object");
+    if (body.contains("reason")) {
+      const json& reason = body["reason"];
+      if (!reason.is_string() || reason.get<std::string>().size() > 200 ||
+          std::any_of(reason.get_ref<const std::string&>().begin(), reason.get_ref<const std::string&>().end(),
+                      [](char c) { return static_cast<unsigned char>(c) < 32; })) {
+        return fail(400, "invalid_request", "must be a string of at most 200 characters, no control characters", "reason");
+      }
+      record.reason = reason.get<std::string>();
+    }
+  }
+  Result<bool> done = true;
+  if (req.method == "PATCH") {
+    record.provider = req.path.substr(kProviderPrefix.size());
+    if (!known(record.provider)) return fail(404, "not_found", "no provider '" + record.provider + "' is configured");
+    if (!body.contains("enabled") || !body["enabled"].is_boolean()) {
+      return fail(400, "invalid_request", "must be true or false", "enabled");
+    }
+    const bool enabled = body["enabled"].get<bool>();
+    record.action = enabled ? "enable" : "disable";
+    done = control_->switch_provider(record.provider, {enabled, client.value_or(""), record.reason, utc_timestamp(clock_)});
+  } else if (req.method == "PUT") {
+    record.action = "set_order";
+    if (!body.contains("order") || !body["order"].is_array() || body["order"].empty()) {
+      return fail(400, "invalid_request", "must be a non-empty array of provider names", "order");
+    }
+    for (std::size_t i = 0; i < body["order"].size(); ++i) {
+      const json& name = body["order"][i];
+      const std::string field = "order[" + std::to_string(i) + "]";
+      if (!name.is_string()) return fail(400, "invalid_request", "must be a provider name", field);
+      if (!known(name.get<std::string>())) {
+        return fail(404, "not_found", "no provider '" + name.get<std::string>() + "' is configured", field);
+      }
+      if (std::find(record.order.begin(), record.order.end(), name.get<std::string>()) != record.order.end()) {
+        return fail(400, "invalid_request", "names a provider twice", field);
+      }
+      record.order.push_back(name.get<std::string>());
+    }
+    done = control_->set_order(record.order);
+  } else {
+    record.action = "reset_order";
+    done = control_->set_order({});
+  }
+  if (!done) {
+    res.set_header("Retry-After", "1");
+    return fail(503, "state_store_unavailable", "the state store is unreachable; nothing was changed");
+  }
+  audit_.control(record);
+  log_.info("control: {} {} by {}{}", record.action, record.provider, client.value_or("(loopback)"),
+            record.reason.empty() ? "" : " (" + record.reason + ")");
+  RequestRecord r;
+  r.client = client;
+  r.outcome = record.action;
+  finish(req, res, ctx, 200, providers_view(*runtime, id), std::move(r));
 }
 
 }  // namespace mailrelay

@@ -15,10 +15,11 @@
 #include "audit_log.h"
 #include "clock.h"
 #include "front_door.h"
-#include "idempotency_cache.h"
 #include "metrics.h"
+#include "provider_control.h"
 #include "runtime.h"
 #include "send_service.h"
+#include "state_store.h"
 
 namespace mailrelay {
 
@@ -29,8 +30,9 @@ struct ApiSettings {
 
 class HttpApi {
  public:
-  HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, IdempotencyCache& idempotency,
-          ApiSettings settings, Clock& clock, spdlog::logger& log);
+  // `control` (may be null: no runtime control) applies the operators' provider overrides.
+  HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, StateStore& store,
+          ProviderControl* control, ApiSettings settings, Clock& clock, spdlog::logger& log);
 
   // New requests use `runtime`; requests in flight finish on the one they started with.
   void set_runtime(std::shared_ptr<const Runtime> runtime) { std::atomic_store(&runtime_, std::move(runtime)); }
@@ -47,6 +49,10 @@ class HttpApi {
  private:
   void handle_send(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body);
   void answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx);
+  // PATCH /v1/providers/{name}, PUT and DELETE /v1/providers/order (SPEC section 10).
+  void handle_control(const httplib::Request& req, httplib::Response& res);
+  // The GET /v1/providers answer.
+  nlohmann::ordered_json providers_view(const Runtime& runtime, const std::string& id) const;
   // Writes the audit line, then the answer.
   void finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status,
               const nlohmann::ordered_json& body, RequestRecord record);
@@ -54,6 +60,8 @@ class HttpApi {
   std::shared_ptr<const Runtime> runtime_;  // accessed with std::atomic_load/atomic_store
   AuditLog& audit_;
   Metrics& metrics_;
+  StateStore& store_;
+  ProviderControl* control_;
   SendService sends_;
   ApiSettings settings_;
   Clock& clock_;

@@ -1,7 +1,6 @@
 // mailrelayd: wiring only. Parse config, build the objects, serve, handle signals.
 #include <malloc.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -15,15 +14,8 @@
 #include <spdlog/logger.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
-#include "audit_log.h"
-#include "clock.h"
 #include "config.h"
-#include "curl_transport.h"
-#include "http_api.h"
-#include "idempotency_cache.h"
-#include "metrics.h"
-#include "runtime.h"
-#include "front_door.h"
+#include "daemon.h"
 #include "service_notifier.h"
 
 using namespace mailrelay;
@@ -37,33 +29,6 @@ int print_exit(const ConfigExit& exit) {
     std::fprintf(stderr, "mailrelayd: %s\n", exit.text.c_str());
   }
   return exit.code;
-}
-
-// Descriptors: one per client connection and per provider connection. The soft limit (often
-// 1024) goes up to the hard one; connections are capped below what remains.
-std::size_t raise_descriptor_limit() {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
-  limit.rlim_cur = limit.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &limit);
-  getrlimit(RLIMIT_NOFILE, &limit);
-  return static_cast<std::size_t>(limit.rlim_cur);
-}
-
-FrontDoorSettings door_settings(const Config& config, spdlog::logger& log) {
-  FrontDoorSettings door;
-  door.pool.min_threads = static_cast<std::size_t>(config.threads);
-  // Every send in flight holds a thread; 256 more answer health checks and refusals meanwhile.
-  door.pool.max_threads = static_cast<std::size_t>(config.max_in_flight) + 256;
-  door.max_body_bytes_in_flight = config.max_body_bytes_in_flight;
-  const std::size_t descriptors = raise_descriptor_limit();
-  // Half for clients: each send in flight also holds a provider connection.
-  door.max_connections = std::max<std::size_t>(64, std::min<std::size_t>(65536, descriptors / 2));
-  if (door.max_connections < static_cast<std::size_t>(config.max_in_flight)) {
-    log.warn("only {} descriptors: at most {} client connections (raise LimitNOFILE for --max-in-flight {})",
-             descriptors, door.max_connections, config.max_in_flight);
-  }
-  return door;
 }
 
 }  // namespace
@@ -99,63 +64,18 @@ int main(int argc, char** argv) {
   log->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
   log->flush_on(spdlog::level::info);
 
-  AuditSettings audit_settings{config.audit_log, config.audit_log_max_bytes, config.audit_log_max_files,
-                               config.audit_recipient_key};
-  SystemClock clock;
-  auto opened_audit = AuditLog::open(audit_settings, clock, *log);
-  if (!opened_audit) {
-    log->error("{}", opened_audit.error().message);
-    return 2;
-  }
-  std::unique_ptr<AuditLog> audit = std::move(opened_audit).value();
-
   // libcurl's global state is set up once, before any thread exists.
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  CurlTransport transport(CurlTransportOptions{config.ca_file, config.proxy});
-  Metrics metrics(MAILRELAY_VERSION);
-  // Provider health outlives reloads: a provider that is down stays skipped after a SIGHUP.
-  ProviderHealth health(BreakerSettings{}, clock, *log);
-  RetryBudget retry_budget(RetryBudgetSettings{}, clock);
-  auto runtime = build_runtime(config, transport, clock, &health, &retry_budget, {audit.get(), &metrics});
-  if (!runtime) {
-    log->error("{}", runtime.error().message);
+  auto started = Daemon::start(config, *log, [] { kill(getpid(), SIGTERM); });  // wakes the signal loop
+  if (!started) {
+    log->error("{}", started.error().text);
     curl_global_cleanup();
-    return 2;
+    return started.error().code;
   }
-  const bool auth = runtime.value()->tokens != nullptr;
-  std::string clients = auth ? std::to_string(runtime.value()->tokens->size()) + " clients" : "off (loopback only)";
-  if (config.max_queue >= 0) log->warn("--max-queue is deprecated and ignored: admission is --max-in-flight");
-  FrontDoor server(door_settings(config, *log));
-  // 24 hours of keys, as Stripe and the IETF draft suggest; 100k entries of a few hundred bytes.
-  IdempotencyCache idempotency(100000, std::chrono::hours(24), clock);
-  HttpApi api(runtime.value(), *audit, metrics, idempotency,
-              ApiSettings{config.max_body_bytes, static_cast<std::size_t>(config.max_in_flight)}, clock, *log);
-  Config current = config;
-
-  api.install(server);
-
-  const int port = server.bind(config.listen_host, config.listen_port);
-  if (port < 0) {
-    log->error("cannot listen on {}: {}", config.listen, std::strerror(errno));
-    curl_global_cleanup();
-    return 1;
-  }
-  std::string where = config.listen_host.find(':') != std::string::npos ? "[" + config.listen_host + "]" : config.listen_host;
-  auto joined = [](const std::vector<std::string>& names) {
-    std::string out;
-    for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
-    return out;
-  };
-  const std::string order = joined(config.providers);
-  log->info("listening on {}:{} providers={} max_in_flight={} auth={}", where, port, order, config.max_in_flight, clients);
-
-  std::thread serving([&] {
-    server.serve();
-    kill(getpid(), SIGTERM);  // if the server stops on its own, wake the signal loop
-  });
-  for (int i = 0; i < 5000 && !server.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::unique_ptr<Daemon> daemon = std::move(started).value();
+  const int port = daemon->port();
   ServiceNotifier notifier;
-  notifier.ready("serving on " + where + ":" + std::to_string(port) + ", providers " + order);
+  notifier.ready("serving on " + daemon->where() + ", providers " + daemon->providers());
 
   // The watchdog is fed only while the server answers its own /healthz: a wedged server (all
   // workers stuck) stops the pings and systemd restarts it.
@@ -189,7 +109,7 @@ int main(int argc, char** argv) {
       break;
     }
     if (sig == SIGUSR1) {
-      const std::string failed = audit->reopen();
+      const std::string failed = daemon->reopen_audit();
       if (failed.empty()) log->info("received SIGUSR1, reopened the audit log");
       else log->error("received SIGUSR1, could not reopen the audit log: {}", failed);
       continue;
@@ -200,43 +120,25 @@ int main(int argc, char** argv) {
     auto reloaded = load_config(args);
     std::string problem = reloaded ? "" : reloaded.error().text;
     if (reloaded) {
-      if (!current.tokens_file.empty() && reloaded.value().tokens_file.empty()) {
-        problem = "the new configuration has no tokens file; refusing to turn authentication off by reload";
-      } else if (auto next = build_runtime(reloaded.value(), transport, clock, &health, &retry_budget, {audit.get(), &metrics})) {
-        for (const auto& option : restart_only_changes(current, reloaded.value())) {
-          log->warn("reload: {} changed; it takes effect only after a restart", option);
-        }
-        api.set_runtime(std::move(next).value());
-        current = std::move(reloaded).value();
-        const std::string providers = joined(current.providers);
-        log->info("reloaded configuration: providers={}", providers);
-        notifier.ready("serving on " + where + ":" + std::to_string(port) + ", providers " + providers);
+      auto report = daemon->reload(reloaded.value());
+      if (report) {
+        log->info("reloaded configuration: providers={}", report.value().providers);
+        notifier.ready("serving on " + daemon->where() + ", providers " + report.value().providers);
         continue;
-      } else {
-        problem = next.error().message;
       }
+      problem = report.error().message;
     }
     log->error("reload failed, keeping the running configuration: {}", problem);
     notifier.ready("reload failed, running the previous configuration: " + problem);
   }
-  // New sends get 503 from here on and every answer closes its connection; the listener closes;
-  // requests in progress finish, for at most the deadline and 5 s more (SPEC section 8).
-  api.start_draining();
-  if (!server.shutdown(std::chrono::milliseconds(config.deadline_ms) + std::chrono::seconds(5))) {
-    std::string ids;
-    for (const auto& id : api.sends().in_flight_ids()) ids += (ids.empty() ? "" : ",") + id;
-    log->error("shutdown: requests still running after the deadline, abandoned: {}", ids.empty() ? "(none a send)" : ids);
-    audit->flush();
-    std::_Exit(1);  // the stuck threads cannot be joined
-  }
-  serving.join();
+  if (!daemon->stop()) std::_Exit(1);  // the stuck threads cannot be joined
   {
     std::lock_guard<std::mutex> lock(stop_mutex);
     stopping = true;
   }
   stop_cv.notify_all();
   if (watchdog.joinable()) watchdog.join();
-  audit->flush();
+  daemon.reset();
   curl_global_cleanup();
   log->info("stopped");
   return 0;

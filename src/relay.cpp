@@ -4,6 +4,8 @@
 #include <cmath>
 #include <random>
 
+#include "provider_control.h"
+
 namespace mailrelay {
 
 using std::chrono::duration_cast;
@@ -58,7 +60,16 @@ Relay::Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Cloc
   }
 }
 
-std::vector<EmailProvider*> Relay::order() {
+std::vector<EmailProvider*> Relay::order(const ProviderOverrides* overrides) {
+  if (overrides && !overrides->order.empty()) {
+    std::vector<std::string> names;
+    for (auto* p : providers_) names.push_back(p->name());
+    std::vector<EmailProvider*> out;
+    for (const auto& name : effective_order(names, *overrides)) {
+      out.push_back(providers_[static_cast<std::size_t>(std::find(names.begin(), names.end(), name) - names.begin())]);
+    }
+    return out;
+  }
   std::size_t first = 0;
   if (settings_.strategy == Strategy::kRoundRobin) {
     first = static_cast<std::size_t>(turn_++ % providers_.size());
@@ -81,13 +92,14 @@ std::vector<EmailProvider*> Relay::order() {
   return out;
 }
 
-RelayResult Relay::send(const Email& email, const std::string& request_id, Clock::TimePoint started) {
+RelayResult Relay::send(const Email& email, const std::string& request_id, Clock::TimePoint started,
+                        const ProviderOverrides* overrides) {
   RelayResult out;
   if (budget_) budget_->on_request();
   const auto deadline = started + settings_.deadline;
   auto time_left = [&] { return duration_cast<milliseconds>(deadline - clock_.now()); };
 
-  for (EmailProvider* provider : order()) {
+  for (EmailProvider* provider : order(overrides)) {
     for (int try_number = 1;; ++try_number) {
       milliseconds left = time_left();
       if (left.count() <= 0) {
@@ -99,10 +111,13 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
       // attempt of its own, so the answer says why that provider was not used.
       ProviderHealth::Admission admission;
       const bool no_test_mode = email.sandbox && !provider->supports_sandbox();
-      if (no_test_mode || (health_ && !(admission = health_->admit(provider->name())))) {
+      const bool switched_off = overrides && !overrides->enabled(provider->name());
+      if (switched_off || no_test_mode || (health_ && !(admission = health_->admit(provider->name())))) {
         Attempt skipped{provider->name(), try_number, {}, 0};
         skipped.result.outcome = AttemptOutcome::kSkipped;
-        skipped.result.error = no_test_mode ? "no test mode for a sandbox message" : admission.reason;
+        skipped.result.error = switched_off   ? "switched off by an operator: " + overrides->providers.at(provider->name()).reason
+                               : no_test_mode ? "no test mode for a sandbox message"
+                                              : admission.reason;
         for (auto* o : observers_) o->after_attempt(request_id, skipped);
         out.attempts.push_back(skipped);
         break;

@@ -16,6 +16,7 @@
 #include "retry_budget.h"
 #include "email_provider.h"
 #include "failover_policy.h"
+#include "state_store.h"
 
 namespace mailrelay {
 
@@ -72,8 +73,10 @@ class Relay {
         ProviderHealth* health = nullptr, std::vector<AttemptObserver*> observers = {}, Jitter jitter = {},
         RetryBudget* budget = nullptr);
 
-  // `started` is when the request arrived: the deadline counts from there.
-  RelayResult send(const Email& email, const std::string& request_id, Clock::TimePoint started);
+  // `started` is when the request arrived: the deadline counts from there. `overrides` (may be
+  // null): the operators' order replaces the strategy's, and a provider switched off is skipped.
+  RelayResult send(const Email& email, const std::string& request_id, Clock::TimePoint started,
+                   const ProviderOverrides* overrides = nullptr);
 
   const RelaySettings& settings() const { return settings_; }
 
@@ -81,8 +84,9 @@ class Relay {
   std::vector<EmailProvider*> providers_;
   RelaySettings settings_;
   Clock& clock_;
-  // The order for one request: the strategy's first choice, then the others as configured.
-  std::vector<EmailProvider*> order();
+  // The order for one request: the operators' order if they set one, else the strategy's first
+  // choice, then the others as configured.
+  std::vector<EmailProvider*> order(const ProviderOverrides* overrides);
 
   ProviderHealth* health_;
   RetryBudget* budget_;

@@ -32,6 +32,7 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpT
   settings.policy.failover_on_timeout = config.failover_on_timeout;
   runtime->relay = std::make_unique<Relay>(order, settings, clock, health, std::move(observers), Relay::Jitter{}, budget);
   runtime->provider_names = config.providers;
+  runtime->client_rates = config.client_rates;
   runtime->health = health;
   return std::shared_ptr<const Runtime>(std::move(runtime));
 }
@@ -52,6 +53,12 @@ std::vector<std::string> restart_only_changes(const Config& before, const Config
   check("audit-recipient-key-file", before.audit_recipient_key != after.audit_recipient_key);
   check("ca-file", before.ca_file != after.ca_file);
   check("proxy", before.proxy != after.proxy);
+  check("state-store", before.state_store != after.state_store);
+  check("state-store-password", before.state_store_password != after.state_store_password);
+  check("state-store-prefix", before.state_store_prefix != after.state_store_prefix);
+  check("state-store-timeout-ms", before.state_store_timeout_ms != after.state_store_timeout_ms);
+  check("audit-stream", before.audit_stream != after.audit_stream);
+  check("audit-stream-max-len", before.audit_stream_max_len != after.audit_stream_max_len);
   return changed;
 }
 

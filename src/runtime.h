@@ -3,6 +3,7 @@
 // in-flight requests finish on the runtime they started with.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@ struct Runtime {
   std::vector<std::string> provider_names;  // in order
   MessageLimits limits = MessageLimits::relay();  // the providers' together (GET /v1/limits)
   ProviderHealth* health = nullptr;          // shared across reloads; may be null
+  std::map<std::string, RateLimit> client_rates;  // --rate-limits: by client name, "*" for the others
 };
 
 // Builds the runtime `config` describes. Fails (with a message for the operator) when the tokens

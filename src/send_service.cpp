@@ -2,7 +2,8 @@
 
 #include <algorithm>
 
-#include "sigv4.h"  // sha256_hex
+#include "audit_log.h"  // redact_addresses
+#include "sigv4.h"      // sha256_hex
 
 namespace mailrelay {
 namespace {
@@ -16,14 +17,6 @@ bool is_acceptable_idempotency_key(const std::string& key) {
 }
 
 
-bool is_json_content_type(const std::string& value) {
-  std::string v;
-  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  constexpr std::string_view kType = "application/json";
-  if (v.compare(0, kType.size(), kType) != 0) return false;
-  return v.size() == kType.size() || v[kType.size()] == ';' || v[kType.size()] == ' ';
-}
-
 SendReport refusal(SendReport report, int status, const std::string& id, const std::string& code,
                    const std::string& message, const std::string& field = "") {
   report.status = status;
@@ -34,6 +27,14 @@ SendReport refusal(SendReport report, int status, const std::string& id, const s
 
 }  // namespace
 
+bool is_json_content_type(const std::string& value) {
+  std::string v;
+  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  constexpr std::string_view kType = "application/json";
+  if (v.compare(0, kType.size(), kType) != 0) return false;
+  return v.size() == kType.size() || v[kType.size()] == ';' || v[kType.size()] == ' ';
+}
+
 json error_json(const std::string& request_id, const std::string& code, const std::string& message,
                 const std::string& field) {
   json error{{"code", code}, {"message", message}};
@@ -41,8 +42,8 @@ json error_json(const std::string& request_id, const std::string& code, const st
   return json{{"request_id", request_id}, {"error", std::move(error)}};
 }
 
-SendService::SendService(IdempotencyCache& idempotency, Metrics& metrics, std::size_t max_in_flight)
-    : idempotency_(idempotency), metrics_(metrics), max_in_flight_(max_in_flight) {}
+SendService::SendService(StateStore& store, ProviderControl* control, Metrics& metrics, std::size_t max_in_flight)
+    : store_(store), control_(control), metrics_(metrics), max_in_flight_(max_in_flight) {}
 
 std::vector<std::string> SendService::in_flight_ids() const {
   std::lock_guard<std::mutex> lock(ids_mutex_);
@@ -53,14 +54,39 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
   const std::string& id = request.request_id;
   SendReport report;
   if (runtime.tokens) {
-    report.client = runtime.tokens->authenticate(request.authorization);
-    if (!report.client) {
+    auto identity = runtime.tokens->identify(request.authorization);
+    if (!identity) {
       report.headers.emplace_back("WWW-Authenticate", "Bearer");
       return refusal(std::move(report), 401, id, "unauthorized", "missing or unknown bearer token");
+    }
+    report.client = identity->name;
+    if (!(identity->scopes & kScopeSend)) {
+      return refusal(std::move(report), 403, id, "forbidden", "this token has no send scope");
     }
   }
   if (!is_json_content_type(request.content_type)) {
     return refusal(std::move(report), 415, id, "unsupported_media_type", "Content-Type must be application/json");
+  }
+  // Client rate limits (SPEC section 10): per client name, "*" for the others; they fail open
+  // when the store is unreachable (the audit line says so).
+  if (!runtime.client_rates.empty()) {
+    const std::string name = report.client.value_or("");
+    auto rate = runtime.client_rates.find(name);
+    if (rate == runtime.client_rates.end()) rate = runtime.client_rates.find("*");
+    if (rate != runtime.client_rates.end()) {
+      auto verdict = store_.take(name.empty() ? "-" : name, rate->second);
+      if (!verdict) {
+        report.store_unavailable = true;
+      } else if (!verdict.value().allowed) {
+        metrics_.refused("rate_limit");
+        report.refused_by = "rate_limit";
+        const auto wait = verdict.value().retry_after.count();
+        report.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, (wait + 999) / 1000)));
+        return refusal(std::move(report), 429, id, "rate_limited",
+                       "client " + (name.empty() ? std::string("(loopback)") : name) +
+                           " is over its rate limit; retry after Retry-After seconds");
+      }
+    }
   }
   // Admission (SPEC section 8): beyond --max-in-flight a send is answered at once; it is counted.
   if (in_flight_.fetch_add(1) >= max_in_flight_) {
@@ -87,8 +113,10 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
     }
   } release{*this, id};
   std::optional<std::string> client = report.client;
+  const bool store_unavailable = report.store_unavailable;
   report = admitted(runtime, request, client.value_or(""));
   report.client = client;
+  report.store_unavailable = report.store_unavailable || store_unavailable;
   return report;
 }
 
@@ -111,8 +139,18 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
     return refusal(std::move(report), 400, id, e.code, e.message, e.field);
   }
   report.email = std::move(email).value();
+  // A claim whose holder vanished (a crash) blocks the key no longer than a request can last.
+  const auto claim_ttl = runtime.relay->settings().deadline + std::chrono::seconds(60);
   if (keyed) {
-    auto lookup = idempotency_.begin(client, key, digest);
+    auto begun = store_.begin_idempotent(client, key, digest, claim_ttl);
+    if (!begun) {
+      // The caller asked for a guarantee the relay cannot give now (SPEC section 9).
+      report.store_unavailable = true;
+      report.headers.emplace_back("Retry-After", "1");
+      return refusal(std::move(report), 503, id, "state_store_unavailable",
+                     "the state store holding Idempotency-Keys is unreachable, so nothing was sent; retry in a moment");
+    }
+    auto lookup = std::move(begun).value();
     switch (lookup.verdict) {
       case IdempotencyCache::Verdict::kReplay:
         metrics_.idempotent_replay();
@@ -133,15 +171,29 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
     }
   }
   struct ForgetKeyUnlessAnswered {
-    IdempotencyCache* cache;
+    StateStore* store;
     const std::string& client;
     const std::string& key;
+    const std::string& digest;
     ~ForgetKeyUnlessAnswered() {
-      if (cache) cache->release(client, key);  // no-op once an answer is stored
+      if (store) store->release_idempotent(client, key, digest);
     }
-  } forget{keyed ? &idempotency_ : nullptr, client, key};
+  } forget{keyed ? &store_ : nullptr, client, key, digest};
+  // The answer kept for replays holds no address: provider text is redacted as in the audit log.
+  auto remember = [&](int status) {
+    json body = report.body;
+    if (body.contains("attempts")) {
+      for (auto& a : body["attempts"]) {
+        if (a.contains("error")) a["error"] = redact_addresses(a["error"].get<std::string>());
+      }
+    }
+    store_.complete_idempotent(client, key, digest, {status, std::move(body), id});
+    forget.store = nullptr;
+  };
 
-  report.relay = runtime.relay->send(*report.email, id, request.started);
+  const std::shared_ptr<const ProviderOverrides> overrides =
+      control_ ? control_->current() : std::shared_ptr<const ProviderOverrides>();
+  report.relay = runtime.relay->send(*report.email, id, request.started, overrides.get());
   const RelayResult& result = *report.relay;
   json attempts = attempts_to_json(result);
   if (const Attempt* sent = result.accepted()) {
@@ -153,7 +205,7 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
                         sent->result.message_id.empty() ? json(nullptr) : json(sent->result.message_id)},
                        {"attempts", std::move(attempts)}};
     if (report.email->sandbox) report.body["sandbox"] = true;
-    if (keyed) idempotency_.complete(client, key, {200, report.body, id});
+    if (keyed) remember(200);
     return report;
   }
   switch (result.reason) {
@@ -192,7 +244,7 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
   // is forgotten so that a retry with it can still send.
   bool may_have_been_sent = std::any_of(result.attempts.begin(), result.attempts.end(),
                                         [](const Attempt& a) { return a.result.may_have_been_sent; });
-  if (keyed && may_have_been_sent) idempotency_.complete(client, key, {report.status, report.body, id});
+  if (keyed && may_have_been_sent) remember(report.status);
   return report;
 }
 

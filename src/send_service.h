@@ -17,7 +17,8 @@
 
 #include "clock.h"
 #include "email.h"
-#include "idempotency_cache.h"
+#include "provider_control.h"
+#include "state_store.h"
 #include "metrics.h"
 #include "relay.h"
 #include "runtime.h"
@@ -40,7 +41,8 @@ struct SendReport {
   std::optional<std::string> client;   // token name
   std::string outcome;                 // "sent", "replayed", or the error code
   std::string replay_of;               // replays: the request id of the first answer
-  std::string refused_by;              // the limit that refused it: max_in_flight, body_budget
+  std::string refused_by;              // the limit that refused it: max_in_flight, body_budget, rate_limit
+  bool store_unavailable = false;      // the state store failed and the send went on without it
   std::optional<Email> email;          // when the body parsed
   std::optional<RelayResult> relay;    // when the relay ran
 };
@@ -49,9 +51,13 @@ struct SendReport {
 nlohmann::ordered_json error_json(const std::string& request_id, const std::string& code, const std::string& message,
                                   const std::string& field = "");
 
+// application/json, with or without parameters (case-insensitive).
+bool is_json_content_type(const std::string& value);
+
 class SendService {
  public:
-  SendService(IdempotencyCache& idempotency, Metrics& metrics, std::size_t max_in_flight);
+  // `control` (may be null): the operators' provider overrides.
+  SendService(StateStore& store, ProviderControl* control, Metrics& metrics, std::size_t max_in_flight);
 
   SendReport handle(const Runtime& runtime, SendRequest request);
 
@@ -62,7 +68,8 @@ class SendService {
  private:
   SendReport admitted(const Runtime& runtime, SendRequest& request, const std::string& client);
 
-  IdempotencyCache& idempotency_;
+  StateStore& store_;
+  ProviderControl* control_;
   Metrics& metrics_;
   const std::size_t max_in_flight_;
   std::atomic<std::size_t> in_flight_{0};

@@ -52,14 +52,38 @@ Result<TokenStore> TokenStore::parse(std::string_view text) {
       return Error{"config", where + ": client name may use A-Z a-z 0-9 - _ . only", ""};
     }
     std::string_view token = line.substr(colon + 1);
+    // `:send,admin` at the end is a scope list when every word in it is a scope.
+    Identity identity{std::string(name), kScopeSend};
+    if (auto last = token.rfind(':'); last != std::string_view::npos) {
+      unsigned scopes = 0;
+      std::string_view list = token.substr(last + 1);
+      bool all_scopes = !list.empty();
+      while (all_scopes && !list.empty()) {
+        std::string_view word = list.substr(0, list.find(','));
+        list = word.size() == list.size() ? std::string_view() : list.substr(word.size() + 1);
+        if (word == "send") scopes |= kScopeSend;
+        else if (word == "admin") scopes |= kScopeAdmin;
+        else all_scopes = false;
+      }
+      if (all_scopes) {
+        identity.scopes = scopes;
+        token = token.substr(0, last);
+      }
+    }
     if (token.size() < 16) return Error{"config", where + ": token shorter than 16 characters", ""};
-    store.entries_.push_back({std::string(name), sha256(token)});
+    store.entries_.push_back({std::move(identity), sha256(token)});
   }
   if (store.entries_.empty()) return Error{"config", "no tokens found", ""};
   return store;
 }
 
 std::optional<std::string> TokenStore::authenticate(std::string_view authorization) const {
+  auto identity = identify(authorization);
+  if (!identity) return std::nullopt;
+  return identity->name;
+}
+
+std::optional<Identity> TokenStore::identify(std::string_view authorization) const {
   constexpr std::string_view kScheme = "bearer ";
   if (authorization.size() <= kScheme.size()) return std::nullopt;
   for (std::size_t i = 0; i < kScheme.size(); ++i) {
@@ -73,7 +97,7 @@ std::optional<std::string> TokenStore::authenticate(std::string_view authorizati
     if (CRYPTO_memcmp(e.digest.data(), digest.data(), digest.size()) == 0) match = &e;
   }
   if (!match) return std::nullopt;
-  return match->name;
+  return match->identity;
 }
 
 }  // namespace mailrelay

@@ -1,5 +1,5 @@
-// TokenStore: client bearer tokens from a `name:token` file (SPEC section 5), kept only as
-// SHA-256 digests and compared in constant time. Immutable after load; thread-safe.
+// TokenStore: client bearer tokens from a `name:token[:scopes]` file (SPEC sections 5 and 10),
+// kept only as SHA-256 digests and compared in constant time. Immutable after load; thread-safe.
 #pragma once
 
 #include <array>
@@ -12,20 +12,30 @@
 
 namespace mailrelay {
 
+// What a client may do: send mail (POST /v1/send), change providers at runtime (admin).
+enum Scope : unsigned { kScopeSend = 1, kScopeAdmin = 2 };
+
+struct Identity {
+  std::string name;
+  unsigned scopes = kScopeSend;
+};
+
 class TokenStore {
  public:
-  // Lines are `name:token`; blank lines and lines starting with '#' are skipped. Errors name the
-  // line number, never the token.
+  // Lines are `name:token` (scope send) or `name:token:send,admin` (the scopes listed); blank
+  // lines and lines starting with '#' are skipped. Errors name the line number, never the token.
   static Result<TokenStore> load(const std::string& path);
   static Result<TokenStore> parse(std::string_view text);
 
   // The client name for an `Authorization` header value ("Bearer <token>"), or nullopt.
   std::optional<std::string> authenticate(std::string_view authorization) const;
+  // The same, with the client's scopes.
+  std::optional<Identity> identify(std::string_view authorization) const;
   std::size_t size() const { return entries_.size(); }
 
  private:
   struct Entry {
-    std::string name;
+    Identity identity;
     std::array<unsigned char, 32> digest;
   };
   std::vector<Entry> entries_;

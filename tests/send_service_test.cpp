@@ -32,8 +32,9 @@ struct Fixture {
   ProviderHealth health{BreakerSettings{}, clock, *log};
   Recorder recorder;
   Metrics metrics{"test"};
-  IdempotencyCache idempotency{100, std::chrono::hours(24), clock};
-  SendService service{idempotency, metrics, 8};
+  MemoryStateStore store{clock};
+  ProviderControl control{store, std::chrono::milliseconds(0)};
+  SendService service{store, &control, metrics, 8};
   std::shared_ptr<Runtime> runtime = std::make_shared<Runtime>();
 
   explicit Fixture(RelaySettings settings = {}) {

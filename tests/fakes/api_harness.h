@@ -9,6 +9,7 @@
 #include <mutex>
 #include <sstream>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -61,6 +62,8 @@ struct ApiHarness {
     FrontDoorSettings door;
     std::unique_ptr<EmailProvider> first_provider;  // replaces SendGrid when set
     std::unique_ptr<AuditSink> audit_sink;          // replaces the audit file when set
+    std::unique_ptr<StateStore> state_store;        // replaces the in-memory store when set
+    std::map<std::string, RateLimit> client_rates;  // --rate-limits
   };
   struct CurlGlobal {
     CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -72,11 +75,12 @@ struct ApiHarness {
   fakes::TempDir dir;
   std::unique_ptr<AuditLog> audit;
   Metrics metrics{"test"};
-  IdempotencyCache idempotency{1000, std::chrono::hours(24), clock};
+  std::unique_ptr<StateStore> store;
   std::ostringstream ops_text;  // the operational log
   std::shared_ptr<spdlog::logger> log =
       std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(ops_text));
   ProviderHealth health{BreakerSettings{}, clock, *log};
+  std::unique_ptr<ProviderControl> control;
   std::unique_ptr<HttpApi> api;
   FrontDoor server;
   std::thread thread;
@@ -93,11 +97,14 @@ struct ApiHarness {
     } else {
       audit = std::move(AuditLog::open(audit_settings, clock, *log)).value();
     }
+    store = extras.state_store ? std::move(extras.state_store) : std::make_unique<MemoryStateStore>(clock);
+    control = std::make_unique<ProviderControl>(*store, std::chrono::milliseconds(0));
     auto runtime = std::make_shared<Runtime>();
+    runtime->client_rates = extras.client_rates;
     if (with_tokens) {
       runtime->tokens = std::make_unique<TokenStore>(
           TokenStore::parse("billing:billing-token-0123456789\nshop:shop-token-0123456789ab\n"
-                            "percent:pct%41token-0123456789\n").value());
+                            "percent:pct%41token-0123456789\nops:ops-token-0123456789abcd:admin\n").value());
     }
     if (extras.first_provider) {
       runtime->providers.push_back(std::move(extras.first_provider));
@@ -114,7 +121,7 @@ struct ApiHarness {
         &health, std::vector<AttemptObserver*>{audit.get(), &metrics});
     runtime->health = &health;
     runtime->provider_names = {runtime->providers[0]->name(), "mailgun"};
-    api = std::make_unique<HttpApi>(runtime, *audit, metrics, idempotency, ApiSettings{max_body}, clock, *log);
+    api = std::make_unique<HttpApi>(runtime, *audit, metrics, *store, control.get(), ApiSettings{max_body}, clock, *log);
     api->install(server);
     port = server.bind("127.0.0.1", 0);
     thread = std::thread([this] { server.serve(); });
