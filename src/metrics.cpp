@@ -105,7 +105,7 @@ std::string Metrics::render(const DoorGauges& door) const {
          "mailrelay_body_bytes_in_flight " + std::to_string(door.body_bytes) + "\n";
   {
     out += "# HELP mailrelay_refused_total Requests refused by a limit, by limit.\n# TYPE mailrelay_refused_total counter\n";
-    for (const char* limit : {"max_in_flight", "body_budget"}) {
+    for (const char* limit : {"max_in_flight", "body_budget", "rate_limit"}) {
       auto it = refused_.find(limit);
       out += std::string("mailrelay_refused_total{limit=\"") + limit + "\"} " +
              std::to_string(it == refused_.end() ? 0 : it->second) + "\n";
