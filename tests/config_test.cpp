@@ -265,3 +265,47 @@ TEST_CASE("strategy and weights", "[config]") {
     CHECK(c.error().code == 2);
   }
 }
+
+TEST_CASE("rate limits: per second, minute or hour by client, malformed lists are refused", "[config][rate]") {
+  auto rates = parse_rate_limits("billing=20/s, signup=300/m,*=50/s,batch=3600/h");
+  REQUIRE(rates);
+  CHECK(rates.value().size() == 4);
+  CHECK(rates.value().at("billing").emission() == std::chrono::microseconds(50000));
+  CHECK(rates.value().at("signup").emission() == std::chrono::microseconds(200000));
+  CHECK(rates.value().at("batch").emission() == std::chrono::microseconds(1000000));
+  CHECK(rates.value().at("*").count == 50);
+  CHECK(parse_rate_limits("").value().empty());
+  for (const char* bad : {"billing", "billing=20", "billing=20/d", "billing=0/s", "billing=-1/s", "=5/s",
+                          "billing=x/s", "billing=1/s,billing=2/s"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(parse_rate_limits(bad));
+  }
+}
+
+TEST_CASE("state store options: URL, password from file, environment or credential, never the URL", "[config][state_store]") {
+  fakes::TempDir dir;
+  auto args = outbox_args(dir);
+  auto with = [&](std::vector<std::string> more) {
+    auto a = args;
+    a.insert(a.end(), more.begin(), more.end());
+    return load(a);
+  };
+  CHECK(with({}).value().state_store == "memory");
+  CHECK_FALSE(with({"--state-store", "redis://ops:secret@127.0.0.1:6379"}));
+  CHECK_FALSE(with({"--state-store", "mongodb://x"}));
+  CHECK_FALSE(with({"--audit-stream", "redis"}));  // needs a Redis store
+  CHECK_FALSE(with({"--audit-stream", "kafka", "--state-store", "redis://127.0.0.1:6379"}));
+  CHECK_FALSE(with({"--state-store-timeout-ms", "0"}));
+  fakes::write_file(dir.file("redis_password"), "fake-redis-password\n");
+  auto from_file = with({"--state-store", "redis://127.0.0.1:6379", "--state-store-password-file", dir.file("redis_password")});
+  REQUIRE(from_file);
+  CHECK(from_file.value().state_store_password == "fake-redis-password");
+  {
+    EnvVar env("MAILRELAY_STATE_STORE_PASSWORD", "fake-from-env");
+    CHECK(with({"--state-store", "redis://127.0.0.1:6379"}).value().state_store_password == "fake-from-env");
+  }
+  fakes::write_file(dir.file("state_store_password"), "fake-from-credential\n");
+  EnvVar creds("CREDENTIALS_DIRECTORY", dir.path());
+  CHECK(with({"--state-store", "unix:///run/redis/redis.sock"}).value().state_store_password == "fake-from-credential");
+  CHECK_FALSE(with({"--rate-limits", "billing=fast"}));
+}

@@ -136,7 +136,7 @@ TEST_CASE("control: bad requests are refused with the field, and change nothing"
   CHECK(lines_of(h, "control").empty());
 }
 
-TEST_CASE("control: scopes from the tokens file; admin only for changes, send only for sends", "[control][auth]") {
+TEST_CASE("control: scopes from the tokens file, admin only for changes, send only for sends", "[control][auth]") {
   ApiHarness h({}, 10485760, true);
   check_error(patch(h, "sendgrid", {{"enabled", false}}), 401, "unauthorized");
   check_error(patch(h, "sendgrid", {{"enabled", false}}, kBilling), 403, "forbidden");

@@ -161,7 +161,7 @@ TEST_CASE("Redis: two instances share keys, overrides and buckets", "[state_stor
   CHECK(other->overrides().value().enabled("sendgrid"));
 }
 
-TEST_CASE("Redis: the claim of a holder that vanished expires; its answer is kept", "[state_store][redis]") {
+TEST_CASE("Redis: the claim of a holder that vanished expires, its answer is kept", "[state_store][redis]") {
   fakes::RedisServer server;
   auto store = redis_store(server);
   REQUIRE(store->begin_idempotent("", "k", "d", milliseconds(100)).value().verdict == Verdict::kProceed);
@@ -177,7 +177,7 @@ TEST_CASE("Redis: the claim of a holder that vanished expires; its answer is kep
   CHECK(ttl > 23LL * 3600 * 1000);  // 24 hours for an answer
 }
 
-TEST_CASE("Redis down: every operation fails fast and says so; back by itself when Redis is", "[state_store][redis]") {
+TEST_CASE("Redis down: every operation fails fast and says so, back by itself when Redis is", "[state_store][redis]") {
   fakes::RedisServer server;
   auto store = redis_store(server);
   REQUIRE(store->overrides());
@@ -230,7 +230,7 @@ TEST_CASE("Redis: the password is sent, and a wrong one is an outage, not a cras
   CHECK(refused.error().message.find("not-the-password") == std::string::npos);
 }
 
-TEST_CASE("Redis: audit lines go to a capped stream; a stream that fails drops and counts", "[state_store][redis]") {
+TEST_CASE("Redis: audit lines go to a capped stream, a stream that fails drops and counts", "[state_store][redis]") {
   fakes::RedisServer server;
   {
     auto store = redis_store(server, "test:", "", 1000);

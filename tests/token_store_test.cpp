@@ -33,3 +33,21 @@ TEST_CASE("malformed token files are refused with the line number and without th
   CHECK_THAT(store.error().message, Catch::Contains(message));
   CHECK_THAT(store.error().message, !Catch::Contains("0123456789abcdef"));
 }
+
+TEST_CASE("token scopes: name:token is send, a trailing :send,admin list sets them", "[token_store][control]") {
+  auto store = TokenStore::parse(
+      "billing:billing-token-0123456789\n"
+      "ops:ops-token-0123456789abcd:admin\n"
+      "both:both-token-0123456789ab:send,admin\n"
+      "colon:colon-token:0123456789:notascope\n").value();
+  auto scopes = [&](const std::string& token) { return store.identify("Bearer " + token).value().scopes; };
+  CHECK(scopes("billing-token-0123456789") == kScopeSend);
+  CHECK(scopes("ops-token-0123456789abcd") == kScopeAdmin);
+  CHECK(scopes("both-token-0123456789ab") == (kScopeSend | kScopeAdmin));
+  // A last part that is not a scope list is part of the token.
+  CHECK(scopes("colon-token:0123456789:notascope") == kScopeSend);
+  CHECK_FALSE(store.identify("Bearer ops-token-0123456789abcd:admin"));
+  CHECK(store.identify("Bearer ops-token-0123456789abcd").value().name == "ops");
+  // The scope list does not count towards the token's 16 characters.
+  CHECK_FALSE(TokenStore::parse("ops:short-token:admin\n"));
+}

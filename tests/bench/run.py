@@ -4,7 +4,7 @@ through nginx as a plain reverse proxy (a relay that transforms nothing), on loo
 
     python3 tests/bench/run.py [--build build] [--duration 5] [--out FILE]
 
-Needs wrk and nginx (Debian: apt-get install wrk nginx-light) and a build with the bench tools.
+Needs wrk, nginx and redis-server (Debian: apt-get install wrk nginx-light redis-server) and a build with the bench tools.
 Every process it starts is stopped; every run is bounded by --duration. Prints a Markdown table.
 """
 import argparse
@@ -42,6 +42,26 @@ BODY = {
     "tags": ["invoice", "billing"],
     "metadata": {"invoice_id": "INV-2026-11-0042", "customer": "cus_0042"},
 }
+
+# The same POST, each request with an Idempotency-Key of its own (thread id, count, run nonce).
+WRK_KEYED_SCRIPT = """
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+function init(args)
+  n = 0
+  local f = io.open(os.getenv("BENCH_BODY"), "rb")
+  body = f:read("*a")
+  f:close()
+end
+function request()
+  n = n + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
+    ["Idempotency-Key"] = "bench-" .. os.getenv("BENCH_NONCE") .. "-" .. id .. "-" .. n}, body)
+end
+"""
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -161,6 +181,29 @@ class Relay:
         stop(self.proc)
 
 
+class Redis:
+    """redis-server on a free loopback port, no persistence; stopped by its PID."""
+
+    def __init__(self, work):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", work], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+        def up():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    return c.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+        wait_for(up, 10, "redis-server")
+        self.url = f"redis://127.0.0.1:{self.port}"
+
+    def stop(self):
+        stop(self.proc)
+
+
 class Nginx:
     """nginx as a plain reverse proxy: the same POST passed to the fake SendGrid, kept alive."""
 
@@ -228,6 +271,7 @@ def to_ms(value, unit):
 
 
 def wrk(url, connections, duration, env):
+    env = dict(env, BENCH_NONCE=f"{time.time_ns()}")  # keyed runs: keys never repeat across runs
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s",
            "-s", env["BENCH_SCRIPT"], url]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60).stdout
@@ -346,6 +390,42 @@ def extra_rows(args, build, work, body, env, only):
                 fake.stop()
             print(f"  {name:12} {kind:10} {out[-1][2]['rps']:9.0f} req/s", file=sys.stderr)
 
+    # The Idempotency-Key path (SPEC section 9): every request with a key of its own, the keys in
+    # process memory or in Redis. CPU per request of mailrelayd alone and with redis-server, p99.
+    if wanted("idempotency-64"):
+        keyed = dict(env, BENCH_SCRIPT=env["BENCH_KEYED_SCRIPT"])
+        results = {}
+        for store in ("memory", "redis"):
+            fake = Fake(build, 0)
+            redis = Redis(work) if store == "redis" else None
+            relay = None
+            try:
+                relay = Relay(build, fake, work, ["--state-store", redis.url] if redis else [])
+                pids = relay.pids() + ([redis.proc.pid] if redis else [])
+                wrk(relay.url, 64, 1, keyed)
+                cpu_relay, cpu_all = cpu_seconds(relay.pids()), cpu_seconds(pids)
+                r = wrk(relay.url, 64, max(args.duration, 5), keyed)
+                n = max(1, r["requests"])
+                r["cpu_us"] = (cpu_seconds(relay.pids()) - cpu_relay) * 1e6 / n
+                r["cpu_all_us"] = (cpu_seconds(pids) - cpu_all) * 1e6 / n
+                r["rss"] = status_mib(relay.pids(), "VmHWM")
+                results[store] = r
+                out.append(("idempotency-64", f"mailrelayd+{store}", r))
+            finally:
+                if relay:
+                    relay.stop()
+                if redis:
+                    redis.stop()
+                fake.stop()
+            print(f"  idempotency-64 {store:7} {out[-1][2]['rps']:9.0f} req/s", file=sys.stderr)
+        m, rd = results["memory"], results["redis"]
+        added = rd["cpu_us"] / m["cpu_us"] - 1 if m["cpu_us"] else 0
+        out.append(("idempotency-64", "mailrelayd", {
+            "summary": f"CPU µs/request memory {m['cpu_us']:.0f}, Redis {rd['cpu_us']:.0f} ({added * 100:+.0f} %; "
+                       f"{rd['cpu_all_us']:.0f} with redis-server's own); p99 {m['p99']:.2f} ms -> {rd['p99']:.2f} ms; "
+                       f"req/s {m['rps']:.0f} -> {rd['rps']:.0f}; non-2xx {m['non2xx']} / {rd['non2xx']}",
+            "ok": added <= 0.20 and not m["non2xx"] and not rd["non2xx"]}))
+
     # Five bursts of 2048 connections 0.5 s apart at 100 ms: /healthz throughout, every request
     # answered, RSS after --settle seconds against RSS before.
     if wanted("bursts-2048x5"):
@@ -453,9 +533,9 @@ def main():
                     help="exit 1 unless every run served requests and every non-overload run answered 2xx only")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
-    for tool in ("wrk", "nginx"):
+    for tool in ("wrk", "nginx", "redis-server"):
         if not (shutil.which(tool) or os.path.exists("/usr/sbin/" + tool)):
-            sys.exit(f"bench: {tool} not found (apt-get install wrk nginx-light)")
+            sys.exit(f"bench: {tool} not found (apt-get install wrk nginx-light redis-server)")
 
     # 4096 connections on each side: raise the descriptor limit for us and what we start.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -467,7 +547,10 @@ def main():
     script = os.path.join(work, "post.lua")
     with open(script, "w") as f:
         f.write(WRK_SCRIPT)
-    env = dict(os.environ, BENCH_BODY=body, BENCH_SCRIPT=script)
+    keyed_script = os.path.join(work, "post-keyed.lua")
+    with open(keyed_script, "w") as f:
+        f.write(WRK_KEYED_SCRIPT)
+    env = dict(os.environ, BENCH_BODY=body, BENCH_SCRIPT=script, BENCH_KEYED_SCRIPT=keyed_script)
 
     rows = []  # (scenario, target, result)
     scenarios = [("0ms-64", 0, 64), ("0ms-256", 0, 256), ("100ms-64", 100, 64), ("100ms-256", 100, 256)]

@@ -171,7 +171,7 @@ TEST_CASE("fleet: Redis killed and restarted under load: every request answered,
   CHECK(err.find("available again") != std::string::npos);
 }
 
-TEST_CASE("fleet: an instance restarted remembers its keys; audit lines reach the stream", "[e2e][fleet][redis]") {
+TEST_CASE("fleet: an instance restarted remembers its keys, audit lines reach the stream", "[e2e][fleet][redis]") {
   Fleet f(1, {"--audit-stream", "redis"});
   httplib::Headers key{{"Idempotency-Key", "order-99"}};
   auto first = f.send(0, key);
