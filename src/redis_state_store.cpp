@@ -186,39 +186,87 @@ Result<RedisStateStore::Connection> RedisStateStore::connect() {
   return c;
 }
 
-Result<std::vector<RedisStateStore::Reply>> RedisStateStore::run(const std::vector<Command>& commands) {
-  Connection c;
+Result<RedisStateStore::Pooled> RedisStateStore::acquire() {
   {
     std::lock_guard<std::mutex> lock(pool_mutex_);
     if (!idle_.empty()) {
-      c = std::move(idle_.back());
+      Pooled pooled = std::move(idle_.back());
       idle_.pop_back();
+      return pooled;
     }
   }
-  if (!c) {
-    if (steady_ns() < retry_at_) return Error{kUnavailable, "the state store is unavailable", ""};
-    auto fresh = connect();
-    if (!fresh) {
-      failed(fresh.error().message);
-      return fresh.error();
-    }
-    c = std::move(fresh).value();
+  if (steady_ns() < retry_at_) return Error{kUnavailable, "the state store is unavailable", ""};
+  auto fresh = connect();
+  if (!fresh) {
+    failed(fresh.error().message);
+    return fresh.error();
   }
-  for (const auto& command : commands) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lengths;
-    for (const auto& part : command) {
-      argv.push_back(part.data());
-      lengths.push_back(part.size());
-    }
-    redisAppendCommandArgv(c.get(), static_cast<int>(argv.size()), argv.data(), lengths.data());
+  return Pooled{std::move(fresh).value(), 0};
+}
+
+void RedisStateStore::release(Pooled pooled) {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  if (idle_.size() < 32) idle_.push_back(std::move(pooled));  // else closed: Redis still runs what it was sent
+}
+
+namespace {
+
+void append(redisContext* c, const std::vector<std::string>& command) {
+  std::vector<const char*> argv;
+  std::vector<size_t> lengths;
+  for (const auto& part : command) {
+    argv.push_back(part.data());
+    lengths.push_back(part.size());
   }
+  redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data());
+}
+
+}  // namespace
+
+bool RedisStateStore::drain(Pooled& pooled) {
+  for (; pooled.unread > 0; --pooled.unread) {
+    void* raw = nullptr;
+    if (redisGetReply(pooled.connection.get(), &raw) != REDIS_OK || !raw) {
+      failed(std::string("reading earlier replies: ") + pooled.connection->errstr);
+      return false;
+    }
+    Reply reply(static_cast<redisReply*>(raw));
+    if (reply->type == REDIS_REPLY_ERROR) {
+      ++errors_;
+      log_.error("state store {}: a write failed: {}", describe(), reply_text(reply.get()));
+    }
+  }
+  return true;
+}
+
+bool RedisStateStore::send_only(const std::vector<Command>& commands) {
+  auto pooled = acquire();
+  if (!pooled) return false;
+  Pooled& p = pooled.value();
+  for (const auto& command : commands) append(p.connection.get(), command);
+  for (int done = 0; !done;) {
+    if (redisBufferWrite(p.connection.get(), &done) != REDIS_OK) {
+      failed(std::string("write: ") + p.connection->errstr);
+      return false;
+    }
+  }
+  p.unread += commands.size();
+  release(std::move(p));
+  return true;
+}
+
+Result<std::vector<RedisStateStore::Reply>> RedisStateStore::run(const std::vector<Command>& commands) {
+  auto pooled = acquire();
+  if (!pooled) return pooled.error();
+  Pooled& p = pooled.value();
+  for (const auto& command : commands) append(p.connection.get(), command);
+  if (!drain(p)) return Error{kUnavailable, "the state store did not answer in time", ""};  // the connection goes
   std::vector<Reply> replies;
   std::string problem;
   for (std::size_t i = 0; i < commands.size(); ++i) {
     void* raw = nullptr;
-    if (redisGetReply(c.get(), &raw) != REDIS_OK || !raw) {
-      failed(std::string(commands[i][0]) + ": " + c->errstr);
+    if (redisGetReply(p.connection.get(), &raw) != REDIS_OK || !raw) {
+      failed(std::string(commands[i][0]) + ": " + p.connection->errstr);
       return Error{kUnavailable, "the state store did not answer in time", ""};  // the connection goes
     }
     replies.emplace_back(static_cast<redisReply*>(raw));
@@ -226,10 +274,7 @@ Result<std::vector<RedisStateStore::Reply>> RedisStateStore::run(const std::vect
       problem = commands[i][0] + ": " + reply_text(replies.back().get());
     }
   }
-  {
-    std::lock_guard<std::mutex> lock(pool_mutex_);
-    if (idle_.size() < 32) idle_.push_back(std::move(c));
-  }
+  release(std::move(p));
   if (!problem.empty()) {
     // The server answered: reachable, but this operation failed (a full memory, a script error).
     // NOSCRIPT is expected once per server (and after its restart): the caller loads the script.
@@ -252,13 +297,14 @@ Result<IdempotencyCache::Lookup> RedisStateStore::begin_idempotent(const std::st
                                                                    const std::string& digest,
                                                                    std::chrono::milliseconds in_flight_ttl) {
   const std::string name = idempotency_key(client, key);
-  // Claim it, or read who has it; the claim expiring between the two is claimed again.
+  // Claim it (one round trip), else read who has it; a claim expiring between the two is claimed again.
   for (int round = 0; round < 3; ++round) {
-    auto replies = run({{"SET", name, in_flight_value(digest), "NX", "PX", std::to_string(in_flight_ttl.count())},
-                        {"GET", name}});
+    auto claimed = run({{"SET", name, in_flight_value(digest), "NX", "PX", std::to_string(in_flight_ttl.count())}});
+    if (!claimed) return claimed.error();
+    if (claimed.value()[0]->type == REDIS_REPLY_STATUS) return IdempotencyCache::Lookup{};  // claimed: proceed
+    auto replies = run({{"GET", name}});
     if (!replies) return replies.error();
-    if (replies.value()[0]->type == REDIS_REPLY_STATUS) return IdempotencyCache::Lookup{};  // claimed: proceed
-    const redisReply* held = replies.value()[1].get();
+    const redisReply* held = replies.value()[0].get();
     if (held->type != REDIS_REPLY_STRING) continue;
     json value = json::parse(reply_text(held), nullptr, false);
     if (!value.is_object() || !value.contains("d")) return Error{kUnavailable, "unreadable idempotency record", ""};
@@ -279,12 +325,14 @@ Result<IdempotencyCache::Lookup> RedisStateStore::begin_idempotent(const std::st
 }
 
 void RedisStateStore::complete_idempotent(const std::string& client, const std::string& key, const std::string& digest,
-                                          const IdempotencyCache::Answer& answer) {
-  json value{{"s", "done"}, {"d", digest}, {"status", answer.status}, {"request_id", answer.request_id}, {"body", answer.body}};
-  // 24 hours of keys, as Stripe and the IETF draft suggest. A failure here leaves the claim,
-  // which expires after its own TTL: a retry meanwhile gets 409, never a second send.
-  run({{"SET", idempotency_key(client, key), value.dump(-1, ' ', false, json::error_handler_t::replace), "PX",
-        std::to_string(24 * 3600 * 1000)}});
+                                          int status, const nlohmann::ordered_json& body, const std::string& request_id) {
+  std::string value = json{{"s", "done"}, {"d", digest}, {"status", status}, {"request_id", request_id}}.dump();
+  value.pop_back();  // the closing brace: the answer goes in as it is, without a copy of its tree
+  value += ",\"body\":" + body.dump(-1, ' ', false, json::error_handler_t::replace) + "}";
+  // 24 hours of keys, as Stripe and the IETF draft suggest. Sent without waiting: nobody waits
+  // on it, and a retry racing it sees the claim (409), never a second send. A failure leaves the
+  // claim, which expires after its own TTL.
+  send_only({{"SET", idempotency_key(client, key), std::move(value), "PX", std::to_string(24 * 3600 * 1000)}});
 }
 
 void RedisStateStore::release_idempotent(const std::string& client, const std::string& key, const std::string& digest) {

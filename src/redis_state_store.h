@@ -54,7 +54,7 @@ class RedisStateStore final : public StateStore {
                                                     const std::string& digest,
                                                     std::chrono::milliseconds in_flight_ttl) override;
   void complete_idempotent(const std::string& client, const std::string& key, const std::string& digest,
-                           const IdempotencyCache::Answer& answer) override;
+                           int status, const nlohmann::ordered_json& body, const std::string& request_id) override;
   void release_idempotent(const std::string& client, const std::string& key, const std::string& digest) override;
   Result<ProviderOverrides> overrides() override;
   Result<bool> set_provider(const std::string& name, const ProviderSwitch& value) override;
@@ -72,10 +72,22 @@ class RedisStateStore final : public StateStore {
   using Connection = std::unique_ptr<redisContext, Free>;
   using Reply = std::unique_ptr<redisReply, Free>;
   using Command = std::vector<std::string>;
+  // A pooled connection and the replies it still owes for commands sent without waiting.
+  struct Pooled {
+    Connection connection;
+    std::size_t unread = 0;
+  };
 
   // Runs the commands pipelined on one pooled connection: one reply each, or the store is
   // unavailable (unreachable, timed out, or an error reply).
   Result<std::vector<Reply>> run(const std::vector<Command>& commands);
+  // Sends the commands without waiting for their replies (read, and checked, by the connection's
+  // next user). For writes nobody waits on. False when they could not be sent.
+  bool send_only(const std::vector<Command>& commands);
+  Result<Pooled> acquire();
+  void release(Pooled pooled);
+  // Reads (and logs the errors of) the replies owed for earlier send_only commands.
+  bool drain(Pooled& pooled);
   Result<Connection> connect();
   void failed(const std::string& why);
   std::string idempotency_key(const std::string& client, const std::string& key) const;
@@ -85,7 +97,7 @@ class RedisStateStore final : public StateStore {
   const RedisAddress address_;
   spdlog::logger& log_;
   std::mutex pool_mutex_;
-  std::vector<Connection> idle_;  // guarded by pool_mutex_
+  std::vector<Pooled> idle_;  // guarded by pool_mutex_
   std::atomic<bool> up_{true};
   std::atomic<std::int64_t> retry_at_{0};  // steady-clock ns: no new connection before this
   std::atomic<std::uint64_t> errors_{0}, dropped_{0};

@@ -181,13 +181,18 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
   } forget{keyed ? &store_ : nullptr, client, key, digest};
   // The answer kept for replays holds no address: provider text is redacted as in the audit log.
   auto remember = [&](int status) {
-    json body = report.body;
-    if (body.contains("attempts")) {
+    const bool redact = report.body.contains("attempts") &&
+                        std::any_of(report.body["attempts"].begin(), report.body["attempts"].end(),
+                                    [](const json& a) { return a.contains("error"); });
+    if (redact) {
+      json body = report.body;
       for (auto& a : body["attempts"]) {
         if (a.contains("error")) a["error"] = redact_addresses(a["error"].get<std::string>());
       }
+      store_.complete_idempotent(client, key, digest, status, body, id);
+    } else {
+      store_.complete_idempotent(client, key, digest, status, report.body, id);
     }
-    store_.complete_idempotent(client, key, digest, {status, std::move(body), id});
     forget.store = nullptr;
   };
 

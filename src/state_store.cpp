@@ -38,8 +38,8 @@ Result<IdempotencyCache::Lookup> MemoryStateStore::begin_idempotent(const std::s
 }
 
 void MemoryStateStore::complete_idempotent(const std::string& client, const std::string& key, const std::string&,
-                                           const IdempotencyCache::Answer& answer) {
-  idempotency_.complete(client, key, answer);
+                                           int status, const nlohmann::ordered_json& body, const std::string& request_id) {
+  idempotency_.complete(client, key, {status, body, request_id});
 }
 
 void MemoryStateStore::release_idempotent(const std::string& client, const std::string& key, const std::string&) {

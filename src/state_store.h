@@ -68,7 +68,7 @@ class StateStore {
                                                             const std::string& digest,
                                                             std::chrono::milliseconds in_flight_ttl) = 0;
   virtual void complete_idempotent(const std::string& client, const std::string& key, const std::string& digest,
-                                   const IdempotencyCache::Answer& answer) = 0;
+                                   int status, const nlohmann::ordered_json& body, const std::string& request_id) = 0;
   virtual void release_idempotent(const std::string& client, const std::string& key, const std::string& digest) = 0;
 
   virtual Result<ProviderOverrides> overrides() = 0;
@@ -99,7 +99,7 @@ class MemoryStateStore final : public StateStore {
   Result<IdempotencyCache::Lookup> begin_idempotent(const std::string& client, const std::string& key,
                                                     const std::string& digest, std::chrono::milliseconds) override;
   void complete_idempotent(const std::string& client, const std::string& key, const std::string& digest,
-                           const IdempotencyCache::Answer& answer) override;
+                           int status, const nlohmann::ordered_json& body, const std::string& request_id) override;
   void release_idempotent(const std::string& client, const std::string& key, const std::string& digest) override;
   Result<ProviderOverrides> overrides() override;
   Result<bool> set_provider(const std::string& name, const ProviderSwitch& value) override;

@@ -41,7 +41,7 @@ void check_contract(StateStore& store) {
     CHECK(store.begin_idempotent("billing", "k1", "digest-a", milliseconds(60000)).value().verdict == Verdict::kInFlight);
     CHECK(store.begin_idempotent("billing", "k1", "digest-b", milliseconds(60000)).value().verdict == Verdict::kMismatch);
     CHECK(store.begin_idempotent("shop", "k1", "digest-a", milliseconds(60000)).value().verdict == Verdict::kProceed);
-    store.complete_idempotent("billing", "k1", "digest-a", {200, nlohmann::ordered_json{{"status", "sent"}}, "req-1"});
+    store.complete_idempotent("billing", "k1", "digest-a", 200, nlohmann::ordered_json{{"status", "sent"}}, "req-1");
     auto replay = store.begin_idempotent("billing", "k1", "digest-a", milliseconds(60000));
     REQUIRE(replay);
     CHECK(replay.value().verdict == Verdict::kReplay);
@@ -54,7 +54,7 @@ void check_contract(StateStore& store) {
     REQUIRE(store.begin_idempotent("", "k2", "a", milliseconds(60000)).value().verdict == Verdict::kProceed);
     store.release_idempotent("", "k2", "a");
     REQUIRE(store.begin_idempotent("", "k2", "b", milliseconds(60000)).value().verdict == Verdict::kProceed);
-    store.complete_idempotent("", "k2", "b", {502, nlohmann::ordered_json::object(), "r"});
+    store.complete_idempotent("", "k2", "b", 502, nlohmann::ordered_json::object(), "r");
     store.release_idempotent("", "k2", "b");
     auto again = store.begin_idempotent("", "k2", "b", milliseconds(60000));
     CHECK(again.value().verdict == Verdict::kReplay);
@@ -146,7 +146,7 @@ TEST_CASE("Redis: two instances share keys, overrides and buckets", "[state_stor
   auto b = redis_store(server);
   REQUIRE(a->begin_idempotent("billing", "order-4711", "d", milliseconds(60000)).value().verdict == Verdict::kProceed);
   CHECK(b->begin_idempotent("billing", "order-4711", "d", milliseconds(60000)).value().verdict == Verdict::kInFlight);
-  a->complete_idempotent("billing", "order-4711", "d", {200, nlohmann::ordered_json{{"provider", "sendgrid"}}, "req-a"});
+  a->complete_idempotent("billing", "order-4711", "d", 200, nlohmann::ordered_json{{"provider", "sendgrid"}}, "req-a");
   auto replay = b->begin_idempotent("billing", "order-4711", "d", milliseconds(60000));
   CHECK(replay.value().verdict == Verdict::kReplay);
   CHECK(replay.value().answer.request_id == "req-a");
@@ -172,7 +172,7 @@ TEST_CASE("Redis: the claim of a holder that vanished expires, its answer is kep
     later = store->begin_idempotent("", "k", "d", milliseconds(100)).value().verdict;
   }
   CHECK(later == Verdict::kProceed);
-  store->complete_idempotent("", "k", "d", {200, nlohmann::ordered_json::object(), "r"});
+  store->complete_idempotent("", "k", "d", 200, nlohmann::ordered_json::object(), "r");
   const long long ttl = std::stoll(server.cli({"PTTL", "test:idem:" + sha256_hex(std::string("\nk"))}));
   CHECK(ttl > 23LL * 3600 * 1000);  // 24 hours for an answer
 }
