@@ -223,26 +223,24 @@ void HttpApi::install(FrontDoor& server) {
         }
       }
     }
+    auto add = [&text](const char* name, const char* type, const char* help, std::uint64_t value) {
+      text += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+              std::to_string(value) + "\n";
+    };
     const AuditCounters audit = audit_.counters();
-    text += "# HELP mailrelay_audit_write_errors_total Audit lines not written to the file (each went to the operational log).\n"
-            "# TYPE mailrelay_audit_write_errors_total counter\n"
-            "mailrelay_audit_write_errors_total " + std::to_string(audit.write_errors) + "\n"
-            "# HELP mailrelay_audit_rotation_failures_total Audit log rotations that failed (retried with backoff).\n"
-            "# TYPE mailrelay_audit_rotation_failures_total counter\n"
-            "mailrelay_audit_rotation_failures_total " + std::to_string(audit.rotation_failures) + "\n"
-            "# HELP mailrelay_audit_reopen_failures_total Audit log reopens that failed (retried with backoff).\n"
-            "# TYPE mailrelay_audit_reopen_failures_total counter\n"
-            "mailrelay_audit_reopen_failures_total " + std::to_string(audit.reopen_failures) + "\n";
+    add("mailrelay_audit_write_errors_total", "counter",
+        "Audit lines not written to the file (each went to the operational log).", audit.write_errors);
+    add("mailrelay_audit_rotation_failures_total", "counter", "Audit log rotations that failed (retried with backoff).",
+        audit.rotation_failures);
+    add("mailrelay_audit_reopen_failures_total", "counter", "Audit log reopens that failed (retried with backoff).",
+        audit.reopen_failures);
     const StateStoreCounters store = store_.counters();
-    text += "# HELP mailrelay_state_store_up Whether the last state store operation succeeded (1) or not (0).\n"
-            "# TYPE mailrelay_state_store_up gauge\n"
-            "mailrelay_state_store_up " + std::string(store.up ? "1" : "0") + "\n"
-            "# HELP mailrelay_state_store_errors_total State store operations that failed (unreachable, timed out, refused).\n"
-            "# TYPE mailrelay_state_store_errors_total counter\n"
-            "mailrelay_state_store_errors_total " + std::to_string(store.errors) + "\n"
-            "# HELP mailrelay_audit_stream_dropped_total Audit lines not appended to the Redis stream (the file has them).\n"
-            "# TYPE mailrelay_audit_stream_dropped_total counter\n"
-            "mailrelay_audit_stream_dropped_total " + std::to_string(store.stream_dropped) + "\n";
+    add("mailrelay_state_store_up", "gauge", "Whether the last state store operation succeeded (1) or not (0).",
+        store.up ? 1 : 0);
+    add("mailrelay_state_store_errors_total", "counter",
+        "State store operations that failed (unreachable, timed out, refused).", store.errors);
+    add("mailrelay_audit_stream_dropped_total", "counter",
+        "Audit lines not appended to the Redis stream (the file has them).", store.stream_dropped);
     res.set_content(text, "text/plain; version=0.0.4");
   });
   // The /v1 endpoints other than send: a bearer token when tokens are configured.

@@ -265,3 +265,18 @@ TEST_CASE("state store URLs", "[state_store][config]") {
   CHECK_FALSE(parse_redis_url("unix://relative.sock"));
   CHECK_FALSE(parse_redis_url("memcached://host"));
 }
+
+TEST_CASE("Redis over a unix socket, and a database number", "[state_store][redis]") {
+  fakes::TempDir dir;
+  const std::string socket = dir.file("redis.sock");
+  fakes::RedisServer server({"--unixsocket", socket, "--unixsocketperm", "700"});
+  auto log = quiet();
+  auto store = std::move(RedisStateStore::open({"unix://" + socket, "", "test:", milliseconds(200), 0}, *log).value());
+  CHECK(store->describe() == "unix://" + socket);
+  REQUIRE(store->set_order({"mailgun"}));
+  CHECK(server.cli({"GET", "test:order"}) == "[\"mailgun\"]");
+  auto db3 = std::move(RedisStateStore::open({server.url() + "/3", "", "test:", milliseconds(200), 0}, *log).value());
+  REQUIRE(db3->set_order({"sendgrid"}));
+  CHECK(server.cli({"-n", "3", "GET", "test:order"}) == "[\"sendgrid\"]");
+  CHECK(server.cli({"GET", "test:order"}) == "[\"mailgun\"]");  // database 0 untouched
+}
