@@ -74,7 +74,8 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
     auto rate = runtime.client_rates.find(name);
     if (rate == runtime.client_rates.end()) rate = runtime.client_rates.find("*");
     if (rate != runtime.client_rates.end()) {
-      auto verdict = store_.take(name.empty() ? "-" : name, rate->second);
+      // A loopback caller without a token: a bucket no client name can collide with.
+      auto verdict = store_.take(name.empty() ? "(loopback)" : name, rate->second);
       if (!verdict) {
         report.store_unavailable = true;
       } else if (!verdict.value().allowed) {
