@@ -216,3 +216,26 @@ TEST_CASE("state store down: a keyed send is refused 503, an unkeyed one goes ou
   CHECK(status == 200);
   CHECK(h.client().Get("/metrics")->body.find("\nmailrelay_state_store_up 1\n") != std::string::npos);
 }
+
+TEST_CASE("Redis holds no address: the stored answer has provider text redacted, the key hashed", "[control][redis]") {
+  fakes::RedisServer redis;
+  auto log = std::make_shared<spdlog::logger>("t");
+  ApiHarness::Extras extras;
+  extras.state_store = std::move(RedisStateStore::open({redis.url(), "", "t:", milliseconds(200), 0}, *log).value());
+  ApiHarness h({}, 10485760, false, std::move(extras));
+  h.sendgrid_server.push(fakes::reply(400, R"({"errors":[{"message":"Does not contain a valid address: alice@example.org","field":"personalizations.0.to.0.email"}]})"));
+  auto sent = h.send(fakes::sample_request(), {{"Idempotency-Key", "order-alice"}});
+  REQUIRE(sent);
+  REQUIRE(sent->status == 200);
+  CHECK(sent->body.find("alice@example.org") != std::string::npos);  // the caller's own answer keeps it
+  const std::string keys = redis.cli({"--scan", "--pattern", "t:idem:*"});
+  REQUIRE_FALSE(keys.empty());
+  CHECK(keys.find("order-alice") == std::string::npos);
+  const std::string stored = redis.cli({"GET", keys.substr(0, keys.find('\n'))});
+  CHECK(stored.find("<address>") != std::string::npos);
+  CHECK(stored.find("alice@example.org") == std::string::npos);
+  auto replay = h.send(fakes::sample_request(), {{"Idempotency-Key", "order-alice"}});
+  REQUIRE(replay);
+  CHECK(replay->get_header_value("Idempotent-Replayed") == "true");
+  CHECK(json::parse(replay->body)["attempts"][0]["error"].get<std::string>().find("<address>") != std::string::npos);
+}
