@@ -280,20 +280,10 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   }
   if (config.state_store != "memory") {
     if (auto address = parse_redis_url(config.state_store); !address) return ConfigExit{2, address.error().message};
-    if (!config.state_store_password_file.empty()) {
-      auto password = read_secret_file(config.state_store_password_file, "state store password");
-      if (!password) return password.error();
-      config.state_store_password = std::move(password).value();
-    } else if (const char* v = std::getenv("MAILRELAY_STATE_STORE_PASSWORD"); v && *v) {
-      config.state_store_password = trim(v);
-    } else if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir && *dir) {
-      const std::string path = std::string(dir) + "/state_store_password";
-      if (std::ifstream(path).good()) {
-        auto password = read_secret_file(path, "state store password");
-        if (!password) return password.error();
-        config.state_store_password = std::move(password).value();
-      }
-    }
+    const ProviderSecret secret{"password", "password", "MAILRELAY_STATE_STORE_PASSWORD", "state_store_password", false};
+    auto password = load_secret("state store", secret, config.state_store_password_file);
+    if (!password) return password.error();
+    config.state_store_password = std::move(password).value();
   }
   auto rates = parse_rate_limits(config.rate_limits);
   if (!rates) return ConfigExit{2, rates.error().message};

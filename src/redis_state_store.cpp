@@ -67,6 +67,16 @@ std::string in_flight_value(const std::string& digest) { return json{{"s", "flig
 
 std::string reply_text(const redisReply* r) { return r && r->str ? std::string(r->str, r->len) : std::string(); }
 
+void append(redisContext* c, const std::vector<std::string>& command) {
+  std::vector<const char*> argv;
+  std::vector<size_t> lengths;
+  for (const auto& part : command) {
+    argv.push_back(part.data());
+    lengths.push_back(part.size());
+  }
+  redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data());
+}
+
 }  // namespace
 
 void RedisStateStore::Free::operator()(redisContext* c) const { redisFree(c); }
@@ -172,14 +182,12 @@ Result<RedisStateStore::Connection> RedisStateStore::connect() {
   }
   if (address_.db != 0) setup.push_back({"SELECT", std::to_string(address_.db)});
   for (const auto& command : setup) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lengths;
-    for (const auto& part : command) {
-      argv.push_back(part.data());
-      lengths.push_back(part.size());
+    append(c.get(), command);
+    void* raw = nullptr;
+    if (redisGetReply(c.get(), &raw) != REDIS_OK || !raw) {
+      return Error{kUnavailable, std::string("no answer to ") + command[0] + ": " + c->errstr, ""};
     }
-    Reply reply(static_cast<redisReply*>(redisCommandArgv(c.get(), static_cast<int>(argv.size()), argv.data(), lengths.data())));
-    if (!reply) return Error{kUnavailable, std::string("no answer to ") + command[0] + ": " + c->errstr, ""};
+    Reply reply(static_cast<redisReply*>(raw));
     // The AUTH error names no secret; it is the operator's to see.
     if (reply->type == REDIS_REPLY_ERROR) return Error{kUnavailable, command[0] + " refused: " + reply_text(reply.get()), ""};
   }
@@ -208,20 +216,6 @@ void RedisStateStore::release(Pooled pooled) {
   std::lock_guard<std::mutex> lock(pool_mutex_);
   if (idle_.size() < 32) idle_.push_back(std::move(pooled));  // else closed: Redis still runs what it was sent
 }
-
-namespace {
-
-void append(redisContext* c, const std::vector<std::string>& command) {
-  std::vector<const char*> argv;
-  std::vector<size_t> lengths;
-  for (const auto& part : command) {
-    argv.push_back(part.data());
-    lengths.push_back(part.size());
-  }
-  redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data());
-}
-
-}  // namespace
 
 bool RedisStateStore::drain(Pooled& pooled) {
   for (; pooled.unread > 0; --pooled.unread) {

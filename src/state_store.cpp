@@ -21,10 +21,8 @@ microseconds RateLimit::tolerance() const {
 RateVerdict gcra_take(std::int64_t& tat, std::int64_t now, const RateLimit& limit) {
   const std::int64_t start = std::max(tat, now);
   const std::int64_t ahead = start - now;
-  if (ahead > limit.tolerance().count()) {
-    const std::int64_t wait_us = ahead - limit.tolerance().count();
-    return {false, std::chrono::milliseconds((wait_us + 999) / 1000)};
-  }
+  const std::int64_t tolerance = limit.tolerance().count();
+  if (ahead > tolerance) return {false, std::chrono::milliseconds((ahead - tolerance + 999) / 1000)};
   tat = start + limit.emission().count();
   return {true, std::chrono::milliseconds(0)};
 }

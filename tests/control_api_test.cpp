@@ -22,6 +22,14 @@ httplib::Result patch(ApiHarness& h, const std::string& name, const json& body, 
   return h.client().Patch("/v1/providers/" + name, headers, body.dump(), "application/json");
 }
 
+// Harness options with a Redis state store on `redis`, keys under "t:".
+ApiHarness::Extras redis_extras(const fakes::RedisServer& redis, milliseconds timeout) {
+  static auto log = std::make_shared<spdlog::logger>("t");
+  ApiHarness::Extras extras;
+  extras.state_store = std::move(RedisStateStore::open({redis.url(), "", "t:", timeout, 0}, *log).value());
+  return extras;
+}
+
 std::vector<json> lines_of(ApiHarness& h, const std::string& event) {
   std::vector<json> out;
   for (auto& l : h.audit_lines()) {
@@ -178,9 +186,7 @@ TEST_CASE("rate limits: over the limit is 429 with Retry-After, no provider call
 
 TEST_CASE("state store down: a keyed send is refused 503, an unkeyed one goes out and says so", "[control][redis]") {
   fakes::RedisServer redis;
-  auto log = std::make_shared<spdlog::logger>("t");
-  ApiHarness::Extras extras;
-  extras.state_store = std::move(RedisStateStore::open({redis.url(), "", "t:", milliseconds(100), 0}, *log).value());
+  ApiHarness::Extras extras = redis_extras(redis, milliseconds(100));
   extras.client_rates = {{"*", RateLimit{1000, milliseconds(1000)}}};
   ApiHarness h({}, 10485760, false, std::move(extras));
   httplib::Headers keyed{{"Idempotency-Key", "order-1"}};
@@ -219,9 +225,7 @@ TEST_CASE("state store down: a keyed send is refused 503, an unkeyed one goes ou
 
 TEST_CASE("Redis holds no address: the stored answer has provider text redacted, the key hashed", "[control][redis]") {
   fakes::RedisServer redis;
-  auto log = std::make_shared<spdlog::logger>("t");
-  ApiHarness::Extras extras;
-  extras.state_store = std::move(RedisStateStore::open({redis.url(), "", "t:", milliseconds(200), 0}, *log).value());
+  ApiHarness::Extras extras = redis_extras(redis, milliseconds(200));
   ApiHarness h({}, 10485760, false, std::move(extras));
   h.sendgrid_server.push(fakes::reply(400, R"({"errors":[{"message":"Does not contain a valid address: alice@example.org","field":"personalizations.0.to.0.email"}]})"));
   auto sent = h.send(fakes::sample_request(), {{"Idempotency-Key", "order-alice"}});
