@@ -1,7 +1,6 @@
 #include "audit_log.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -15,6 +14,9 @@
 #include <ctime>
 #include <mutex>
 #include <set>
+
+#include "ascii.h"
+#include "sigv4.h"  // hmac_sha256_hex
 
 namespace mailrelay {
 
@@ -243,19 +245,7 @@ class FileSink final : public AuditSink {
 }  // namespace
 
 std::string hash_address(std::string_view key, std::string_view address) {
-  std::string lowered(address);
-  for (auto& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  size_t mac_len = 0;
-  EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key.data(), key.size(),
-            reinterpret_cast<const unsigned char*>(lowered.data()), lowered.size(), mac, sizeof mac, &mac_len);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < 16 && i < mac_len; ++i) {
-    out += hex[mac[i] >> 4];
-    out += hex[mac[i] & 15];
-  }
-  return out;
+  return hmac_sha256_hex(key, ascii_lower(address)).substr(0, 32);  // the first 16 bytes
 }
 
 std::string redact_addresses(std::string_view text) {
@@ -383,7 +373,18 @@ bool AuditLog::control(const ControlRecord& r) {
             {"client", r.client ? json(*r.client) : json(nullptr)}, {"action", r.action}};
   if (!r.provider.empty()) line["provider"] = r.provider;
   if (r.action == "set_order") line["order"] = r.order;
-  line["reason"] = r.reason.empty() ? json(nullptr) : json(r.reason);
+  if (!r.recipient.empty()) {
+    line["recipient_domain"] = ascii_lower(r.recipient.substr(r.recipient.rfind('@') + 1));
+    line["recipient_hash"] = recipient_key_.empty() ? json(nullptr) : json(hash_address(recipient_key_, r.recipient));
+  }
+  line["reason"] = r.reason.empty() ? json(nullptr) : json(redact_addresses(r.reason));
+  return write(line);
+}
+
+bool AuditLog::delivery(const DeliveryEvent& event) {
+  json line{{"ts", timestamp()}, {"event", "delivery"}};
+  json fields = event.to_json(recipient_hash(event.recipient));
+  for (auto& [key, value] : fields.items()) line[key] = std::move(value);
   return write(line);
 }
 

@@ -1,6 +1,6 @@
 // AuditLog: the audit trail operators grep (SPEC section 4). One JSON object per line:
 // "attempt" before every provider call, "request" once per HTTP request, written before its answer
-// leaves. Holds no subject, body, attachment, full address, token or key: recipients appear as a
+// leaves; "control" for an operator's change, "delivery" for a provider's webhook event. Holds no subject, body, attachment, full address, token or key: recipients appear as a
 // count, their domains, and (with a key) truncated HMAC-SHA256 hashes. Thread-safe.
 #pragma once
 
@@ -16,6 +16,7 @@
 #include <spdlog/logger.h>
 
 #include "clock.h"
+#include "delivery_events.h"
 #include "email.h"
 #include "relay.h"
 #include "result.h"
@@ -52,9 +53,10 @@ struct ControlRecord {
   std::string request_id;
   std::string client_ip;
   std::optional<std::string> client;
-  std::string action;  // disable, enable, set_order, reset_order
+  std::string action;  // disable, enable, set_order, reset_order, suppress, unsuppress
   std::string provider;             // disable, enable
   std::vector<std::string> order;   // set_order
+  std::string recipient;            // suppress, unsuppress: written as domain and hash only
   std::string reason;
 };
 
@@ -115,6 +117,12 @@ class AuditLog final : public AttemptObserver {
   // whole, and is counted. Either way the operator has it.
   bool request(const RequestRecord& record);
   bool control(const ControlRecord& record);
+  // One verified delivery event (SPEC section 11): the "delivery" line.
+  bool delivery(const DeliveryEvent& event);
+  // The keyed hash this log writes for `address`, or "" without a key.
+  std::string recipient_hash(std::string_view address) const {
+    return recipient_key_.empty() ? std::string() : hash_address(recipient_key_, address);
+  }
 
   // Every line written from now on is also given to `tap` (may be null), which outlives this.
   // Set before any request is served.

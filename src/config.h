@@ -56,6 +56,16 @@ struct Config {
   // SPEC section 10: "billing=20/s,signup=300/m,*=50/s".
   std::string rate_limits;
   std::map<std::string, RateLimit> client_rates;  // derived: by client name, "*" for the others
+  // SPEC section 11: provider webhooks and where their events go.
+  std::string sendgrid_webhook_public_key_file;
+  std::string sendgrid_webhook_public_key;  // base64 DER; "" = POST /v1/events/sendgrid is 404
+  std::string mailgun_webhook_signing_key_file;
+  std::string mailgun_webhook_signing_key;  // secret: never logged; "" = POST /v1/events/mailgun is 404
+  std::string postmark_webhook_credentials_file;
+  std::string postmark_webhook_credentials;  // user:password; secret; "" = POST /v1/events/postmark is 404
+  std::string events_forward_url;
+  std::string events_forward_key_file;
+  std::string events_forward_key;           // secret: never logged
 };
 
 // `billing=20/s,signup=300/m,*=50/s` (per second, minute or hour) by client name.

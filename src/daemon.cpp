@@ -91,10 +91,15 @@ Result<std::unique_ptr<Daemon>, ConfigExit> Daemon::start(Config config, spdlog:
   if (!runtime) return ConfigExit{2, runtime.error().message};
   const std::string clients =
       runtime.value()->tokens ? std::to_string(runtime.value()->tokens->size()) + " clients" : "off (loopback only)";
+  if (c.state_store != "memory" && c.audit_recipient_key.empty()) {
+    log.warn("no --audit-recipient-key-file: suppressions in the shared store are hashed without a secret key, "
+             "so anyone who can read the store can test addresses against them");
+  }
   if (c.max_queue >= 0) log.warn("--max-queue is deprecated and ignored: admission is --max-in-flight");
   d->server_ = std::make_unique<FrontDoor>(door_settings(c, log));
   d->api_ = std::make_unique<HttpApi>(std::move(runtime).value(), *d->audit_, d->metrics_, *d->store_, d->control_.get(),
-                                      ApiSettings{c.max_body_bytes, static_cast<std::size_t>(c.max_in_flight)},
+                                      ApiSettings{c.max_body_bytes, static_cast<std::size_t>(c.max_in_flight),
+                                                  c.audit_recipient_key, d->transport_.get()},
                                       d->clock_, log);
   d->api_->install(*d->server_);
   d->port_ = d->server_->bind(c.listen_host, c.listen_port);

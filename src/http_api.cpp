@@ -23,8 +23,19 @@ const std::vector<std::pair<std::string, std::string>> kRoutes = {
     {"/v1/providers", "GET"},
     {"/v1/providers/order", "PUT, DELETE"},
     {"/v1/limits", "GET"},
+    {"/v1/events/sendgrid", "POST"},
+    {"/v1/events/mailgun", "POST"},
+    {"/v1/events/postmark", "POST"},
 };
 constexpr std::string_view kProviderPrefix = "/v1/providers/";
+constexpr std::string_view kSuppressionPrefix = "/v1/suppressions/";
+constexpr std::string_view kEventsPrefix = "/v1/events/";
+
+// /v1/suppressions/{address}: one non-empty path segment.
+bool is_suppression_path(const std::string& path) {
+  return path.size() > kSuppressionPrefix.size() && path.compare(0, kSuppressionPrefix.size(), kSuppressionPrefix) == 0 &&
+         path.find('/', kSuppressionPrefix.size()) == std::string::npos;
+}
 
 // /v1/providers/{name}: one path segment that is not "order".
 bool is_provider_path(const std::string& path) {
@@ -37,6 +48,7 @@ std::string allowed_methods(const std::string& path) {
   for (const auto& route : kRoutes) {
     if (route.first == path) return route.second;
   }
+  if (is_suppression_path(path)) return "GET, PUT, DELETE";
   return is_provider_path(path) ? "PATCH" : "";
 }
 
@@ -47,6 +59,7 @@ bool allows(const std::string& methods, const std::string& method) {
 // The route label for metrics: one of ours, or "other" (unknown paths must not grow the label set).
 std::string route_of(const std::string& path) {
   if (is_provider_path(path)) return "/v1/providers/{name}";
+  if (is_suppression_path(path)) return "/v1/suppressions/{address}";
   return allowed_methods(path).empty() ? "other" : path;
 }
 
@@ -84,14 +97,17 @@ void send_json(httplib::Response& res, int status, const json& body) {
 HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, StateStore& store,
                  ProviderControl* control, ApiSettings settings, Clock& clock, spdlog::logger& log)
     : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics), store_(store), control_(control),
-      sends_(store, control, metrics, settings.max_in_flight), settings_(settings), clock_(clock), log_(log) {}
+      suppressions_(store, settings.recipient_key), sends_(store, control, &suppressions_, metrics, settings.max_in_flight),
+      events_(store, suppressions_, audit, metrics, settings.transport, clock, log), settings_(settings), clock_(clock),
+      log_(log) {}
 
 void HttpApi::finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status,
                      const json& body, RequestRecord record) {
   record.request_id = request_id_of(req, res);
   record.client_ip = ctx.client_ip;  // from the socket, never from a header (set for malformed requests too)
   record.method = req.method;
-  record.path = req.path;
+  // A suppression's path names an address: the log has the route (and the control line its hash).
+  record.path = is_suppression_path(req.path) ? route_of(req.path) : req.path;
   record.status = status;
   if (record.outcome.empty()) record.outcome = body.contains("error") ? body.at("error").at("code").get<std::string>() : "sent";
   record.latency_ms = to_ms(clock_.now() - ctx.started);
@@ -142,9 +158,12 @@ void HttpApi::install(FrontDoor& server) {
       return refuse(415, "unsupported_media_type", "Content-Encoding is not accepted; send the body uncompressed");
     }
     const bool is_send = req.method == "POST" && req.path == "/v1/send";
+    const bool is_event = req.method == "POST" && req.path.compare(0, kEventsPrefix.size(), kEventsPrefix) == 0 &&
+                          !allowed_methods(req.path).empty();
     const bool is_control = (req.method == "PATCH" && is_provider_path(req.path)) ||
-                            (req.method == "PUT" && req.path == "/v1/providers/order");
-    if (!is_send && !is_control && (chunked || length > 0)) {
+                            (req.method == "PUT" && req.path == "/v1/providers/order") ||
+                            (req.method == "PUT" && is_suppression_path(req.path));
+    if (!is_send && !is_event && !is_control && (chunked || length > 0)) {
       if (allows(allowed_methods(req.path), req.method)) {
         return refuse(400, "invalid_request", req.method + " " + req.path + " takes no request body");
       }
@@ -155,10 +174,12 @@ void HttpApi::install(FrontDoor& server) {
     if (is_control && length > kMaxControlBody) {
       return refuse(413, "payload_too_large", "a control request body is at most " + std::to_string(kMaxControlBody) + " bytes");
     }
-    if (is_send && length > settings_.max_body_bytes) {
+    if ((is_send || is_event) && length > settings_.max_body_bytes) {
       return refuse(413, "payload_too_large", too_large_message);
     }
-    if (is_send && !chunked && lengths == 0) return refuse(411, "length_required", "Content-Length or chunked transfer coding required");
+    if ((is_send || is_event) && !chunked && lengths == 0) {
+      return refuse(411, "length_required", "Content-Length or chunked transfer coding required");
+    }
     // Bodies in memory are bounded (--max-body-bytes-in-flight): this one did not fit and was
     // not read. Counted, and said in the audit line.
     if (ctx.over_budget) {
@@ -177,11 +198,10 @@ void HttpApi::install(FrontDoor& server) {
     return httplib::Server::HandlerResponse::Unhandled;
   });
 
-  // The body is read here, not by cpp-httplib: 0.11.4 applies no limit to a chunked body.
-  server.Post("/v1/send", [this, too_large_message](const httplib::Request& req, httplib::Response& res,
-                                                    const httplib::ContentReader& read) {
+  // Bodies are read here, not by cpp-httplib: 0.11.4 applies no limit to a chunked body.
+  auto read_body = [this, too_large_message](const httplib::Request& req, httplib::Response& res,
+                                             const httplib::ContentReader& read, std::string& body) {
     RequestContext& ctx = door_->context(req);
-    std::string body;
     body.reserve(req.get_header_value<std::uint64_t>("Content-Length"));  // checked against the limit
     bool too_large = false;
     bool complete = read([&](const char* data, std::size_t size) {
@@ -190,18 +210,31 @@ void HttpApi::install(FrontDoor& server) {
       return !too_large;
     });
     if (ctx.release_input) ctx.release_input();  // the connection's copy of the body goes now
-    if (!complete) {
-      close_after(ctx, res);
-      const std::string id = request_id_of(req, res);
-      if (too_large) {
-        finish(req, res, ctx, 413, error_json(id, "payload_too_large", too_large_message), {});
-      } else {
-        finish(req, res, ctx, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
-      }
-      return;
+    if (complete) return true;
+    close_after(ctx, res);
+    const std::string id = request_id_of(req, res);
+    if (too_large) {
+      finish(req, res, ctx, 413, error_json(id, "payload_too_large", too_large_message), {});
+    } else {
+      finish(req, res, ctx, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
     }
-    handle_send(req, res, ctx, std::move(body));
+    return false;
+  };
+  server.Post("/v1/send", [this, read_body](const httplib::Request& req, httplib::Response& res,
+                                            const httplib::ContentReader& read) {
+    std::string body;
+    if (read_body(req, res, read, body)) handle_send(req, res, door_->context(req), std::move(body));
   });
+  // Providers' webhooks (SPEC section 11): no bearer token; the provider's signature instead.
+  server.Post(R"(/v1/events/(sendgrid|mailgun|postmark))", [this, read_body](const httplib::Request& req, httplib::Response& res,
+                                                                   const httplib::ContentReader& read) {
+    std::string body;
+    if (read_body(req, res, read, body)) handle_event(req, res, std::move(body));
+  });
+  auto suppression = [this](const httplib::Request& req, httplib::Response& res) { handle_suppression(req, res); };
+  server.Get(R"(/v1/suppressions/[^/]+)", suppression);
+  server.Put(R"(/v1/suppressions/[^/]+)", suppression);
+  server.Delete(R"(/v1/suppressions/[^/]+)", suppression);
   // Health, readiness and metrics are not audited: they would drown the requests operators look for.
   server.Get("/healthz", [this](const httplib::Request& req, httplib::Response& res) {
     send_json(res, 200, json{{"status", "ok"}, {"request_id", request_id_of(req, res)}});
@@ -389,6 +422,114 @@ json HttpApi::providers_view(const Runtime& runtime, const std::string& id) cons
               {"order_overridden", !overrides->order.empty()}};
 }
 
+bool HttpApi::admitted_admin(const httplib::Request& req, httplib::Response& res, const Runtime& runtime,
+                             std::optional<std::string>& client) {
+  // Admin scope (SPEC section 10); without a tokens file only loopback is served, with every scope.
+  if (!runtime.tokens) return true;
+  auto identity = runtime.tokens->identify(header(req, "Authorization"));
+  const std::string id = request_id_of(req, res);
+  if (!identity) {
+    res.set_header("WWW-Authenticate", "Bearer");
+    finish(req, res, door_->context(req), 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
+    return false;
+  }
+  client = identity->name;
+  if (identity->scopes & kScopeAdmin) return true;
+  RequestRecord r;
+  r.client = client;
+  finish(req, res, door_->context(req), 403, error_json(id, "forbidden", "this token has no admin scope"), std::move(r));
+  return false;
+}
+
+// A "reason" member of a control body: at most 200 characters, no control characters. Returns the
+// problem, or "" (reason set, or left empty when absent).
+std::string HttpApi::reason_of(const json& body, std::string& reason) {
+  if (!body.contains("reason")) return "";
+  const json& value = body["reason"];
+  if (!value.is_string() || value.get<std::string>().size() > 200 ||
+      std::any_of(value.get_ref<const std::string&>().begin(), value.get_ref<const std::string&>().end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 32; })) {
+    return "must be a string of at most 200 characters, no control characters";
+  }
+  reason = value.get<std::string>();
+  return "";
+}
+
+void HttpApi::handle_event(const httplib::Request& req, httplib::Response& res, std::string body) {
+  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+  WebhookRequest request;
+  request.provider = req.path.substr(kEventsPrefix.size());
+  request.request_id = request_id_of(req, res);
+  request.signature = header(req, "X-Twilio-Email-Event-Webhook-Signature");
+  request.timestamp = header(req, "X-Twilio-Email-Event-Webhook-Timestamp");
+  request.authorization = header(req, "Authorization");
+  request.body = std::move(body);
+  WebhookReport report = events_.handle(runtime->events, request);
+  for (const auto& [name, value] : report.headers) res.set_header(name, value);
+  RequestRecord record;
+  record.outcome = report.outcome;
+  finish(req, res, door_->context(req), report.status, report.body, std::move(record));
+}
+
+void HttpApi::handle_suppression(const httplib::Request& req, httplib::Response& res) {
+  RequestContext& ctx = door_->context(req);
+  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+  const std::string id = request_id_of(req, res);
+  std::optional<std::string> client;
+  auto fail = [&](int status, const std::string& code, const std::string& message, const std::string& field = "") {
+    RequestRecord r;
+    r.client = client;
+    finish(req, res, ctx, status, error_json(id, code, message, field), std::move(r));
+  };
+  if (!admitted_admin(req, res, *runtime, client)) return;
+  const std::string address = req.path.substr(kSuppressionPrefix.size());
+  if (!is_valid_addr_spec(address)) return fail(400, "invalid_request", "must be an email address", "address");
+  ControlRecord record{id, ctx.client_ip, client, "", "", {}, address, ""};
+  auto unavailable = [&] {
+    res.set_header("Retry-After", "1");
+    fail(503, "state_store_unavailable", "the state store is unreachable; nothing was changed");
+  };
+  RequestRecord done;
+  done.client = client;
+  if (req.method == "GET") {
+    auto found = suppressions_.find(address);
+    if (!found) return unavailable();
+    if (!found.value()) return fail(404, "not_found", "this address is not suppressed");
+    const Suppression& s = *found.value();
+    done.outcome = "suppressed";
+    return finish(req, res, ctx, 200,
+                  json{{"request_id", id},
+                       {"suppressed", true},
+                       {"reason", s.reason.empty() ? json(nullptr) : json(s.reason)},
+                       {"type", s.type},
+                       {"provider", s.provider.empty() ? json(nullptr) : json(s.provider)},
+                       {"since", s.since}},
+                  std::move(done));
+  }
+  if (req.method == "PUT") {
+    if (!req.body.empty() || req.has_header("Content-Type")) {
+      if (!is_json_content_type(header(req, "Content-Type"))) {
+        return fail(415, "unsupported_media_type", "Content-Type must be application/json");
+      }
+      const json body = json::parse(req.body, nullptr, false);
+      if (!body.is_object()) return fail(400, "invalid_request", "the body must be a JSON object");
+      if (auto problem = reason_of(body, record.reason); !problem.empty()) return fail(400, "invalid_request", problem, "reason");
+    }
+    record.action = "suppress";
+    if (!suppressions_.add(address, {"manual", redact_addresses(record.reason), "", utc_timestamp(clock_)})) {
+      return unavailable();
+    }
+  } else {
+    record.action = "unsuppress";
+    auto removed = suppressions_.remove(address);
+    if (!removed) return unavailable();
+    if (!removed.value()) return fail(404, "not_found", "this address is not suppressed");
+  }
+  audit_.control(record);
+  done.outcome = record.action;
+  finish(req, res, ctx, 200, json{{"request_id", id}, {"suppressed", record.action == "suppress"}}, std::move(done));
+}
+
 void HttpApi::handle_control(const httplib::Request& req, httplib::Response& res) {
   RequestContext& ctx = door_->context(req);
   const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
@@ -399,18 +540,9 @@ void HttpApi::handle_control(const httplib::Request& req, httplib::Response& res
     r.client = client;
     finish(req, res, ctx, status, error_json(id, code, message, field), std::move(r));
   };
-  // Admin scope (SPEC section 10); without a tokens file only loopback is served, with every scope.
-  if (runtime->tokens) {
-    auto identity = runtime->tokens->identify(header(req, "Authorization"));
-    if (!identity) {
-      res.set_header("WWW-Authenticate", "Bearer");
-      return fail(401, "unauthorized", "missing or unknown bearer token");
-    }
-    client = identity->name;
-    if (!(identity->scopes & kScopeAdmin)) return fail(403, "forbidden", "this token has no admin scope");
-  }
+  if (!admitted_admin(req, res, *runtime, client)) return;
   if (!control_) return fail(503, "state_store_unavailable", "runtime control is not available");
-  ControlRecord record{id, ctx.client_ip, client, "", "", {}, ""};
+  ControlRecord record{id, ctx.client_ip, client, "", "", {}, "", ""};
   const auto& names = runtime->provider_names;
   auto known = [&](const std::string& name) { return std::find(names.begin(), names.end(), name) != names.end(); };
   json body;
@@ -420,15 +552,7 @@ void HttpApi::handle_control(const httplib::Request& req, httplib::Response& res
     }
     body = json::parse(req.body, nullptr, false);
     if (!body.is_object()) return fail(400, "invalid_request", "the body must be a JSON object");
-    if (body.contains("reason")) {
-      const json& reason = body["reason"];
-      if (!reason.is_string() || reason.get<std::string>().size() > 200 ||
-          std::any_of(reason.get_ref<const std::string&>().begin(), reason.get_ref<const std::string&>().end(),
-                      [](char c) { return static_cast<unsigned char>(c) < 32; })) {
-        return fail(400, "invalid_request", "must be a string of at most 200 characters, no control characters", "reason");
-      }
-      record.reason = reason.get<std::string>();
-    }
+    if (auto problem = reason_of(body, record.reason); !problem.empty()) return fail(400, "invalid_request", problem, "reason");
   }
   Result<bool> done = true;
   if (req.method == "PATCH") {

@@ -14,18 +14,22 @@
 
 #include "audit_log.h"
 #include "clock.h"
+#include "event_service.h"
 #include "front_door.h"
 #include "metrics.h"
 #include "provider_control.h"
 #include "runtime.h"
 #include "send_service.h"
 #include "state_store.h"
+#include "suppressions.h"
 
 namespace mailrelay {
 
 struct ApiSettings {
   std::uint64_t max_body_bytes = 10485760;
   std::size_t max_in_flight = 4096;  // sends handled at once; beyond: 503 overloaded
+  std::string recipient_key;         // the audit recipient key: suppressions are kept under it
+  HttpTransport* transport = nullptr;  // forwards delivery events (--events-forward-url)
 };
 
 class HttpApi {
@@ -51,6 +55,14 @@ class HttpApi {
   void answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx);
   // PATCH /v1/providers/{name}, PUT and DELETE /v1/providers/order (SPEC section 10).
   void handle_control(const httplib::Request& req, httplib::Response& res);
+  // POST /v1/events/{provider}, and GET, PUT, DELETE /v1/suppressions/{address} (SPEC section 11).
+  void handle_event(const httplib::Request& req, httplib::Response& res, std::string body);
+  void handle_suppression(const httplib::Request& req, httplib::Response& res);
+  // Whether the caller may use the admin endpoints; when not, the refusal is answered (401/403).
+  bool admitted_admin(const httplib::Request& req, httplib::Response& res, const Runtime& runtime,
+                      std::optional<std::string>& client);
+  // The optional "reason" of a control body: the problem with it, or "" (and `reason` set).
+  static std::string reason_of(const nlohmann::ordered_json& body, std::string& reason);
   // The GET /v1/providers answer.
   nlohmann::ordered_json providers_view(const Runtime& runtime, const std::string& id) const;
   // Writes the audit line, then the answer.
@@ -62,7 +74,9 @@ class HttpApi {
   Metrics& metrics_;
   StateStore& store_;
   ProviderControl* control_;
+  Suppressions suppressions_;
   SendService sends_;
+  EventService events_;
   ApiSettings settings_;
   Clock& clock_;
   spdlog::logger& log_;

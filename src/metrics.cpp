@@ -52,6 +52,16 @@ void Metrics::refused(const std::string& limit) {
   ++refused_[limit];
 }
 
+void Metrics::delivery_event(const std::string& provider, const std::string& type) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++delivery_events_[{provider, type}];
+}
+
+void Metrics::webhook(const std::string& provider, const std::string& outcome) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++webhooks_[{provider, outcome}];
+}
+
 void Metrics::request(const std::string& route, int status, double seconds, const RelayResult* relay) {
   std::lock_guard<std::mutex> lock(mutex_);
   ++requests_[{route, status}];
@@ -111,6 +121,21 @@ std::string Metrics::render(const DoorGauges& door) const {
              std::to_string(it == refused_.end() ? 0 : it->second) + "\n";
     }
   }
+  out += "# HELP mailrelay_delivery_events_total Verified delivery events, by provider and type.\n"
+         "# TYPE mailrelay_delivery_events_total counter\n";
+  for (const auto& [key, n] : delivery_events_) {
+    out += "mailrelay_delivery_events_total{provider=\"" + key.first + "\",type=\"" + key.second + "\"} " +
+           std::to_string(n) + "\n";
+  }
+  out += "# HELP mailrelay_webhook_requests_total Provider webhook requests, by provider and outcome.\n"
+         "# TYPE mailrelay_webhook_requests_total counter\n";
+  for (const auto& [key, n] : webhooks_) {
+    out += "mailrelay_webhook_requests_total{provider=\"" + key.first + "\",outcome=\"" + key.second + "\"} " +
+           std::to_string(n) + "\n";
+  }
+  out += "# HELP mailrelay_suppressed_sends_total Sends refused because a recipient is suppressed.\n"
+         "# TYPE mailrelay_suppressed_sends_total counter\n"
+         "mailrelay_suppressed_sends_total " + std::to_string(suppressed_sends_.load()) + "\n";
   out += "# HELP mailrelay_build_info Build information.\n# TYPE mailrelay_build_info gauge\n"
          "mailrelay_build_info{version=\"" + version_ + "\"} 1\n";
   return out;

@@ -52,6 +52,11 @@ class Metrics final : public AttemptObserver {
   void idempotent_replay() { ++replays_; }
   // A request refused by a limit (max_in_flight, body_budget): counted by that limit.
   void refused(const std::string& limit);
+  // SPEC section 11: a verified delivery event, by provider and type; a webhook request's outcome
+  // (accepted, invalid_signature, duplicate, forward_failed, ...); a send refused for a suppressed recipient.
+  void delivery_event(const std::string& provider, const std::string& type);
+  void webhook(const std::string& provider, const std::string& outcome);
+  void suppressed_send() { ++suppressed_sends_; }
   void begin_send() { ++in_flight_; }
   void end_send() { --in_flight_; }
 
@@ -74,6 +79,9 @@ class Metrics final : public AttemptObserver {
   std::map<std::string, ProviderStats> providers_;
   std::uint64_t failovers_ = 0;
   std::map<std::string, std::uint64_t> refused_;  // by limit
+  std::map<std::pair<std::string, std::string>, std::uint64_t> delivery_events_;  // by provider, type
+  std::map<std::pair<std::string, std::string>, std::uint64_t> webhooks_;         // by provider, outcome
+  std::atomic<std::uint64_t> suppressed_sends_{0};
   Histogram send_duration_;
   std::atomic<long> in_flight_{0};
   std::atomic<std::uint64_t> replays_{0};

@@ -385,6 +385,43 @@ Result<RateVerdict> RedisStateStore::take(const std::string& bucket, const RateL
   return RateVerdict{r->element[0]->integer == 1, std::chrono::milliseconds(r->element[1]->integer)};
 }
 
+Result<std::vector<std::optional<Suppression>>> RedisStateStore::suppressions(const std::vector<std::string>& hashes) {
+  std::vector<std::optional<Suppression>> out(hashes.size());
+  if (hashes.empty()) return out;
+  Command get{"MGET"};
+  for (const auto& hash : hashes) get.push_back(suppression_key(hash));
+  auto replies = run({get});
+  if (!replies) return replies.error();
+  const redisReply* all = replies.value()[0].get();
+  for (std::size_t i = 0; all->type == REDIS_REPLY_ARRAY && i < all->elements && i < out.size(); ++i) {
+    json v = json::parse(reply_text(all->element[i]), nullptr, false);
+    if (!v.is_object()) continue;
+    out[i] = Suppression{v.value("type", ""), v.value("reason", ""), v.value("provider", ""), v.value("since", "")};
+  }
+  return out;
+}
+
+Result<bool> RedisStateStore::suppress(const std::string& hash, const Suppression& value) {
+  json v{{"type", value.type}, {"reason", value.reason}, {"provider", value.provider}, {"since", value.since}};
+  auto replies = run({{"SET", suppression_key(hash), v.dump(-1, ' ', false, json::error_handler_t::replace)}});
+  if (!replies) return replies.error();
+  return true;
+}
+
+Result<bool> RedisStateStore::unsuppress(const std::string& hash) {
+  auto replies = run({{"DEL", suppression_key(hash)}});
+  if (!replies) return replies.error();
+  return replies.value()[0]->integer > 0;
+}
+
+Result<bool> RedisStateStore::claim_event(const std::string& id, std::chrono::milliseconds ttl) {
+  auto replies = run({{"SET", event_key(id), "1", "NX", "PX", std::to_string(ttl.count())}});
+  if (!replies) return replies.error();
+  return replies.value()[0]->type == REDIS_REPLY_STATUS;  // OK: first seen; nil: seen before
+}
+
+void RedisStateStore::forget_event(const std::string& id) { run({{"DEL", event_key(id)}}); }
+
 void RedisStateStore::stream(std::string_view audit_line) {
   if (settings_.stream_max_len == 0) return;
   {

@@ -60,6 +60,11 @@ class RedisStateStore final : public StateStore {
   Result<bool> set_provider(const std::string& name, const ProviderSwitch& value) override;
   Result<bool> set_order(const std::vector<std::string>& order) override;
   Result<RateVerdict> take(const std::string& bucket, const RateLimit& limit) override;
+  Result<std::vector<std::optional<Suppression>>> suppressions(const std::vector<std::string>& hashes) override;
+  Result<bool> suppress(const std::string& hash, const Suppression& value) override;
+  Result<bool> unsuppress(const std::string& hash) override;
+  Result<bool> claim_event(const std::string& id, std::chrono::milliseconds ttl) override;
+  void forget_event(const std::string& id) override;
   void stream(std::string_view audit_line) override;
   StateStoreCounters counters() const override;
   std::string describe() const override;
@@ -91,6 +96,8 @@ class RedisStateStore final : public StateStore {
   Result<Connection> connect();
   void failed(const std::string& why);
   std::string idempotency_key(const std::string& client, const std::string& key) const;
+  std::string event_key(const std::string& id) const { return settings_.prefix + "event:" + id; }
+  std::string suppression_key(const std::string& hash) const { return settings_.prefix + "supp:" + hash; }
   void stream_loop();
 
   const RedisSettings settings_;

@@ -1,4 +1,5 @@
-// Runtime: what SIGHUP may replace: client tokens, providers and the relay over them. Immutable
+// Runtime: what SIGHUP may replace: client tokens, providers and the relay over them, rate limits,
+// webhook keys. Immutable
 // once built. Requests hold it through a shared_ptr, so a reload never changes a request midway:
 // in-flight requests finish on the runtime they started with.
 #pragma once
@@ -11,6 +12,7 @@
 #include "clock.h"
 #include "config.h"
 #include "email_provider.h"
+#include "event_service.h"
 #include "http_transport.h"
 #include "message_limits.h"
 #include "relay.h"
@@ -27,6 +29,7 @@ struct Runtime {
   MessageLimits limits = MessageLimits::relay();  // the providers' together (GET /v1/limits)
   ProviderHealth* health = nullptr;          // shared across reloads; may be null
   std::map<std::string, RateLimit> client_rates;  // --rate-limits: by client name, "*" for the others
+  EventEndpoints events;                          // webhook keys and --events-forward-url
 };
 
 // Builds the runtime `config` describes. Fails (with a message for the operator) when the tokens

@@ -42,8 +42,9 @@ json error_json(const std::string& request_id, const std::string& code, const st
   return json{{"request_id", request_id}, {"error", std::move(error)}};
 }
 
-SendService::SendService(StateStore& store, ProviderControl* control, Metrics& metrics, std::size_t max_in_flight)
-    : store_(store), control_(control), metrics_(metrics), max_in_flight_(max_in_flight) {}
+SendService::SendService(StateStore& store, ProviderControl* control, Suppressions* suppressions, Metrics& metrics,
+                         std::size_t max_in_flight)
+    : store_(store), control_(control), suppressions_(suppressions), metrics_(metrics), max_in_flight_(max_in_flight) {}
 
 std::vector<std::string> SendService::in_flight_ids() const {
   std::lock_guard<std::mutex> lock(ids_mutex_);
@@ -140,6 +141,21 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
     return refusal(std::move(report), 400, id, e.code, e.message, e.field);
   }
   report.email = std::move(email).value();
+  // Suppressed recipients (SPEC section 11) get no provider call. The check fails open: with the
+  // store unreachable the send goes out, and the audit line says the store was unavailable.
+  if (suppressions_) {
+    auto suppressed = suppressions_->first_suppressed(*report.email);
+    if (!suppressed) {
+      report.store_unavailable = true;
+    } else if (suppressed.value()) {
+      const SuppressedRecipient& r = *suppressed.value();
+      metrics_.suppressed_send();
+      return refusal(std::move(report), 422, id, "recipient_suppressed",
+                     "this recipient is suppressed (" + r.why.type + (r.why.provider.empty() ? "" : " at " + r.why.provider) +
+                         " since " + r.why.since + "); see GET /v1/suppressions/{address}",
+                     r.field);
+    }
+  }
   // A claim whose holder vanished (a crash) blocks the key no longer than a request can last.
   const auto claim_ttl = runtime.relay->settings().deadline + std::chrono::seconds(60);
   if (keyed) {

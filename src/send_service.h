@@ -1,5 +1,5 @@
 // SendService: POST /v1/send from request to answer, knowing nothing of HTTP libraries: admission
-// (--max-in-flight), authentication, validation, idempotency and the relay. It returns one
+// (--max-in-flight), authentication, validation, suppressions, idempotency and the relay. It returns one
 // SendReport that the answer, the audit line and the idempotency cache all use. Thread-safe.
 #pragma once
 
@@ -19,6 +19,7 @@
 #include "email.h"
 #include "provider_control.h"
 #include "state_store.h"
+#include "suppressions.h"
 #include "metrics.h"
 #include "relay.h"
 #include "runtime.h"
@@ -56,8 +57,10 @@ bool is_json_content_type(const std::string& value);
 
 class SendService {
  public:
-  // `control` (may be null): the operators' provider overrides.
-  SendService(StateStore& store, ProviderControl* control, Metrics& metrics, std::size_t max_in_flight);
+  // `control` (may be null): the operators' provider overrides. `suppressions` (may be null):
+  // recipients refused with 422 recipient_suppressed.
+  SendService(StateStore& store, ProviderControl* control, Suppressions* suppressions, Metrics& metrics,
+              std::size_t max_in_flight);
 
   SendReport handle(const Runtime& runtime, SendRequest request);
 
@@ -70,6 +73,7 @@ class SendService {
 
   StateStore& store_;
   ProviderControl* control_;
+  Suppressions* suppressions_;
   Metrics& metrics_;
   const std::size_t max_in_flight_;
   std::atomic<std::size_t> in_flight_{0};

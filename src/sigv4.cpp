@@ -21,13 +21,22 @@ std::string hex(const unsigned char* data, std::size_t size) {
   return out;
 }
 
-std::string hmac(const std::string& key, const std::string& data) {
+std::string hmac(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int size = 0;
   HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
        data.size(), out, &size);
   return std::string(reinterpret_cast<char*>(out), size);
 }
+
+}  // namespace
+
+std::string hmac_sha256_hex(std::string_view key, std::string_view data) {
+  const std::string mac = hmac(key, data);
+  return hex(reinterpret_cast<const unsigned char*>(mac.data()), mac.size());
+}
+
+namespace {
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ascii.h"
+#include "sigv4.h"  // hmac_sha256_hex
+
 namespace mailrelay {
 
 using std::chrono::microseconds;
@@ -67,6 +70,53 @@ Result<RateVerdict> MemoryStateStore::take(const std::string& bucket, const Rate
   std::lock_guard<std::mutex> lock(mutex_);
   auto [it, fresh] = buckets_.emplace(bucket, now);
   return gcra_take(it->second, now, limit);
+}
+
+std::string suppression_hash(std::string_view key, std::string_view address) {
+  static constexpr std::string_view kNoKey = "mailrelay suppression list";
+  return hmac_sha256_hex(key.empty() ? kNoKey : key, ascii_lower(address));
+}
+
+Result<std::vector<std::optional<Suppression>>> MemoryStateStore::suppressions(const std::vector<std::string>& hashes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::optional<Suppression>> out;
+  for (const auto& hash : hashes) {
+    auto it = suppressions_.find(hash);
+    out.push_back(it == suppressions_.end() ? std::nullopt : std::optional<Suppression>(it->second));
+  }
+  return out;
+}
+
+Result<bool> MemoryStateStore::suppress(const std::string& hash, const Suppression& value) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  suppressions_[hash] = value;
+  return true;
+}
+
+Result<bool> MemoryStateStore::unsuppress(const std::string& hash) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return suppressions_.erase(hash) > 0;
+}
+
+Result<bool> MemoryStateStore::claim_event(const std::string& id, std::chrono::milliseconds ttl) {
+  const Clock::TimePoint now = clock_.now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  // Expired ids go first, then the oldest beyond the bound.
+  while (!event_order_.empty() && (event_order_.front().first <= now || event_order_.size() >= kMaxEvents)) {
+    auto it = events_.find(event_order_.front().second);
+    if (it != events_.end() && it->second == event_order_.front().first) events_.erase(it);
+    event_order_.pop_front();
+  }
+  auto [it, fresh] = events_.emplace(id, now + ttl);
+  if (!fresh && it->second > now) return false;
+  it->second = now + ttl;
+  event_order_.emplace_back(it->second, id);
+  return true;
+}
+
+void MemoryStateStore::forget_event(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  events_.erase(id);
 }
 
 }  // namespace mailrelay

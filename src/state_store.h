@@ -1,5 +1,5 @@
 // StateStore: what the instances of a fleet share (SPEC section 9): idempotency keys, provider
-// overrides, rate-limit buckets. Two implementations: MemoryStateStore (this process only, the
+// overrides, rate-limit buckets, suppressions, webhook event ids. Two implementations: MemoryStateStore (this process only, the
 // default) and RedisStateStore (redis_state_store.h). Every call that can fail says so with an
 // Error (code "state_store_unavailable"); none blocks longer than the store's timeout. Thread-safe.
 #pragma once
@@ -8,9 +8,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "clock.h"
@@ -51,6 +54,15 @@ struct RateVerdict {
   std::chrono::milliseconds retry_after{0};  // when refused: the wait until one more is allowed
 };
 
+// Why a recipient is not sent to (SPEC section 11). Kept under a keyed hash of the address, never
+// the address itself.
+struct Suppression {
+  std::string type;      // the event that caused it (bounced, complained, unsubscribed, dropped) or "manual"
+  std::string reason;    // addresses redacted
+  std::string provider;  // the provider that reported it; "" for a manual one
+  std::string since;     // UTC timestamp
+};
+
 // The store's counters, for /metrics.
 struct StateStoreCounters {
   bool up = true;
@@ -79,6 +91,17 @@ class StateStore {
   // Takes one request from the bucket `bucket` limited to `limit`.
   virtual Result<RateVerdict> take(const std::string& bucket, const RateLimit& limit) = 0;
 
+  // Suppressed recipients by keyed hash (suppression_hash): one answer per hash, in order.
+  virtual Result<std::vector<std::optional<Suppression>>> suppressions(const std::vector<std::string>& hashes) = 0;
+  virtual Result<bool> suppress(const std::string& hash, const Suppression& value) = 0;
+  // True when there was one to remove.
+  virtual Result<bool> unsuppress(const std::string& hash) = 0;
+
+  // Provider event ids seen (webhook replays): true when `id` was not seen within `ttl`; it is
+  // then remembered for `ttl`. `forget_event` undoes a claim whose batch was not taken.
+  virtual Result<bool> claim_event(const std::string& id, std::chrono::milliseconds ttl) = 0;
+  virtual void forget_event(const std::string& id) = 0;
+
   // Appends an audit line to the stream, when there is one (--audit-stream redis). Never blocks.
   virtual void stream(std::string_view /*audit_line*/) {}
 
@@ -86,6 +109,11 @@ class StateStore {
   // "memory", or the Redis address without credentials.
   virtual std::string describe() const = 0;
 };
+
+// The store's name for a recipient: HMAC-SHA256 of the lower-cased address under `key` (the audit
+// recipient key, so that one key serves a fleet), in hex. Without a key, a fixed one: the hash then
+// hides the address from a casual reader of the store, not from a dictionary.
+std::string suppression_hash(std::string_view key, std::string_view address);
 
 // The answer to `take` for one GCRA bucket whose theoretical arrival time is `tat` (updated when
 // allowed). Times in microseconds on any monotonic scale. Shared by both stores (Redis runs the
@@ -105,8 +133,16 @@ class MemoryStateStore final : public StateStore {
   Result<bool> set_provider(const std::string& name, const ProviderSwitch& value) override;
   Result<bool> set_order(const std::vector<std::string>& order) override;
   Result<RateVerdict> take(const std::string& bucket, const RateLimit& limit) override;
+  Result<std::vector<std::optional<Suppression>>> suppressions(const std::vector<std::string>& hashes) override;
+  Result<bool> suppress(const std::string& hash, const Suppression& value) override;
+  Result<bool> unsuppress(const std::string& hash) override;
+  Result<bool> claim_event(const std::string& id, std::chrono::milliseconds ttl) override;
+  void forget_event(const std::string& id) override;
   StateStoreCounters counters() const override { return {}; }
   std::string describe() const override { return "memory"; }
+
+  // Event ids remembered at most (the oldest go first beyond it).
+  static constexpr std::size_t kMaxEvents = 1000000;
 
  private:
   Clock& clock_;
@@ -115,6 +151,9 @@ class MemoryStateStore final : public StateStore {
   std::mutex mutex_;
   ProviderOverrides overrides_;                  // guarded by mutex_
   std::map<std::string, std::int64_t> buckets_;  // guarded by mutex_: bucket -> TAT (µs)
+  std::unordered_map<std::string, Suppression> suppressions_;  // guarded by mutex_
+  std::unordered_map<std::string, Clock::TimePoint> events_;   // guarded by mutex_: id -> forgotten at
+  std::deque<std::pair<Clock::TimePoint, std::string>> event_order_;  // guarded by mutex_: oldest first
 };
 
 }  // namespace mailrelay

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "test_helpers.h"
+#include "test_keys.h"
 
 using namespace mailrelay;
 
@@ -308,4 +309,48 @@ TEST_CASE("state store options: URL, password from file, environment or credenti
   EnvVar creds("CREDENTIALS_DIRECTORY", dir.path());
   CHECK(with({"--state-store", "unix:///run/redis/redis.sock"}).value().state_store_password == "fake-from-credential");
   CHECK_FALSE(with({"--rate-limits", "billing=fast"}));
+}
+
+TEST_CASE("webhook keys and forwarding: from a file, the environment or a credential, checked at start-up",
+          "[config][events]") {
+  fakes::TempDir dir;
+  auto args = outbox_args(dir);
+  auto with = [&](std::vector<std::string> more) {
+    auto a = args;
+    a.insert(a.end(), more.begin(), more.end());
+    return load(a);
+  };
+  auto plain = with({});
+  REQUIRE(plain);
+  CHECK(plain.value().sendgrid_webhook_public_key.empty());
+  CHECK(plain.value().mailgun_webhook_signing_key.empty());
+  fakes::EcKey key;
+  fakes::write_file(dir.file("sg_key"), key.public_base64() + "\n");
+  auto sendgrid = with({"--sendgrid-webhook-public-key-file", dir.file("sg_key")});
+  REQUIRE(sendgrid);
+  CHECK(sendgrid.value().sendgrid_webhook_public_key == key.public_base64());
+  // A PEM file, or anything that is not a P-256 key, is refused with a message.
+  fakes::write_file(dir.file("pem"), "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n");
+  auto pem = with({"--sendgrid-webhook-public-key-file", dir.file("pem")});
+  REQUIRE_FALSE(pem);
+  CHECK(pem.error().code == 2);
+  CHECK(pem.error().text.find("SendGrid webhook public key") != std::string::npos);
+  {
+    EnvVar env("MAILGUN_WEBHOOK_SIGNING_KEY", "fake-signing-key-from-env");
+    CHECK(with({}).value().mailgun_webhook_signing_key == "fake-signing-key-from-env");
+  }
+  CHECK_FALSE(with({"--postmark-webhook-credentials-file", dir.file("sg_key")}));  // no user:password
+  fakes::write_file(dir.file("postmark_webhook_credentials"), "postmark:fake-password\n");
+  fakes::write_file(dir.file("events_forward_key"), "fake-forward-key-0123456789\n");
+  {
+    EnvVar creds("CREDENTIALS_DIRECTORY", dir.path());
+    auto c = with({"--events-forward-url", "http://127.0.0.1:9000/events"});
+    REQUIRE(c);
+    CHECK(c.value().postmark_webhook_credentials == "postmark:fake-password");
+    CHECK(c.value().events_forward_key == "fake-forward-key-0123456789");
+    CHECK_FALSE(with({"--events-forward-url", "http://app.internal/events"}));  // plain http off loopback
+  }
+  auto no_key = with({"--events-forward-url", "https://app.internal/events"});
+  REQUIRE_FALSE(no_key);
+  CHECK(no_key.error().text.find("events-forward-key") != std::string::npos);
 }

@@ -34,7 +34,8 @@ struct Fixture {
   Metrics metrics{"test"};
   MemoryStateStore store{clock};
   ProviderControl control{store, std::chrono::milliseconds(0)};
-  SendService service{store, &control, metrics, 8};
+  Suppressions suppressions{store, "fake-recipient-key-0123456789"};
+  SendService service{store, &control, &suppressions, metrics, 8};
   std::shared_ptr<Runtime> runtime = std::make_shared<Runtime>();
 
   explicit Fixture(RelaySettings settings = {}) {

@@ -95,6 +95,34 @@ void check_contract(StateStore& store) {
     CHECK(refused.retry_after <= milliseconds(200));
     CHECK(store.take("shop", five_per_second).value().allowed);  // buckets are per client
   }
+  SECTION("suppressions: by hash, read in one call, removed once") {
+    const std::string alice = suppression_hash("key-0123456789abcdef", "Alice@Example.org");
+    const std::string bob = suppression_hash("key-0123456789abcdef", "bob@example.org");
+    CHECK(alice == suppression_hash("key-0123456789abcdef", "alice@example.org"));  // case-insensitive
+    CHECK(alice != suppression_hash("another-key-0123456", "alice@example.org"));   // keyed
+    CHECK(alice.size() == 64);
+    REQUIRE(store.suppress(alice, {"bounced", "550 5.1.1 no such user", "mailgun", "2026-12-03T06:00:00.000Z"}));
+    auto found = store.suppressions({bob, alice});
+    REQUIRE(found);
+    REQUIRE(found.value().size() == 2);
+    CHECK_FALSE(found.value()[0].has_value());
+    REQUIRE(found.value()[1].has_value());
+    CHECK(found.value()[1]->type == "bounced");
+    CHECK(found.value()[1]->reason == "550 5.1.1 no such user");
+    CHECK(found.value()[1]->provider == "mailgun");
+    CHECK(found.value()[1]->since == "2026-12-03T06:00:00.000Z");
+    CHECK(store.suppressions({}).value().empty());
+    CHECK(store.unsuppress(alice).value());
+    CHECK_FALSE(store.unsuppress(alice).value());
+    CHECK_FALSE(store.suppressions({alice}).value()[0].has_value());
+  }
+  SECTION("event ids: first seen once, forgotten on request") {
+    CHECK(store.claim_event("sendgrid-evt-1", milliseconds(60000)).value());
+    CHECK_FALSE(store.claim_event("sendgrid-evt-1", milliseconds(60000)).value());
+    CHECK(store.claim_event("sendgrid-evt-2", milliseconds(60000)).value());
+    store.forget_event("sendgrid-evt-1");
+    CHECK(store.claim_event("sendgrid-evt-1", milliseconds(60000)).value());
+  }
 }
 
 }  // namespace
@@ -128,6 +156,16 @@ TEST_CASE("state store contract: memory", "[state_store]") {
   CHECK(store.describe() == "memory");
 }
 
+TEST_CASE("memory store: event ids expire after their window", "[state_store]") {
+  fakes::FakeClock clock;
+  MemoryStateStore store(clock);
+  REQUIRE(store.claim_event("e", std::chrono::hours(24)).value());
+  clock.advance(std::chrono::hours(23));
+  CHECK_FALSE(store.claim_event("e", std::chrono::hours(24)).value());
+  clock.advance(std::chrono::hours(2));
+  CHECK(store.claim_event("e", std::chrono::hours(24)).value());
+}
+
 TEST_CASE("state store contract: Redis", "[state_store][redis]") {
   fakes::RedisServer server;
   auto store = redis_store(server);
@@ -138,6 +176,13 @@ TEST_CASE("state store contract: Redis", "[state_store][redis]") {
   const std::string keys = server.cli({"KEYS", "test:idem:*"});
   CHECK(keys.find("k1") == std::string::npos);
   CHECK(keys.find("k2") == std::string::npos);
+  // Suppressions are kept under the hash, the address nowhere; event ids expire in Redis.
+  REQUIRE(store->suppress(suppression_hash("k", "carol@example.org"), {"complained", "", "sendgrid", "t"}));
+  const std::string supp = server.cli({"KEYS", "test:supp:*"});
+  CHECK(supp.find(suppression_hash("k", "carol@example.org")) != std::string::npos);
+  CHECK(server.cli({"GET", "test:supp:" + suppression_hash("k", "carol@example.org")}).find("carol") == std::string::npos);
+  REQUIRE(store->claim_event("evt", milliseconds(60000)).value());
+  CHECK(std::stoll(server.cli({"PTTL", "test:event:evt"})) > 50000);
 }
 
 TEST_CASE("Redis: two instances share keys, overrides and buckets", "[state_store][redis]") {

@@ -64,6 +64,7 @@ struct ApiHarness {
     std::unique_ptr<AuditSink> audit_sink;          // replaces the audit file when set
     std::unique_ptr<StateStore> state_store;        // replaces the in-memory store when set
     std::map<std::string, RateLimit> client_rates;  // --rate-limits
+    EventEndpoints events;                          // webhook keys, --events-forward-url
   };
   struct CurlGlobal {
     CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -101,6 +102,7 @@ struct ApiHarness {
     control = std::make_unique<ProviderControl>(*store, std::chrono::milliseconds(0));
     auto runtime = std::make_shared<Runtime>();
     runtime->client_rates = extras.client_rates;
+    runtime->events = extras.events;
     if (with_tokens) {
       runtime->tokens = std::make_unique<TokenStore>(
           TokenStore::parse("billing:billing-token-0123456789\nshop:shop-token-0123456789ab\n"
@@ -121,7 +123,7 @@ struct ApiHarness {
         &health, std::vector<AttemptObserver*>{audit.get(), &metrics});
     runtime->health = &health;
     runtime->provider_names = {runtime->providers[0]->name(), "mailgun"};
-    api = std::make_unique<HttpApi>(runtime, *audit, metrics, *store, control.get(), ApiSettings{max_body}, clock, *log);
+    api = std::make_unique<HttpApi>(runtime, *audit, metrics, *store, control.get(), ApiSettings{max_body, 4096, audit_settings.recipient_key, &transport}, clock, *log);
     api->install(server);
     port = server.bind("127.0.0.1", 0);
     thread = std::thread([this] { server.serve(); });

@@ -1,0 +1,77 @@
+// EventService: the providers' webhooks (SPEC section 11), from request to answer, knowing
+// nothing of HTTP libraries: verify the signature, refuse stale timestamps, ignore replays, learn
+// suppressions, forward the batch to the app, write one "delivery" audit line per event. The
+// relay keeps no queue: when a step fails the provider is answered 503 and retries later.
+// Thread-safe.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+
+#include "audit_log.h"
+#include "clock.h"
+#include "http_transport.h"
+#include "metrics.h"
+#include "state_store.h"
+#include "suppressions.h"
+
+namespace mailrelay {
+
+// Where each provider's webhook is verified and where verified batches go (reloadable).
+struct EventEndpoints {
+  std::string sendgrid_public_key;  // base64 DER, as SendGrid shows it; "" = endpoint off (404)
+  std::string mailgun_signing_key;  // "" = endpoint off (404)
+  std::string postmark_credentials; // user:password of the webhook URL's basic auth; "" = endpoint off (404)
+  std::string forward_url;          // "" = not forwarded
+  std::string forward_key;          // HMAC key of X-Mailrelay-Signature
+};
+
+struct WebhookRequest {
+  std::string provider;          // the path's last segment
+  std::string request_id;
+  std::string signature;         // SendGrid: X-Twilio-Email-Event-Webhook-Signature
+  std::string timestamp;         // SendGrid: X-Twilio-Email-Event-Webhook-Timestamp
+  std::string authorization;     // Postmark: basic auth
+  std::string body;
+};
+
+struct WebhookReport {
+  int status = 200;
+  nlohmann::ordered_json body;
+  std::string outcome;  // accepted, invalid_signature, invalid_request, duplicate, forward_failed, ...
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+class EventService {
+ public:
+  // Timestamps further than this from now are refused; event ids are remembered this long.
+  static constexpr std::chrono::seconds kMaxSkew{300};
+  static constexpr std::chrono::hours kReplayWindow{24};
+  // The app gets this long to take a forwarded batch.
+  static constexpr std::chrono::milliseconds kForwardTimeout{5000};
+
+  EventService(StateStore& store, Suppressions& suppressions, AuditLog& audit, Metrics& metrics,
+               HttpTransport* transport, Clock& clock, spdlog::logger& log)
+      : store_(store), suppressions_(suppressions), audit_(audit), metrics_(metrics), transport_(transport),
+        clock_(clock), log_(log) {}
+
+  WebhookReport handle(const EventEndpoints& endpoints, const WebhookRequest& request);
+
+ private:
+  StateStore& store_;
+  Suppressions& suppressions_;
+  AuditLog& audit_;
+  Metrics& metrics_;
+  HttpTransport* transport_;  // may be null: forwarding then fails (tests without a network)
+  Clock& clock_;
+  spdlog::logger& log_;
+};
+
+// X-Mailrelay-Signature for `body` at unix time `t`: t=<t>,v1=<hex HMAC-SHA256(key, t + "." + body)>.
+std::string forward_signature(const std::string& key, std::int64_t t, const std::string& body);
+
+}  // namespace mailrelay
