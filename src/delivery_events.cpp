@@ -5,6 +5,7 @@
 #include <openssl/x509.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <ctime>
 #include <memory>
 
@@ -72,6 +73,25 @@ double seconds_of(const json& doc, const char* name) {
     }
   }
   return 0;
+}
+
+// A provider's event names that map one to one onto ours.
+struct Kind {
+  const char* name;
+  const char* type;
+  bool suppresses;
+};
+
+// Sets e's type from `table`; false when `kind` is outside our vocabulary.
+bool classify(DeliveryEvent& e, const std::string& kind, std::initializer_list<Kind> table) {
+  for (const Kind& k : table) {
+    if (kind == k.name) {
+      e.type = k.type;
+      e.suppresses = k.suppresses;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -165,9 +185,7 @@ Result<WebhookBatch> parse_sendgrid_events(std::string_view body, std::int64_t t
     e.occurred_at = utc_from_unix(seconds_of(item, "timestamp"));
     e.reason = text(item, "reason");
     if (e.reason.empty()) e.reason = text(item, "response");
-    if (kind == "delivered" || kind == "deferred") {
-      e.type = kind;
-    } else if (kind == "bounce") {
+    if (kind == "bounce") {
       e.type = "bounced";
       e.bounce_class = text(item, "type") == "blocked" ? "soft" : "hard";
       e.suppresses = e.bounce_class == "hard";
@@ -175,17 +193,10 @@ Result<WebhookBatch> parse_sendgrid_events(std::string_view body, std::int64_t t
       e.type = "dropped";
       e.suppresses = e.reason == "Bounced Address" || e.reason == "Unsubscribed Address" ||
                      e.reason == "Spam Reporting Address";
-    } else if (kind == "spamreport") {
-      e.type = "complained";
-      e.suppresses = true;
-    } else if (kind == "unsubscribe" || kind == "group_unsubscribe") {
-      e.type = "unsubscribed";
-      e.suppresses = true;
-    } else if (kind == "open") {
-      e.type = "opened";
-    } else if (kind == "click") {
-      e.type = "clicked";
-    } else {
+    } else if (!classify(e, kind, {{"delivered", "delivered", false}, {"deferred", "deferred", false},
+                                   {"spamreport", "complained", true}, {"unsubscribe", "unsubscribed", true},
+                                   {"group_unsubscribe", "unsubscribed", true}, {"open", "opened", false},
+                                   {"click", "clicked", false}})) {
       ++batch.ignored;
       continue;
     }
@@ -217,26 +228,14 @@ Result<WebhookBatch> parse_mailgun_event(const json& body) {
   e.reason = text(member(data, "delivery-status"), "description");
   if (e.reason.empty()) e.reason = text(member(data, "delivery-status"), "message");
   if (e.reason.empty()) e.reason = text(data, "reason");
-  if (kind == "delivered") {
-    e.type = "delivered";
-  } else if (kind == "failed") {
+  if (kind == "failed") {
     const bool permanent = text(data, "severity") == "permanent";
     e.type = permanent ? "bounced" : "deferred";
     if (permanent) e.bounce_class = "hard";
     e.suppresses = permanent;
-  } else if (kind == "rejected") {
-    e.type = "dropped";
-  } else if (kind == "complained") {
-    e.type = "complained";
-    e.suppresses = true;
-  } else if (kind == "unsubscribed") {
-    e.type = "unsubscribed";
-    e.suppresses = true;
-  } else if (kind == "opened") {
-    e.type = "opened";
-  } else if (kind == "clicked") {
-    e.type = "clicked";
-  } else {
+  } else if (!classify(e, kind, {{"delivered", "delivered", false}, {"rejected", "dropped", false},
+                                 {"complained", "complained", true}, {"unsubscribed", "unsubscribed", true},
+                                 {"opened", "opened", false}, {"clicked", "clicked", false}})) {
     ++batch.ignored;
     return batch;
   }
@@ -280,32 +279,22 @@ Result<WebhookBatch> parse_postmark_event(std::string_view body) {
                      : kind + "\n" + e.provider_event_id;
   e.reason = text(doc, "Details");
   if (e.reason.empty()) e.reason = text(doc, "Description");
-  if (kind == "Delivery") {
-    e.type = "delivered";
-  } else if (kind == "Bounce") {
+  if (kind == "Bounce") {
     const std::string type = text(doc, "Type");
-    if (type == "SpamComplaint") {
-      e.type = "complained";
-      e.suppresses = true;
-    } else if (type == "Unsubscribe") {
-      e.type = "unsubscribed";
-      e.suppresses = true;
-    } else {
+    if (!classify(e, type, {{"SpamComplaint", "complained", true}, {"Unsubscribe", "unsubscribed", true}})) {
       e.type = "bounced";
       e.bounce_class = type == "HardBounce" || type == "BadEmailAddress" ? "hard" : "soft";
       e.suppresses = e.bounce_class == "hard";
     }
-  } else if (kind == "SpamComplaint") {
-    e.type = "complained";
-    e.suppresses = true;
-  } else if (kind == "SubscriptionChange" && member(doc, "SuppressSending") == true) {
+  } else if (kind == "SubscriptionChange") {
+    if (member(doc, "SuppressSending") != true) {
+      ++batch.ignored;
+      return batch;
+    }
     e.type = "unsubscribed";
     e.suppresses = true;
-  } else if (kind == "Open") {
-    e.type = "opened";
-  } else if (kind == "Click") {
-    e.type = "clicked";
-  } else {
+  } else if (!classify(e, kind, {{"Delivery", "delivered", false}, {"SpamComplaint", "complained", true},
+                                 {"Open", "opened", false}, {"Click", "clicked", false}})) {
     ++batch.ignored;
     return batch;
   }
