@@ -267,6 +267,8 @@ void HttpApi::install(FrontDoor& server) {
         audit.rotation_failures);
     add("mailrelay_audit_reopen_failures_total", "counter", "Audit log reopens that failed (retried with backoff).",
         audit.reopen_failures);
+    add("mailrelay_max_in_flight", "gauge", "Sends handled at once at most (--max-in-flight); beyond, 503 overloaded.",
+        settings_.max_in_flight);
     const StateStoreCounters store = store_.counters();
     add("mailrelay_state_store_up", "gauge", "Whether the last state store operation succeeded (1) or not (0).",
         store.up ? 1 : 0);

@@ -14,6 +14,7 @@
 #include <spdlog/logger.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include "check_config.h"
 #include "config.h"
 #include "daemon.h"
 #include "service_notifier.h"
@@ -54,6 +55,12 @@ int main(int argc, char** argv) {
     if (!command) return print_exit(command.error());
     std::printf("%s\n", hash_address(command.value().key, command.value().address).c_str());
     return 0;
+  }
+  if (!args.empty() && args[0] == "check-config") {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    auto report = check_config(std::vector<std::string>(args.begin() + 1, args.end()));
+    curl_global_cleanup();
+    return print_exit(report ? ConfigExit{0, report.value()} : report.error());
   }
   auto loaded = load_config(args);
   if (!loaded) return print_exit(loaded.error());
