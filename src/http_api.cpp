@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ascii.h"
+#include "openapi_document.h"
 #include "request_id.h"
 
 namespace mailrelay {
@@ -26,6 +27,7 @@ const std::vector<std::pair<std::string, std::string>> kRoutes = {
     {"/v1/events/sendgrid", "POST"},
     {"/v1/events/mailgun", "POST"},
     {"/v1/events/postmark", "POST"},
+    {"/v1/openapi.json", "GET"},
 };
 constexpr std::string_view kProviderPrefix = "/v1/providers/";
 constexpr std::string_view kSuppressionPrefix = "/v1/suppressions/";
@@ -309,6 +311,13 @@ void HttpApi::install(FrontDoor& server) {
     body["sources"] = std::move(limits["sources"]);
     metrics_.request(req.path, 200, 0, nullptr);
     send_json(res, 200, body);
+  });
+
+  // The API's own description (docs/openapi.yaml): public, like the README.
+  server.Get("/v1/openapi.json", [this](const httplib::Request& req, httplib::Response& res) {
+    request_id_of(req, res);
+    res.set_content(std::string(openapi_document()), kJson);
+    metrics_.request(req.path, 200, 0, nullptr);
   });
 
   // Ready while not shutting down, the audit log takes lines, and at least one provider can be tried.

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 
 #include <catch2/catch.hpp>
 #include <httplib.h>
+#include <nlohmann/json.hpp>
 
 class Daemon {
  public:
@@ -86,10 +88,34 @@ class Daemon {
   }
   void signal(int sig) { kill(pid_, sig); }
   pid_t pid() const { return pid_; }
+  // Every answer this client receives is recorded for the OpenAPI check (record_answer).
   httplib::Client client() {
     httplib::Client c("127.0.0.1", port_);
     c.set_read_timeout(20, 0);
+    c.set_logger(record_answer);
     return c;
+  }
+
+  // One line per answer in MAILRELAY_ANSWERS_DIR/answers-<pid>.jsonl: method, path, status,
+  // headers that the contract names, and the body when it is JSON. tools/check_answers.py
+  // validates them all against docs/openapi.yaml once the e2e tests have run.
+  static void record_answer(const httplib::Request& req, const httplib::Response& res) {
+    static std::mutex mutex;
+    nlohmann::json line{{"method", req.method}, {"path", req.path}, {"status", res.status},
+                        {"content_type", res.get_header_value("Content-Type")}, {"headers", nlohmann::json::object()}};
+    for (const char* name : {"X-Request-Id", "Retry-After", "WWW-Authenticate", "Allow", "Idempotent-Replayed"}) {
+      if (res.has_header(name)) line["headers"][name] = res.get_header_value(name);
+    }
+    if (line["content_type"] == "application/json" && res.body.size() < 1048576) {
+      line["body"] = nlohmann::json::parse(res.body, nullptr, false);
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    mkdir(MAILRELAY_ANSWERS_DIR, 0755);
+    const std::string path = std::string(MAILRELAY_ANSWERS_DIR) + "/answers-" + std::to_string(getpid()) + ".jsonl";
+    if (FILE* f = std::fopen(path.c_str(), "a")) {
+      std::fputs((line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n").c_str(), f);
+      std::fclose(f);
+    }
   }
 
  private:
