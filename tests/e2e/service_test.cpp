@@ -157,7 +157,8 @@ TEST_CASE("the shipped unit passes systemd-analyze verify and scores 1.5 or lowe
   }
   CHECK(replaced == 2);  // ExecStart, and ExecReload's check-config
   fakes::write_file(dir.file("mailrelayd.service"), unit);
-  std::string verify = "systemd-analyze verify " + dir.file("mailrelayd.service") + " > " + dir.file("verify.out") + " 2>&1";
+  // --man=no: the manual page is not installed while testing (.ci/package checks it installed).
+  std::string verify = "systemd-analyze verify --man=no " + dir.file("mailrelayd.service") + " > " + dir.file("verify.out") + " 2>&1";
   int rc = std::system(verify.c_str());
   std::string out = fakes::read_file(dir.file("verify.out"));
   INFO(out);
