@@ -433,23 +433,27 @@ json HttpApi::providers_view(const Runtime& runtime, const std::string& id) cons
               {"order_overridden", !overrides->order.empty()}};
 }
 
-bool HttpApi::admitted_admin(const httplib::Request& req, httplib::Response& res, const Runtime& runtime,
-                             std::optional<std::string>& client) {
+std::optional<HttpApi::AdminCall> HttpApi::admin_call(const httplib::Request& req, httplib::Response& res) {
+  AdminCall call{std::atomic_load(&runtime_), request_id_of(req, res), std::nullopt};
   // Admin scope (SPEC section 10); without a tokens file only loopback is served, with every scope.
-  if (!runtime.tokens) return true;
-  auto identity = runtime.tokens->identify(header(req, "Authorization"));
-  const std::string id = request_id_of(req, res);
+  if (!call.runtime->tokens) return call;
+  auto identity = call.runtime->tokens->identify(header(req, "Authorization"));
   if (!identity) {
     res.set_header("WWW-Authenticate", "Bearer");
-    finish(req, res, door_->context(req), 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
-    return false;
+    fail_admin(req, res, call, 401, "unauthorized", "missing or unknown bearer token");
+    return std::nullopt;
   }
-  client = identity->name;
-  if (identity->scopes & kScopeAdmin) return true;
+  call.client = identity->name;
+  if (identity->scopes & kScopeAdmin) return call;
+  fail_admin(req, res, call, 403, "forbidden", "this token has no admin scope");
+  return std::nullopt;
+}
+
+void HttpApi::fail_admin(const httplib::Request& req, httplib::Response& res, const AdminCall& call, int status,
+                         const std::string& code, const std::string& message, const std::string& field) {
   RequestRecord r;
-  r.client = client;
-  finish(req, res, door_->context(req), 403, error_json(id, "forbidden", "this token has no admin scope"), std::move(r));
-  return false;
+  r.client = call.client;
+  finish(req, res, door_->context(req), status, error_json(call.id, code, message, field), std::move(r));
 }
 
 // A "reason" member of a control body: at most 200 characters, no control characters. Returns the
@@ -483,16 +487,14 @@ void HttpApi::handle_event(const httplib::Request& req, httplib::Response& res, 
 }
 
 void HttpApi::handle_suppression(const httplib::Request& req, httplib::Response& res) {
+  const auto call = admin_call(req, res);
+  if (!call) return;
+  const std::string& id = call->id;
+  const std::optional<std::string>& client = call->client;
   RequestContext& ctx = door_->context(req);
-  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
-  const std::string id = request_id_of(req, res);
-  std::optional<std::string> client;
   auto fail = [&](int status, const std::string& code, const std::string& message, const std::string& field = "") {
-    RequestRecord r;
-    r.client = client;
-    finish(req, res, ctx, status, error_json(id, code, message, field), std::move(r));
+    fail_admin(req, res, *call, status, code, message, field);
   };
-  if (!admitted_admin(req, res, *runtime, client)) return;
   const std::string address = req.path.substr(kSuppressionPrefix.size());
   if (!is_valid_addr_spec(address)) return fail(400, "invalid_request", "must be an email address", "address");
   ControlRecord record{id, ctx.client_ip, client, "", "", {}, address, ""};
@@ -542,16 +544,15 @@ void HttpApi::handle_suppression(const httplib::Request& req, httplib::Response&
 }
 
 void HttpApi::handle_control(const httplib::Request& req, httplib::Response& res) {
+  const auto call = admin_call(req, res);
+  if (!call) return;
+  const std::shared_ptr<const Runtime>& runtime = call->runtime;
+  const std::string& id = call->id;
+  const std::optional<std::string>& client = call->client;
   RequestContext& ctx = door_->context(req);
-  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
-  const std::string id = request_id_of(req, res);
-  std::optional<std::string> client;
   auto fail = [&](int status, const std::string& code, const std::string& message, const std::string& field = "") {
-    RequestRecord r;
-    r.client = client;
-    finish(req, res, ctx, status, error_json(id, code, message, field), std::move(r));
+    fail_admin(req, res, *call, status, code, message, field);
   };
-  if (!admitted_admin(req, res, *runtime, client)) return;
   if (!control_) return fail(503, "state_store_unavailable", "runtime control is not available");
   ControlRecord record{id, ctx.client_ip, client, "", "", {}, "", ""};
   const auto& names = runtime->provider_names;

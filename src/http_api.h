@@ -58,9 +58,17 @@ class HttpApi {
   // POST /v1/events/{provider}, and GET, PUT, DELETE /v1/suppressions/{address} (SPEC section 11).
   void handle_event(const httplib::Request& req, httplib::Response& res, std::string body);
   void handle_suppression(const httplib::Request& req, httplib::Response& res);
-  // Whether the caller may use the admin endpoints; when not, the refusal is answered (401/403).
-  bool admitted_admin(const httplib::Request& req, httplib::Response& res, const Runtime& runtime,
-                      std::optional<std::string>& client);
+  // An admin request (provider control, suppressions): what its handler starts from.
+  struct AdminCall {
+    std::shared_ptr<const Runtime> runtime;
+    std::string id;
+    std::optional<std::string> client;  // the token's name; none for a loopback caller
+  };
+  // The call when the caller may use the admin endpoints; else the refusal is answered (401/403).
+  std::optional<AdminCall> admin_call(const httplib::Request& req, httplib::Response& res);
+  // Answers an error to an admin call; the audit line names its client.
+  void fail_admin(const httplib::Request& req, httplib::Response& res, const AdminCall& call, int status,
+                  const std::string& code, const std::string& message, const std::string& field = "");
   // The optional "reason" of a control body: the problem with it, or "" (and `reason` set).
   static std::string reason_of(const nlohmann::ordered_json& body, std::string& reason);
   // The GET /v1/providers answer.

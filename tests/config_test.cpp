@@ -24,6 +24,13 @@ std::vector<std::string> outbox_args(const fakes::TempDir& dir) {
   return {"--providers", "outbox", "--outbox-dir", dir.file("out")};
 }
 
+// The outbox configuration and `more` options.
+Result<Config, ConfigExit> load_outbox(const fakes::TempDir& dir, const std::vector<std::string>& more) {
+  auto args = outbox_args(dir);
+  args.insert(args.end(), more.begin(), more.end());
+  return load(args);
+}
+
 }  // namespace
 
 TEST_CASE("defaults follow the SPEC table", "[config]") {
@@ -285,12 +292,7 @@ TEST_CASE("rate limits: per second, minute or hour by client, malformed lists ar
 
 TEST_CASE("state store options: URL, password from file, environment or credential, never the URL", "[config][state_store]") {
   fakes::TempDir dir;
-  auto args = outbox_args(dir);
-  auto with = [&](std::vector<std::string> more) {
-    auto a = args;
-    a.insert(a.end(), more.begin(), more.end());
-    return load(a);
-  };
+  auto with = [&](const std::vector<std::string>& more) { return load_outbox(dir, more); };
   CHECK(with({}).value().state_store == "memory");
   CHECK_FALSE(with({"--state-store", "redis://ops:secret@127.0.0.1:6379"}));
   CHECK_FALSE(with({"--state-store", "mongodb://x"}));
@@ -314,12 +316,7 @@ TEST_CASE("state store options: URL, password from file, environment or credenti
 TEST_CASE("webhook keys and forwarding: from a file, the environment or a credential, checked at start-up",
           "[config][events]") {
   fakes::TempDir dir;
-  auto args = outbox_args(dir);
-  auto with = [&](std::vector<std::string> more) {
-    auto a = args;
-    a.insert(a.end(), more.begin(), more.end());
-    return load(a);
-  };
+  auto with = [&](const std::vector<std::string>& more) { return load_outbox(dir, more); };
   auto plain = with({});
   REQUIRE(plain);
   CHECK(plain.value().sendgrid_webhook_public_key.empty());
