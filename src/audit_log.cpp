@@ -280,10 +280,9 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(const AuditSettings& settings, 
 AuditLog::AuditLog(std::unique_ptr<AuditSink> sink, std::string recipient_key, Clock& clock, spdlog::logger& ops_log)
     : sink_(std::move(sink)), recipient_key_(std::move(recipient_key)), clock_(clock), ops_log_(ops_log) {}
 
-std::string utc_timestamp(Clock& clock) {
-  auto now = clock.wall_now();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::time_t t = std::chrono::system_clock::to_time_t(now);
+std::string utc_text(std::chrono::system_clock::time_point when) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(when.time_since_epoch()).count() % 1000;
+  std::time_t t = std::chrono::system_clock::to_time_t(when);
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[96];
@@ -291,6 +290,8 @@ std::string utc_timestamp(Clock& clock) {
                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
   return buf;
 }
+
+std::string utc_timestamp(Clock& clock) { return utc_text(clock.wall_now()); }
 
 std::string AuditLog::timestamp() const { return utc_timestamp(clock_); }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -97,7 +98,9 @@ class AuditSink {
 // address, first 16 bytes in hex. `mailrelayd hash-address` prints the same.
 std::string hash_address(std::string_view key, std::string_view address);
 
-// Now, as the audit log writes times: 2026-12-03T06:00:00.123Z.
+// A time as the audit log writes times: 2026-12-03T06:00:00.123Z.
+std::string utc_text(std::chrono::system_clock::time_point when);
+// Now, in that form.
 std::string utc_timestamp(Clock& clock);
 
 // Replaces anything shaped like an email address in provider text with "<address>".

@@ -13,12 +13,6 @@
 namespace mailrelay {
 namespace {
 
-std::string joined(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
-  return out;
-}
-
 // Whether the audit log can be appended to where it is, without creating or touching it.
 std::string audit_problem(const std::string& path) {
   if (path == "-") return "";
@@ -59,7 +53,7 @@ Result<std::string, ConfigExit> check_config(const std::vector<std::string>& arg
   std::string out;
   auto line = [&out](const std::string& name, const std::string& value) { out += name + ": " + value + "\n"; };
   line("listen", c.listen);
-  line("providers", joined(c.providers) + " (strategy " + c.strategy + ")");
+  line("providers", comma_joined(c.providers) + " (strategy " + c.strategy + ")");
   for (const auto& name : c.providers) {
     for (const auto& [key, value] : c.provider_configs.at(name).options) {
       if (!value.empty()) line("  " + name + "-" + key, value);
@@ -73,7 +67,7 @@ Result<std::string, ConfigExit> check_config(const std::vector<std::string>& arg
   if (!c.sendgrid_webhook_public_key.empty()) webhooks.push_back("sendgrid");
   if (!c.mailgun_webhook_signing_key.empty()) webhooks.push_back("mailgun");
   if (!c.postmark_webhook_credentials.empty()) webhooks.push_back("postmark");
-  line("webhooks", webhooks.empty() ? "none" : joined(webhooks));
+  line("webhooks", webhooks.empty() ? "none" : comma_joined(webhooks));
   line("events forwarded to", c.events_forward_url.empty() ? "nowhere" : c.events_forward_url);
   line("limits", "deadline " + std::to_string(c.deadline_ms) + " ms, attempt " + std::to_string(c.attempt_timeout_ms) +
                      " ms, max in flight " + std::to_string(c.max_in_flight));

@@ -429,4 +429,10 @@ Result<HashAddressCommand, ConfigExit> parse_hash_address(const std::vector<std:
   return HashAddressCommand{std::move(key).value(), address};
 }
 
+std::string comma_joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
+  return out;
+}
+
 }  // namespace mailrelay

@@ -89,6 +89,9 @@ struct HashAddressCommand {
 // `args` excludes argv[0] and the word "hash-address".
 Result<HashAddressCommand, ConfigExit> parse_hash_address(const std::vector<std::string>& args);
 
+// "a,b,c": lists of names as the options take them (--providers) and as the logs show them.
+std::string comma_joined(const std::vector<std::string>& items);
+
 // True for 127.0.0.0/8, ::1 and localhost.
 bool is_loopback_host(const std::string& host);
 

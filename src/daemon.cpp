@@ -38,12 +38,6 @@ FrontDoorSettings door_settings(const Config& config, spdlog::logger& log) {
   return door;
 }
 
-std::string joined(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
-  return out;
-}
-
 // Audit lines to the Redis stream (--audit-stream redis); the store queues them, never blocking.
 class StreamTap final : public AuditTap {
  public:
@@ -104,7 +98,7 @@ Result<std::unique_ptr<Daemon>, ConfigExit> Daemon::start(Config config, spdlog:
   d->api_->install(*d->server_);
   d->port_ = d->server_->bind(c.listen_host, c.listen_port);
   if (d->port_ < 0) return ConfigExit{1, "cannot listen on " + c.listen + ": " + std::strerror(errno)};
-  log.info("listening on {} providers={} max_in_flight={} auth={} state_store={}", d->where(), joined(c.providers),
+  log.info("listening on {} providers={} max_in_flight={} auth={} state_store={}", d->where(), comma_joined(c.providers),
            c.max_in_flight, clients, d->store_->describe());
   Daemon* self = d.get();
   d->serving_ = std::thread([self, on_server_exit = std::move(on_server_exit)] {
@@ -127,7 +121,7 @@ std::string Daemon::where() const {
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port_);
 }
 
-std::string Daemon::providers() const { return joined(config_.providers); }
+std::string Daemon::providers() const { return comma_joined(config_.providers); }
 
 Result<ReloadReport> Daemon::reload(const Config& next) {
   if (!config_.tokens_file.empty() && next.tokens_file.empty()) {
@@ -135,7 +129,7 @@ Result<ReloadReport> Daemon::reload(const Config& next) {
   }
   auto runtime = build_runtime(next, *transport_, clock_, health_.get(), retry_budget_.get(), {audit_.get(), &metrics_});
   if (!runtime) return runtime.error();
-  ReloadReport report{restart_only_changes(config_, next), joined(next.providers)};
+  ReloadReport report{restart_only_changes(config_, next), comma_joined(next.providers)};
   api_->set_runtime(std::move(runtime).value());
   // Options that need a restart keep their running values: they stay what the process has.
   const Config before = config_;

@@ -4,13 +4,12 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#include <cmath>
+#include <chrono>
 #include <initializer_list>
-#include <ctime>
 #include <memory>
 
 #include "ascii.h"
-#include "audit_log.h"  // redact_addresses
+#include "audit_log.h"  // redact_addresses, utc_text
 #include "base64.h"
 #include "message_limits.h"  // kRequestIdKey
 #include "sigv4.h"           // hmac_sha256_hex
@@ -98,14 +97,8 @@ bool classify(DeliveryEvent& e, const std::string& kind, std::initializer_list<K
 
 std::string utc_from_unix(double seconds) {
   if (!(seconds > 0) || seconds > 32503680000.0) return "";  // not given, or past year 3000
-  const auto whole = static_cast<std::time_t>(seconds);
-  const int ms = static_cast<int>(std::lround((seconds - static_cast<double>(whole)) * 1000)) % 1000;
-  std::tm tm{};
-  gmtime_r(&whole, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-  return buf;
+  return utc_text(std::chrono::system_clock::time_point(
+      std::chrono::round<std::chrono::milliseconds>(std::chrono::duration<double>(seconds))));
 }
 
 nlohmann::ordered_json DeliveryEvent::to_json(const std::string& recipient_hash) const {
@@ -156,8 +149,7 @@ bool verify_mailgun_signature(std::string_view signing_key, std::string_view tim
   std::string message(timestamp);
   message.append(token);
   const std::string expected = hmac_sha256_hex(signing_key, message);
-  std::string given(signature_hex);
-  for (auto& c : given) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string given = ascii_lower(signature_hex);
   return given.size() == expected.size() && CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
 }
 
@@ -241,6 +233,11 @@ Result<WebhookBatch> parse_mailgun_event(const json& body) {
   }
   batch.events.push_back(std::move(e));
   return batch;
+}
+
+MailgunSignature mailgun_signature(const json& body) {
+  const json& signature = member(body, "signature");
+  return {text(signature, "timestamp"), text(signature, "token"), text(signature, "signature")};
 }
 
 bool verify_basic_auth(std::string_view credentials, std::string_view authorization) {

@@ -51,6 +51,12 @@ bool verify_sendgrid_signature(std::string_view public_key_base64, std::string_v
 // Why a --sendgrid-webhook-public-key-file value cannot be used, or nullopt when it can.
 std::optional<std::string> check_sendgrid_public_key(std::string_view public_key_base64);
 
+// Mailgun's body carries its signature: {"signature": {"timestamp", "token", "signature"}}.
+struct MailgunSignature {
+  std::string timestamp, token, signature;  // "" where missing
+};
+MailgunSignature mailgun_signature(const nlohmann::json& body);
+
 // Mailgun: hex HMAC-SHA256(signing key, timestamp + token), compared in constant time.
 bool verify_mailgun_signature(std::string_view signing_key, std::string_view timestamp, std::string_view token,
                               std::string_view signature_hex);

@@ -71,16 +71,10 @@ WebhookReport EventService::handle(const EventEndpoints& endpoints, const Webhoo
     batch = parse_postmark_event(request.body);
   } else {
     const nlohmann::json doc = nlohmann::json::parse(request.body, nullptr, false);
-    const nlohmann::json* sig = doc.is_object() && doc.contains("signature") ? &doc["signature"] : nullptr;
-    auto field = [&](const char* name) {
-      if (!sig || !sig->is_object() || !sig->contains(name)) return std::string();
-      const auto& v = (*sig)[name];
-      return v.is_string() ? v.get<std::string>() : v.is_number_integer() ? v.dump() : std::string();
-    };
-    timestamp = field("timestamp");
-    const std::string token = field("token");
-    if (timestamp.empty() || token.empty() ||
-        !verify_mailgun_signature(endpoints.mailgun_signing_key, timestamp, token, field("signature"))) {
+    const MailgunSignature signature = mailgun_signature(doc);
+    timestamp = signature.timestamp;
+    if (timestamp.empty() || signature.token.empty() ||
+        !verify_mailgun_signature(endpoints.mailgun_signing_key, timestamp, signature.token, signature.signature)) {
       return refuse(401, "invalid_signature", "missing or bad signature (signature.timestamp, token, signature)");
     }
     batch = parse_mailgun_event(doc);

@@ -121,18 +121,18 @@ std::string Metrics::render(const DoorGauges& door) const {
              std::to_string(it == refused_.end() ? 0 : it->second) + "\n";
     }
   }
-  out += "# HELP mailrelay_delivery_events_total Verified delivery events, by provider and type.\n"
-         "# TYPE mailrelay_delivery_events_total counter\n";
-  for (const auto& [key, n] : delivery_events_) {
-    out += "mailrelay_delivery_events_total{provider=\"" + key.first + "\",type=\"" + key.second + "\"} " +
-           std::to_string(n) + "\n";
-  }
-  out += "# HELP mailrelay_webhook_requests_total Provider webhook requests, by provider and outcome.\n"
-         "# TYPE mailrelay_webhook_requests_total counter\n";
-  for (const auto& [key, n] : webhooks_) {
-    out += "mailrelay_webhook_requests_total{provider=\"" + key.first + "\",outcome=\"" + key.second + "\"} " +
-           std::to_string(n) + "\n";
-  }
+  // A counter by provider and one more label.
+  auto by_provider = [&out](const std::string& name, const std::string& help, const std::string& label,
+                            const std::map<std::pair<std::string, std::string>, std::uint64_t>& counts) {
+    out += "# HELP " + name + " " + help + "\n# TYPE " + name + " counter\n";
+    for (const auto& [key, n] : counts) {
+      out += name + "{provider=\"" + key.first + "\"," + label + "=\"" + key.second + "\"} " + std::to_string(n) + "\n";
+    }
+  };
+  by_provider("mailrelay_delivery_events_total", "Verified delivery events, by provider and type.", "type",
+              delivery_events_);
+  by_provider("mailrelay_webhook_requests_total", "Provider webhook requests, by provider and outcome.", "outcome",
+              webhooks_);
   out += "# HELP mailrelay_suppressed_sends_total Sends refused because a recipient is suppressed.\n"
          "# TYPE mailrelay_suppressed_sends_total counter\n"
          "mailrelay_suppressed_sends_total " + std::to_string(suppressed_sends_.load()) + "\n";
