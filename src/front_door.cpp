@@ -57,35 +57,6 @@ void address_of(int fd, bool peer, std::string& ip, int& port) {
   }
 }
 
-bool is_token_char(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
-
-// The header lines of a raw request head, values trimmed of optional whitespace and otherwise
-// untouched. False for anything RFC 9112 does not allow (obs-fold, a bad field name).
-bool parse_raw_headers(std::string_view head, httplib::Headers& out) {
-  std::size_t pos = head.find("\r\n");
-  if (pos == std::string_view::npos) return false;
-  pos += 2;
-  while (pos < head.size()) {
-    std::size_t end = head.find("\r\n", pos);
-    if (end == std::string_view::npos) return false;
-    if (end == pos) return true;  // the blank line ending the head
-    std::size_t colon = head.find(':', pos);
-    if (colon == std::string_view::npos || colon > end || colon == pos) return false;
-    for (std::size_t i = pos; i < colon; ++i) {
-      if (!is_token_char(head[i])) return false;
-    }
-    std::size_t value = colon + 1;
-    std::size_t value_end = end;
-    while (value < value_end && (head[value] == ' ' || head[value] == '\t')) ++value;
-    while (value_end > value && (head[value_end - 1] == ' ' || head[value_end - 1] == '\t')) --value_end;
-    out.emplace(std::string(head.substr(pos, colon - pos)), std::string(head.substr(value, value_end - value)));
-    pos = end + 2;
-  }
-  return false;
-}
-
 }  // namespace
 
 // A client connection with its input buffer. It moves between the reader thread and a worker;
@@ -279,10 +250,21 @@ bool FrontDoor::process_and_close_socket(socket_t sock) {
   return true;
 }
 
+std::uint64_t FrontDoor::body_limit(std::string_view request) const {
+  std::uint64_t limit = max_body_bytes_;
+  const std::size_t space = request.find(' ');
+  if (space == std::string_view::npos) return limit;
+  const std::string_view target = request.substr(space + 1);
+  for (const auto& [prefix, bytes] : body_limits_) {
+    if (target.substr(0, prefix.size()) == prefix) limit = std::min(limit, bytes);
+  }
+  return limit;
+}
+
 FrontDoor::Progress FrontDoor::advance(Connection& c) {
   for (;;) {
     std::string_view pending(c.in.data() + c.request_end, c.in.size() - c.request_end);
-    Framing f = pending.empty() ? Framing{} : scan_request(pending, kMaxHead, max_body_bytes_);
+    Framing f = pending.empty() ? Framing{} : scan_request(pending, kMaxHead, body_limit(pending));
     if (f.body > c.reserved && !reserve_body(c, f.body)) {
       c.ctx.over_budget = true;
       f.state = Framing::State::kRefuse;
@@ -366,6 +348,7 @@ FrontDoor::After FrontDoor::serve_one(Connection& c) {
     std::lock_guard<std::mutex> lock(mutex_);
     serving_[std::this_thread::get_id()] = &c;
   }
+  hide_range(std::string_view(c.in.data(), c.request_end), c.in.data());
   bool ok = process_request(c, last, closed, [&](httplib::Request& req) {
     // Headers as sent: 0.11.4 percent-decodes values ("%0D%0A" becomes a CRLF, and a bearer
     // token with a "%" in it stops matching). Its own REMOTE_ADDR/REMOTE_PORT/LOCAL_* entries go
@@ -383,6 +366,7 @@ FrontDoor::After FrontDoor::serve_one(Connection& c) {
     req.ranges.clear();
     // The reader already told the client to go on: cpp-httplib must not say it again.
     if (c.continue_sent) req.headers.erase("Expect");
+    if (hook_) hook_(req, c.ctx);
     parsed = true;
   });
   {

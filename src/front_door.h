@@ -12,11 +12,14 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include <httplib.h>
 
@@ -69,6 +72,15 @@ class FrontDoor final : public httplib::Server {
     set_payload_max_length(bytes);
   }
 
+  // Called for every request once its head is parsed and before any handler or routing: the
+  // one place where the request may be changed (HttpApi routes here). Set before serving.
+  void set_request_hook(std::function<void(httplib::Request&, RequestContext&)> hook) { hook_ = std::move(hook); }
+
+  // Bodies of requests whose target starts with `prefix` are read up to `bytes` (when lower than
+  // set_max_body_bytes); beyond, they are refused from the head like any body over the limit.
+  // Set before serving.
+  void set_body_limit(std::string prefix, std::uint64_t bytes) { body_limits_.emplace_back(std::move(prefix), bytes); }
+
   // The request being served: valid inside a handler for `req`, on the thread serving it (also
   // for requests cpp-httplib refused before parsing them).
   RequestContext& context(const httplib::Request& req);
@@ -90,6 +102,8 @@ class FrontDoor final : public httplib::Server {
   bool process_and_close_socket(socket_t sock) override;
   // Reads what `c` has ready; kReady once a request (or a refusal's head) is in memory.
   Progress advance(Connection& c);
+  // The body limit of the request that `request` (its first bytes) starts.
+  std::uint64_t body_limit(std::string_view request) const;
   void serve(std::unique_ptr<Connection> connection);
   After serve_one(Connection& c);
   void watch(std::unique_ptr<Connection> connection);  // hand to the reader thread
@@ -101,6 +115,8 @@ class FrontDoor final : public httplib::Server {
   void closed_one();
 
   FrontDoorSettings settings_;
+  std::function<void(httplib::Request&, RequestContext&)> hook_;  // constant once serving
+  std::vector<std::pair<std::string, std::uint64_t>> body_limits_;  // constant once serving
   WorkerPool pool_;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;

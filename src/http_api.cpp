@@ -5,6 +5,7 @@
 #include "ascii.h"
 #include "openapi_document.h"
 #include "request_id.h"
+#include "routes.h"
 
 namespace mailrelay {
 namespace {
@@ -15,54 +16,24 @@ constexpr const char* kJson = "application/json";
 constexpr const char* kRequestIdHeader = "X-Request-Id";
 constexpr std::uint64_t kMaxControlBody = 65536;
 
-// Paths we serve, with the methods each allows: anything else on them is 405, elsewhere 404.
-const std::vector<std::pair<std::string, std::string>> kRoutes = {
-    {"/v1/send", "POST"},
-    {"/healthz", "GET"},
-    {"/readyz", "GET"},
-    {"/metrics", "GET"},
-    {"/v1/providers", "GET"},
-    {"/v1/providers/order", "PUT, DELETE"},
-    {"/v1/limits", "GET"},
-    {"/v1/events/sendgrid", "POST"},
-    {"/v1/events/mailgun", "POST"},
-    {"/v1/events/postmark", "POST"},
-    {"/v1/openapi.json", "GET"},
-};
-constexpr std::string_view kProviderPrefix = "/v1/providers/";
-constexpr std::string_view kSuppressionPrefix = "/v1/suppressions/";
+// Webhook bodies: SendGrid posts its events "within approximately 30 seconds or when the batch
+// size reaches 768 kilobytes" (https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/getting-started-event-webhook,
+// "Data storage"); Mailgun and Postmark post one event per request
+// (https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-payloads,
+// https://postmarkapp.com/developer/webhooks/webhooks-overview). 1 MiB holds all three.
+constexpr std::uint64_t kMaxWebhookBody = 1048576;
 constexpr std::string_view kEventsPrefix = "/v1/events/";
-
-// /v1/suppressions/{address}: one non-empty path segment.
-bool is_suppression_path(const std::string& path) {
-  return path.size() > kSuppressionPrefix.size() && path.compare(0, kSuppressionPrefix.size(), kSuppressionPrefix) == 0 &&
-         path.find('/', kSuppressionPrefix.size()) == std::string::npos;
-}
-
-// /v1/providers/{name}: one path segment that is not "order".
-bool is_provider_path(const std::string& path) {
-  if (path.size() <= kProviderPrefix.size() || path.compare(0, kProviderPrefix.size(), kProviderPrefix) != 0) return false;
-  return path.find('/', kProviderPrefix.size()) == std::string::npos && path != "/v1/providers/order";
-}
-
-// The methods `path` allows ("PUT, DELETE"), or "" for a path we do not serve.
-std::string allowed_methods(const std::string& path) {
-  for (const auto& route : kRoutes) {
-    if (route.first == path) return route.second;
-  }
-  if (is_suppression_path(path)) return "GET, PUT, DELETE";
-  return is_provider_path(path) ? "PATCH" : "";
-}
-
-bool allows(const std::string& methods, const std::string& method) {
-  return (", " + methods + ", ").find(", " + method + ", ") != std::string::npos;
-}
+constexpr std::string_view kSuppressionRoute = "/v1/suppressions/{address}";
 
 // The route label for metrics: one of ours, or "other" (unknown paths must not grow the label set).
-std::string route_of(const std::string& path) {
-  if (is_provider_path(path)) return "/v1/providers/{name}";
-  if (is_suppression_path(path)) return "/v1/suppressions/{address}";
-  return allowed_methods(path).empty() ? "other" : path;
+std::string route_of(const RequestContext& ctx) {
+  return ctx.route ? std::string(ctx.route->pattern) : "other";
+}
+
+// The path as requested, for the audit line and messages: cpp-httplib's req.path is the route's
+// pattern once routed (and what it parsed when it refused the request before routing).
+const std::string& path_of(const httplib::Request& req, const RequestContext& ctx) {
+  return ctx.path.empty() ? req.path : ctx.path;
 }
 
 // A request header's whole value. cpp-httplib's get_header_value goes through a C string and so
@@ -109,7 +80,10 @@ void HttpApi::finish(const httplib::Request& req, httplib::Response& res, Reques
   record.client_ip = ctx.client_ip;  // from the socket, never from a header (set for malformed requests too)
   record.method = req.method;
   // A suppression's path names an address: the log has the route (and the control line its hash).
-  record.path = is_suppression_path(req.path) ? route_of(req.path) : req.path;
+  // A target over the limit is not copied whole into the log.
+  record.path = ctx.route && ctx.route->pattern == kSuppressionRoute ? std::string(kSuppressionRoute)
+              : ctx.target_too_long ? path_of(req, ctx).substr(0, 128)
+                                    : path_of(req, ctx);
   record.status = status;
   if (record.outcome.empty()) record.outcome = body.contains("error") ? body.at("error").at("code").get<std::string>() : "sent";
   record.latency_ms = to_ms(clock_.now() - ctx.started);
@@ -117,18 +91,30 @@ void HttpApi::finish(const httplib::Request& req, httplib::Response& res, Reques
   if (draining_) close_after(ctx, res);
   // The line is in the file before the answer is written: an acknowledged request always has one.
   audit_.request(record);
-  metrics_.request(route_of(req.path), status, record.latency_ms / 1000, record.relay);
+  metrics_.request(route_of(ctx), status, record.latency_ms / 1000, record.relay);
   send_json(res, status, body);
 }
 
 void HttpApi::install(FrontDoor& server) {
   door_ = &server;
   server.set_max_body_bytes(settings_.max_body_bytes);
+  const std::uint64_t max_webhook_body = std::min(kMaxWebhookBody, settings_.max_body_bytes);
+  server.set_body_limit(std::string(kEventsPrefix), max_webhook_body);
+
+  // Routing is ours (routes.h): cpp-httplib matches handlers with std::regex_match, whose
+  // executor recurses once per character of the path. It only ever sees a route's pattern.
+  server.set_request_hook([](httplib::Request& req, RequestContext& ctx) {
+    ctx.path = req.path;
+    ctx.target_too_long = req.target.size() > kMaxTarget;
+    RouteMatch match = ctx.target_too_long ? RouteMatch{} : match_route(req.path);
+    ctx.route = match.route;
+    ctx.route_param = std::move(match.param);
+    req.path = ctx.route ? std::string(ctx.route->pattern) : std::string();
+  });
 
   // Everything that can be refused before the body is read is refused here, and the connection
   // is then closed: an unread body must never be parsed as the next request (smuggling).
-  const std::string too_large_message = "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes";
-  server.set_pre_routing_handler([this, too_large_message](const httplib::Request& req, httplib::Response& res) {
+  server.set_pre_routing_handler([this, max_webhook_body](const httplib::Request& req, httplib::Response& res) {
     RequestContext& ctx = door_->context(req);
     ctx.started = clock_.now();
     std::string id = request_id_of(req, res);
@@ -138,6 +124,9 @@ void HttpApi::install(FrontDoor& server) {
       return httplib::Server::HandlerResponse::Handled;
     };
     if (ctx.head_malformed) return refuse(400, "invalid_request", "malformed request headers");
+    if (ctx.target_too_long) {
+      return refuse(414, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes");
+    }
     if (ctx.incomplete) {
       return refuse(400, "invalid_request", "the request did not arrive whole (the client stopped sending or was too slow)");
     }
@@ -159,25 +148,31 @@ void HttpApi::install(FrontDoor& server) {
     if (req.has_header("Content-Encoding")) {
       return refuse(415, "unsupported_media_type", "Content-Encoding is not accepted; send the body uncompressed");
     }
-    const bool is_send = req.method == "POST" && req.path == "/v1/send";
-    const bool is_event = req.method == "POST" && req.path.compare(0, kEventsPrefix.size(), kEventsPrefix) == 0 &&
-                          !allowed_methods(req.path).empty();
-    const bool is_control = (req.method == "PATCH" && is_provider_path(req.path)) ||
-                            (req.method == "PUT" && req.path == "/v1/providers/order") ||
-                            (req.method == "PUT" && is_suppression_path(req.path));
-    if (!is_send && !is_event && !is_control && (chunked || length > 0)) {
-      if (allows(allowed_methods(req.path), req.method)) {
-        return refuse(400, "invalid_request", req.method + " " + req.path + " takes no request body");
-      }
-      close_after(ctx, res);
+    // Bodies here are JSON; cpp-httplib would parse a multipart one itself, with std::regex.
+    if (header(req, "Content-Type").size() >= 10 && iequals(header(req, "Content-Type").substr(0, 10), "multipart/")) {
+      return refuse(415, "unsupported_media_type", "multipart bodies are not accepted; send application/json");
+    }
+    // A path we do not serve, or a method it does not take: 404 or 405, before any body is read.
+    if (!ctx.route || !route_allows(*ctx.route, req.method)) {
+      if (chunked || length > 0) close_after(ctx, res);
       answer_unrouted(req, res, ctx);
       return httplib::Server::HandlerResponse::Handled;
+    }
+    const std::string_view route = ctx.route->pattern;
+    const bool is_send = route == "/v1/send";
+    const bool is_event = route.substr(0, kEventsPrefix.size()) == kEventsPrefix;
+    const bool is_control = req.method == "PATCH" || req.method == "PUT";
+    if (!is_send && !is_event && !is_control && (chunked || length > 0)) {
+      return refuse(400, "invalid_request", req.method + " " + path_of(req, ctx) + " takes no request body");
+    }
+    if (is_event && length > max_webhook_body) {
+      return refuse(413, "payload_too_large", "a webhook body is at most " + std::to_string(max_webhook_body) + " bytes");
     }
     if (is_control && length > kMaxControlBody) {
       return refuse(413, "payload_too_large", "a control request body is at most " + std::to_string(kMaxControlBody) + " bytes");
     }
-    if ((is_send || is_event) && length > settings_.max_body_bytes) {
-      return refuse(413, "payload_too_large", too_large_message);
+    if (is_send && length > settings_.max_body_bytes) {
+      return refuse(413, "payload_too_large", "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes");
     }
     if ((is_send || is_event) && !chunked && lengths == 0) {
       return refuse(411, "length_required", "Content-Length or chunked transfer coding required");
@@ -201,13 +196,13 @@ void HttpApi::install(FrontDoor& server) {
   });
 
   // Bodies are read here, not by cpp-httplib: 0.11.4 applies no limit to a chunked body.
-  auto read_body = [this, too_large_message](const httplib::Request& req, httplib::Response& res,
-                                             const httplib::ContentReader& read, std::string& body) {
+  auto read_body = [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read,
+                          std::string& body, std::uint64_t limit) {
     RequestContext& ctx = door_->context(req);
     body.reserve(req.get_header_value<std::uint64_t>("Content-Length"));  // checked against the limit
     bool too_large = false;
     bool complete = read([&](const char* data, std::size_t size) {
-      too_large = body.size() + size > settings_.max_body_bytes;
+      too_large = body.size() + size > limit;
       if (!too_large) body.append(data, size);
       return !too_large;
     });
@@ -216,33 +211,39 @@ void HttpApi::install(FrontDoor& server) {
     close_after(ctx, res);
     const std::string id = request_id_of(req, res);
     if (too_large) {
-      finish(req, res, ctx, 413, error_json(id, "payload_too_large", too_large_message), {});
+      finish(req, res, ctx, 413,
+             error_json(id, "payload_too_large", "request body is larger than " + std::to_string(limit) + " bytes"), {});
     } else {
       finish(req, res, ctx, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
     }
     return false;
   };
-  server.Post("/v1/send", [this, read_body](const httplib::Request& req, httplib::Response& res,
-                                            const httplib::ContentReader& read) {
+  // Handlers are registered under their route's pattern (the only path cpp-httplib ever sees).
+  auto at = [](std::string_view pattern) { return literal_regex(pattern); };
+  server.Post(at("/v1/send"), [this, read_body](const httplib::Request& req, httplib::Response& res,
+                                                const httplib::ContentReader& read) {
     std::string body;
-    if (read_body(req, res, read, body)) handle_send(req, res, door_->context(req), std::move(body));
+    if (read_body(req, res, read, body, settings_.max_body_bytes)) {
+      handle_send(req, res, door_->context(req), std::move(body));
+    }
   });
   // Providers' webhooks (SPEC section 11): no bearer token; the provider's signature instead.
-  server.Post(R"(/v1/events/(sendgrid|mailgun|postmark))", [this, read_body](const httplib::Request& req, httplib::Response& res,
-                                                                   const httplib::ContentReader& read) {
+  auto event = [this, read_body, max_webhook_body](const httplib::Request& req, httplib::Response& res,
+                                                   const httplib::ContentReader& read) {
     std::string body;
-    if (read_body(req, res, read, body)) handle_event(req, res, std::move(body));
-  });
+    if (read_body(req, res, read, body, max_webhook_body)) handle_event(req, res, std::move(body));
+  };
+  for (const char* provider : {"sendgrid", "mailgun", "postmark"}) server.Post(at(std::string(kEventsPrefix) + provider), event);
   auto suppression = [this](const httplib::Request& req, httplib::Response& res) { handle_suppression(req, res); };
-  server.Get(R"(/v1/suppressions/[^/]+)", suppression);
-  server.Put(R"(/v1/suppressions/[^/]+)", suppression);
-  server.Delete(R"(/v1/suppressions/[^/]+)", suppression);
+  server.Get(at(kSuppressionRoute), suppression);
+  server.Put(at(kSuppressionRoute), suppression);
+  server.Delete(at(kSuppressionRoute), suppression);
   // Health, readiness and metrics are not audited: they would drown the requests operators look for.
-  server.Get("/healthz", [this](const httplib::Request& req, httplib::Response& res) {
+  server.Get(at("/healthz"), [this](const httplib::Request& req, httplib::Response& res) {
     send_json(res, 200, json{{"status", "ok"}, {"request_id", request_id_of(req, res)}});
     metrics_.request(req.path, res.status, 0, nullptr);
   });
-  server.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+  server.Get(at("/metrics"), [this](const httplib::Request& req, httplib::Response& res) {
     metrics_.request(req.path, 200, 0, nullptr);
     std::string text = metrics_.render(DoorGauges{door_->queue_depth(), door_->worker_threads(), door_->connections(),
                                                   door_->body_bytes_in_flight()});
@@ -288,7 +289,7 @@ void HttpApi::install(FrontDoor& server) {
     finish(req, res, door_->context(req), 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
     return true;
   };
-  server.Get("/v1/providers", [this, refused](const httplib::Request& req, httplib::Response& res) {
+  server.Get(at("/v1/providers"), [this, refused](const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     std::string id = request_id_of(req, res);
     if (refused(req, res, *runtime, id)) return;
@@ -296,12 +297,12 @@ void HttpApi::install(FrontDoor& server) {
     send_json(res, 200, providers_view(*runtime, id));
   });
   auto control = [this](const httplib::Request& req, httplib::Response& res) { handle_control(req, res); };
-  server.Patch(R"(/v1/providers/[^/]+)", control);
-  server.Put("/v1/providers/order", control);
-  server.Delete("/v1/providers/order", control);
+  server.Patch(at("/v1/providers/{name}"), control);
+  server.Put(at("/v1/providers/order"), control);
+  server.Delete(at("/v1/providers/order"), control);
 
   // What a message may hold: the configured providers' limits together (SPEC section 12).
-  server.Get("/v1/limits", [this, refused](const httplib::Request& req, httplib::Response& res) {
+  server.Get(at("/v1/limits"), [this, refused](const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     std::string id = request_id_of(req, res);
     if (refused(req, res, *runtime, id)) return;
@@ -314,14 +315,14 @@ void HttpApi::install(FrontDoor& server) {
   });
 
   // The API's own description (docs/openapi.yaml): public, like the README.
-  server.Get("/v1/openapi.json", [this](const httplib::Request& req, httplib::Response& res) {
+  server.Get(at("/v1/openapi.json"), [this](const httplib::Request& req, httplib::Response& res) {
     request_id_of(req, res);
     res.set_content(std::string(openapi_document()), kJson);
     metrics_.request(req.path, 200, 0, nullptr);
   });
 
   // Ready while not shutting down, the audit log takes lines, and at least one provider can be tried.
-  server.Get("/readyz", [this](const httplib::Request& req, httplib::Response& res) {
+  server.Get(at("/readyz"), [this](const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     bool any = !runtime->health;
     for (const auto& name : runtime->provider_names) {
@@ -349,6 +350,9 @@ void HttpApi::install(FrontDoor& server) {
     std::string id = request_id_of(req, res);
     if (res.status == 413) {
       finish(req, res, ctx, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"), {});
+    } else if (res.status == 414) {  // a request line over cpp-httplib's own 8 KiB limit
+      finish(req, res, ctx, 414,
+             error_json(id, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes"), {});
     } else if (res.status >= 500) {
       finish(req, res, ctx, res.status, error_json(id, "internal_error", "internal error"), {});
     } else {
@@ -375,11 +379,11 @@ void HttpApi::install(FrontDoor& server) {
 // 405 on one of our paths with another method, 404 elsewhere.
 void HttpApi::answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx) {
   std::string id = request_id_of(req, res);
-  const std::string methods = allowed_methods(req.path);
-  if (!methods.empty()) {
+  if (ctx.route) {
+    const std::string methods(ctx.route->methods);
     res.set_header("Allow", methods);
     finish(req, res, ctx, 405,
-           error_json(id, "method_not_allowed", req.method + " is not allowed on " + req.path + "; use " + methods), {});
+           error_json(id, "method_not_allowed", req.method + " is not allowed on " + path_of(req, ctx) + "; use " + methods), {});
     return;
   }
   finish(req, res, ctx, 404, error_json(id, "not_found", "no such endpoint"), {});
@@ -473,7 +477,7 @@ std::string HttpApi::reason_of(const json& body, std::string& reason) {
 void HttpApi::handle_event(const httplib::Request& req, httplib::Response& res, std::string body) {
   const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
   WebhookRequest request;
-  request.provider = req.path.substr(kEventsPrefix.size());
+  request.provider = req.path.substr(kEventsPrefix.size());  // the route's pattern: one of ours
   request.request_id = request_id_of(req, res);
   request.signature = header(req, "X-Twilio-Email-Event-Webhook-Signature");
   request.timestamp = header(req, "X-Twilio-Email-Event-Webhook-Timestamp");
@@ -495,7 +499,7 @@ void HttpApi::handle_suppression(const httplib::Request& req, httplib::Response&
   auto fail = [&](int status, const std::string& code, const std::string& message, const std::string& field = "") {
     fail_admin(req, res, *call, status, code, message, field);
   };
-  const std::string address = req.path.substr(kSuppressionPrefix.size());
+  const std::string& address = ctx.route_param;
   if (!is_valid_addr_spec(address)) return fail(400, "invalid_request", "must be an email address", "address");
   ControlRecord record{id, ctx.client_ip, client, "", "", {}, address, ""};
   auto unavailable = [&] {
@@ -504,7 +508,7 @@ void HttpApi::handle_suppression(const httplib::Request& req, httplib::Response&
   };
   RequestRecord done;
   done.client = client;
-  if (req.method == "GET") {
+  if (req.method == "GET" || req.method == "HEAD") {  // HEAD is GET without the body; only DELETE deletes
     auto found = suppressions_.find(address);
     if (!found) return unavailable();
     if (!found.value()) return fail(404, "not_found", "this address is not suppressed");
@@ -532,11 +536,13 @@ void HttpApi::handle_suppression(const httplib::Request& req, httplib::Response&
     if (!suppressions_.add(address, {"manual", redact_addresses(record.reason), "", utc_timestamp(clock_)})) {
       return unavailable();
     }
-  } else {
+  } else if (req.method == "DELETE") {
     record.action = "unsuppress";
     auto removed = suppressions_.remove(address);
     if (!removed) return unavailable();
     if (!removed.value()) return fail(404, "not_found", "this address is not suppressed");
+  } else {
+    return answer_unrouted(req, res, ctx);
   }
   audit_.control(record);
   done.outcome = record.action;
@@ -568,7 +574,7 @@ void HttpApi::handle_control(const httplib::Request& req, httplib::Response& res
   }
   Result<bool> done = true;
   if (req.method == "PATCH") {
-    record.provider = req.path.substr(kProviderPrefix.size());
+    record.provider = ctx.route_param;
     if (!known(record.provider)) return fail(404, "not_found", "no provider '" + record.provider + "' is configured");
     if (!body.contains("enabled") || !body["enabled"].is_boolean()) {
       return fail(400, "invalid_request", "must be true or false", "enabled");

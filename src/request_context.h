@@ -7,6 +7,7 @@
 #include <string>
 
 #include "clock.h"
+#include "routes.h"
 
 namespace mailrelay {
 
@@ -16,6 +17,11 @@ struct RequestContext {
   bool head_malformed = false;  // headers could not be restored as sent, or the head is too large
   bool over_budget = false;     // the body did not fit --max-body-bytes-in-flight and was not read
   bool incomplete = false;      // the client stopped sending (timeout or EOF) before the request ended
+  // Told by the routing hook (HttpApi), before any handler runs.
+  std::string path;             // the path as requested (percent-decoded); req.path is the route's pattern
+  const Route* route = nullptr; // null: a path we do not serve (or a target over kMaxTarget)
+  std::string route_param;      // the {segment} of a parametric route
+  bool target_too_long = false; // the request target is longer than kMaxTarget: 414
   // Set by the handlers.
   Clock::TimePoint started{};   // when the handlers first saw the request (latency)
   bool close_after = false;     // close after the answer; an unread body is read and dropped first

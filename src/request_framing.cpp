@@ -1,6 +1,8 @@
 #include "request_framing.h"
 
+#include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <string>
 
 #include "ascii.h"
@@ -114,6 +116,49 @@ Framing scan_request(std::string_view data, std::size_t max_head, std::uint64_t 
   out.head = body_start;
   out.expect_continue = expect_continue;
   return out;
+}
+
+namespace {
+
+bool is_token_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+}
+
+}  // namespace
+
+bool parse_raw_headers(std::string_view head, httplib::Headers& out) {
+  std::size_t pos = head.find("\r\n");
+  if (pos == std::string_view::npos) return false;
+  pos += 2;
+  while (pos < head.size()) {
+    std::size_t end = head.find("\r\n", pos);
+    if (end == std::string_view::npos) return false;
+    if (end == pos) return true;  // the blank line ending the head
+    std::size_t colon = head.find(':', pos);
+    if (colon == std::string_view::npos || colon > end || colon == pos) return false;
+    for (std::size_t i = pos; i < colon; ++i) {
+      if (!is_token_char(head[i])) return false;
+    }
+    std::size_t value = colon + 1;
+    std::size_t value_end = end;
+    while (value < value_end && (head[value] == ' ' || head[value] == '\t')) ++value;
+    while (value_end > value && (head[value_end - 1] == ' ' || head[value_end - 1] == '\t')) --value_end;
+    out.emplace(std::string(head.substr(pos, colon - pos)), std::string(head.substr(value, value_end - value)));
+    pos = end + 2;
+  }
+  return false;
+}
+
+void hide_range(std::string_view request, char* data) {
+  // Lines as cpp-httplib splits them (at LF, with or without CR), up to the end of the head.
+  const std::size_t head_end = std::min(request.find("\r\n\r\n"), request.size());
+  for (std::size_t line = request.find('\n'); line != std::string_view::npos && line < head_end;
+       line = request.find('\n', line)) {
+    ++line;
+    if (request.size() - line > 6 && request[line + 5] == ':' && iequals(request.substr(line, 5), "range")) {
+      std::memcpy(data + line, "X-Ign", 5);
+    }
+  }
 }
 
 }  // namespace mailrelay

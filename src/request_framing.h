@@ -1,11 +1,14 @@
 // Request framing: decides from the bytes received so far whether an HTTP/1.1 request is
 // complete, so that a connection is given a thread only when its whole request is in memory
-// (a slow client costs a buffer, never a worker). Pure; thread-compatible.
+// (a slow client costs a buffer, never a worker); reads a head's header lines as sent. Pure;
+// thread-compatible. Every function here sees untrusted bytes (tests/fuzz/framing_fuzzer.cpp).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+
+#include <httplib.h>
 
 namespace mailrelay {
 
@@ -27,5 +30,16 @@ struct Framing {
 // `data` starts at the first byte of a request. Heads over `max_head` bytes and bodies over
 // `max_body` bytes are kRefuse.
 Framing scan_request(std::string_view data, std::size_t max_head, std::uint64_t max_body);
+
+// The header lines of a raw request head (request line, fields, blank line), values trimmed of
+// optional whitespace and otherwise untouched. False for anything RFC 9112 does not allow
+// (obs-fold, a bad field name, no blank line).
+bool parse_raw_headers(std::string_view head, httplib::Headers& out);
+
+// cpp-httplib 0.11.4 parses a Range header with std::regex_match before any hook of ours runs,
+// and libstdc++'s regex executor recurses once per character: a long value would exhaust the
+// stack. Nothing here serves ranges, so every Range header line in the head of `request` (its
+// bytes, at `data`, writable) is renamed in place to "X-Ign" (same length) and never reaches it.
+void hide_range(std::string_view request, char* data);
 
 }  // namespace mailrelay

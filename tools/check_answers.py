@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 
 # Errors the document says may answer any request: malformed HTTP and internal errors; 404 and
 # 405 only where no operation matches (an unknown path, another method).
-FRAMING_ERRORS = {400, 411, 413, 415, 500}
+FRAMING_ERRORS = {400, 411, 413, 414, 415, 500}
 
 
 def resolve(node, spec, depth=0):
@@ -49,11 +49,34 @@ def operation_for(spec, method, path):
     return None, None
 
 
+def outside_enum(template, item, path):
+    """True when a path parameter's value is not one its schema enumerates (no such resource)."""
+    names = re.findall(r"\{([^/]+?)\}", template)
+    pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "([^/]+)", re.escape(template)) + "$"
+    match = re.match(pattern, path)
+    if not names or not match:
+        return False
+    declared = list(item.get("parameters", []))
+    for operation in item.values():
+        if isinstance(operation, dict):
+            declared += operation.get("parameters", [])
+    for parameter in declared:
+        enum = parameter.get("schema", {}).get("enum")
+        if parameter.get("in") == "path" and enum and parameter["name"] in names:
+            if match.group(names.index(parameter["name"]) + 1) not in enum:
+                return True
+    return False
+
+
 def check(spec, answer):
     method, path, status = answer["method"].lower(), answer["path"], answer["status"]
     content_type = answer.get("content_type", "")
     headers = answer.get("headers", {})
     body = answer.get("body")
+    # The document says HEAD is GET without a body, wherever GET is.
+    head = method == "head"
+    if head:
+        method = "get"
     where = f"{answer['method']} {path} -> {status}"
     template, item = operation_for(spec, method, path)
     operation = item.get(method) if item else None
@@ -64,7 +87,8 @@ def check(spec, answer):
         if isinstance(body, dict) and "request_id" in body and body["request_id"] != headers["X-Request-Id"] and not replay:
             return f"{where}: request_id in the body differs from X-Request-Id"
     if operation is None or str(status) not in operation.get("responses", {}):
-        allowed = FRAMING_ERRORS | ({404} if item is None else {405} if operation is None else set())
+        unknown = item is None or outside_enum(template, item, path)
+        allowed = FRAMING_ERRORS | ({404} if unknown else {405} if operation is None else set())
         if status not in allowed:
             return f"{where}: not documented ({'no such operation' if operation is None else 'no such status'})"
         if status == 405 and "Allow" not in headers:
@@ -88,6 +112,8 @@ def check(spec, answer):
                 errors = list(Draft202012Validator(resolve(header["schema"], spec)).iter_errors(headers[name]))
                 if errors:
                     return f"{where}: header {name}: {errors[0].message}"
+    if head:
+        return f"{where}: HEAD answered with a body" if body is not None else None
     if isinstance(body, dict) and body.get("error", {}).get("code") == "unauthorized" and "WWW-Authenticate" not in headers:
         return f"{where}: 401 unauthorized without WWW-Authenticate"
     errors = sorted(Draft202012Validator(resolve(schema, spec)).iter_errors(body), key=lambda e: list(e.path))

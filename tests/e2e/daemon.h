@@ -107,7 +107,8 @@ class Daemon {
       if (res.has_header(name)) line["headers"][name] = res.get_header_value(name);
     }
     if (line["content_type"] == "application/json" && res.body.size() < 1048576) {
-      line["body"] = nlohmann::json::parse(res.body, nullptr, false);
+      nlohmann::json body = nlohmann::json::parse(res.body, nullptr, false);  // none for HEAD
+      if (!body.is_discarded()) line["body"] = std::move(body);
     }
     std::lock_guard<std::mutex> lock(mutex);
     mkdir(MAILRELAY_ANSWERS_DIR, 0755);
