@@ -20,6 +20,7 @@
 #include "delivery_events.h"
 #include "email.h"
 #include "relay.h"
+#include "text_helpers.h"
 #include "result.h"
 
 namespace mailrelay {
@@ -98,13 +99,6 @@ class AuditSink {
 // address, first 16 bytes in hex. `mailrelayd hash-address` prints the same.
 std::string hash_address(std::string_view key, std::string_view address);
 
-// A time as the audit log writes times: 2026-12-03T06:00:00.123Z.
-std::string utc_text(std::chrono::system_clock::time_point when);
-// Now, in that form.
-std::string utc_timestamp(Clock& clock);
-
-// Replaces anything shaped like an email address in provider text with "<address>".
-std::string redact_addresses(std::string_view text);
 
 class AuditLog final : public AttemptObserver {
  public:

@@ -9,10 +9,10 @@
 #include <memory>
 
 #include "ascii.h"
-#include "audit_log.h"  // redact_addresses, utc_text
 #include "base64.h"
 #include "message_limits.h"  // kRequestIdKey
-#include "sigv4.h"           // hmac_sha256_hex
+#include "sigv4.h"           // hmac_sha256_hex, sha256_hex
+#include "text_helpers.h"    // redact_addresses, utc_text
 
 namespace mailrelay {
 namespace {
@@ -173,7 +173,8 @@ Result<WebhookBatch> parse_sendgrid_events(std::string_view body, std::int64_t t
     e.request_id = text(item, kRequestIdKey);
     e.provider_message_id = text(item, "sg_message_id");
     e.provider_event_id = text(item, "sg_event_id");
-    e.replay_key = e.provider_event_id;
+    // Without an id, the event itself (its canonical text: keys sorted) is what a replay repeats.
+    e.replay_key = e.provider_event_id.empty() ? "digest:" + sha256_hex(item.dump()) : e.provider_event_id;
     e.occurred_at = utc_from_unix(seconds_of(item, "timestamp"));
     e.reason = text(item, "reason");
     if (e.reason.empty()) e.reason = text(item, "response");
@@ -235,9 +236,74 @@ Result<WebhookBatch> parse_mailgun_event(const json& body) {
   return batch;
 }
 
-MailgunSignature mailgun_signature(const json& body) {
-  const json& signature = member(body, "signature");
-  return {text(signature, "timestamp"), text(signature, "token"), text(signature, "signature")};
+namespace {
+
+// Keeps the string (or integer) members of the top-level "signature" object; ignores the rest.
+class SignatureScan final : public nlohmann::json_sax<json> {
+ public:
+  explicit SignatureScan(MailgunSignature& out) : out_(out) {}
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t v) override { return value(std::to_string(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return value(std::to_string(v)); }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t& v) override { return value(v); }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return open(true); }
+  bool start_array(std::size_t) override { return open(false); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool key(string_t& k) override {
+    if (depth_ == 1 && k == "signature") {
+      // A second "signature" would let the verified one and the one parsed later differ.
+      if (signature_named_) return fail();
+      signature_named_ = true;
+      in_signature_ = true;
+    }
+    if (depth_ == 2 && inside_) key_ = k;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return fail(); }
+
+ private:
+  bool fail() {
+    out_ = {};
+    return false;
+  }
+  bool open(bool object) {
+    if (++depth_ == 2) inside_ = in_signature_ && object;
+    return depth_ <= kMaxWebhookDepth || fail();
+  }
+  bool close() {
+    if (depth_ == 2) inside_ = in_signature_ = false;
+    --depth_;
+    return true;
+  }
+  bool value(const std::string& v) {
+    if (depth_ == 2 && inside_) {
+      if (key_ == "timestamp") out_.timestamp = v;
+      if (key_ == "token") out_.token = v;
+      if (key_ == "signature") out_.signature = v;
+    }
+    if (depth_ == 1) in_signature_ = false;
+    return true;
+  }
+
+  MailgunSignature& out_;
+  int depth_ = 0;
+  bool signature_named_ = false;  // a top-level "signature" member was seen
+  bool in_signature_ = false;     // the current top-level member is "signature"
+  bool inside_ = false;           // directly inside its object
+  std::string key_;
+};
+
+}  // namespace
+
+MailgunSignature mailgun_signature(std::string_view body) {
+  MailgunSignature out;
+  SignatureScan scan(out);
+  if (!json::sax_parse(body, &scan, json::input_format_t::json, true)) out = {};
+  return out;
 }
 
 bool verify_basic_auth(std::string_view credentials, std::string_view authorization) {

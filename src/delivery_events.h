@@ -51,11 +51,13 @@ bool verify_sendgrid_signature(std::string_view public_key_base64, std::string_v
 // Why a --sendgrid-webhook-public-key-file value cannot be used, or nullopt when it can.
 std::optional<std::string> check_sendgrid_public_key(std::string_view public_key_base64);
 
-// Mailgun's body carries its signature: {"signature": {"timestamp", "token", "signature"}}.
+// Mailgun's body carries its signature: {"signature": {"timestamp", "token", "signature"}}. The
+// signature covers only timestamp and token, not the body: these three strings are all that is
+// read of an unverified body (a streaming scan that builds nothing else).
 struct MailgunSignature {
-  std::string timestamp, token, signature;  // "" where missing
+  std::string timestamp, token, signature;  // "" where missing (or the body is not JSON)
 };
-MailgunSignature mailgun_signature(const nlohmann::json& body);
+MailgunSignature mailgun_signature(std::string_view body);
 
 // Mailgun: hex HMAC-SHA256(signing key, timestamp + token), compared in constant time.
 bool verify_mailgun_signature(std::string_view signing_key, std::string_view timestamp, std::string_view token,
@@ -65,7 +67,12 @@ bool verify_mailgun_signature(std::string_view signing_key, std::string_view tim
 // set at Postmark): `authorization` must be "Basic base64(credentials)", compared in constant time.
 bool verify_basic_auth(std::string_view credentials, std::string_view authorization);
 
-// SendGrid's body: a JSON array of events. Fails (invalid_request) when it is not one.
+// Webhook bodies nest no deeper than this (the providers' payloads nest 4 deep at most); deeper
+// bodies are refused before they are parsed.
+inline constexpr int kMaxWebhookDepth = 16;
+
+// SendGrid's body: a JSON array of events. Fails (invalid_request) when it is not one. An event
+// without sg_event_id is recognised as a replay by a digest of the whole event.
 Result<WebhookBatch> parse_sendgrid_events(std::string_view body, std::int64_t timestamp);
 // Mailgun's body: {"signature": {...}, "event-data": {...}} (already verified).
 Result<WebhookBatch> parse_mailgun_event(const nlohmann::json& body);

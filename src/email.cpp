@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base64.h"
+#include "json_depth.h"
 
 namespace mailrelay {
 namespace {
@@ -79,10 +80,29 @@ bool is_field_name(std::string_view s) {
 // Headers the relay sets itself, or that a provider refuses to take from a caller.
 bool is_reserved_header(std::string_view name) {
   static const std::set<std::string, std::less<>> kReserved = {
-      "bcc", "cc", "content-disposition", "content-transfer-encoding", "content-type", "date",
-      "dkim-signature", "from", "message-id", "mime-version", "received", "reply-to",
+      "bcc", "cc", "content-disposition", "content-transfer-encoding", "content-type", "date", "dkim-signature", "from", "message-id", "mime-version", "received", "reply-to",
       "return-path", "sender", "subject", "to", "x-sg-eid", "x-sg-id"};
   return kReserved.count(lower(name)) > 0;
+}
+
+// Header families that a provider or an MTA acts on: a caller could otherwise pick another
+// identity's sending authorisation or a configuration set, resend to hidden recipients, or
+// forge the relay's own markers. Each provider's control headers, from its documents:
+// - X-SES-*: https://docs.aws.amazon.com/ses/latest/dg/event-publishing-send-email.html
+//   (X-SES-CONFIGURATION-SET, X-SES-MESSAGE-TAGS) and SendRawEmail's X-SES-SOURCE-ARN,
+//   X-SES-FROM-ARN, X-SES-RETURN-PATH-ARN (sending authorisation).
+// - X-Mailgun-*: https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/pass-sending-options
+//   (X-Mailgun-Tag, -Drop-Message, -Track, -Sending-Ip, -Require-TLS, -Variables, ...).
+// - X-PM-*: Postmark's SMTP headers (X-PM-Tag, X-PM-Metadata-*, X-PM-Message-Stream),
+//   https://postmarkapp.com/developer/user-guide/send-email-with-smtp.
+// - X-SMTPAPI: SendGrid's SMTP API header (per-message settings, recipients, categories).
+// Content-* belong to the MIME the relay writes; Resent-* make an MTA resend.
+bool is_reserved_prefix(std::string_view name) {
+  static constexpr std::string_view kPrefixes[] = {"content-", "resent-", "x-ses-", "x-mailrelay-",
+                                                   "x-smtpapi", "x-mailgun-", "x-pm-"};
+  const std::string lowered = lower(name);
+  return std::any_of(std::begin(kPrefixes), std::end(kPrefixes),
+                     [&](std::string_view p) { return std::string_view(lowered).substr(0, p.size()) == p; });
 }
 
 bool is_mime_type(std::string_view s) {
@@ -104,28 +124,6 @@ bool is_metadata_key(std::string_view s) {
 }
 
 const char* type_name(const json& v) { return v.type_name(); }
-
-// Deepest nesting of arrays/objects, found without building anything, so that a hostile body of
-// a million '[' is turned away before the parser allocates for it.
-int nesting_depth(std::string_view body) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : body) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-      if (deepest > kMaxJsonDepth) return deepest;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
 
 Result<std::string> header_text(const json& v, const std::string& field, bool required) {
   if (!v.is_string()) return invalid(field, "must be a string, got " + std::string(type_name(v)));
@@ -236,7 +234,7 @@ Result<Address> parse_address(std::string_view text, const std::string& field) {
 }
 
 Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
-  if (nesting_depth(body) > kMaxJsonDepth) {
+  if (json_nesting_depth(body, kMaxJsonDepth) > kMaxJsonDepth) {
     return invalid("", "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   }
   json doc;
@@ -321,6 +319,10 @@ Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
       }
       if (is_reserved_header(item.key())) {
         return invalid(field, "is set by the relay and cannot be overridden; use the matching field");
+      }
+      if (is_reserved_prefix(item.key())) {
+        return invalid(field, "is reserved: providers or mail servers act on headers named so (Content-*, Resent-*, "
+                              "X-SES-*, X-Mailgun-*, X-PM-*, X-SMTPAPI, X-Mailrelay-*)");
       }
       auto value = header_text(item.value(), field, false);
       if (!value) return value.error();

@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "delivery_events.h"
+#include "json_depth.h"
 #include "send_service.h"  // error_json
 #include "sigv4.h"         // hmac_sha256_hex, sha256_hex
 
@@ -52,6 +53,10 @@ WebhookReport EventService::handle(const EventEndpoints& endpoints, const Webhoo
     metrics_.webhook(provider, code);
     return refusal(status, id, code, message);
   };
+  // Nothing deeper than any provider nests is parsed, signed or not (a body of a million '[').
+  if (json_nesting_depth(request.body, kMaxWebhookDepth) > kMaxWebhookDepth) {
+    return refuse(400, "invalid_request", "JSON nested deeper than " + std::to_string(kMaxWebhookDepth) + " levels");
+  }
   // Verify first: nothing from an unverified request is recorded, not even a replay id.
   std::string timestamp;
   Result<WebhookBatch> batch = WebhookBatch{};
@@ -70,14 +75,14 @@ WebhookReport EventService::handle(const EventEndpoints& endpoints, const Webhoo
     }
     batch = parse_postmark_event(request.body);
   } else {
-    const nlohmann::json doc = nlohmann::json::parse(request.body, nullptr, false);
-    const MailgunSignature signature = mailgun_signature(doc);
+    // Mailgun signs timestamp + token, not the body: only those are read before verification.
+    const MailgunSignature signature = mailgun_signature(request.body);
     timestamp = signature.timestamp;
     if (timestamp.empty() || signature.token.empty() ||
         !verify_mailgun_signature(endpoints.mailgun_signing_key, timestamp, signature.token, signature.signature)) {
       return refuse(401, "invalid_signature", "missing or bad signature (signature.timestamp, token, signature)");
     }
-    batch = parse_mailgun_event(doc);
+    batch = parse_mailgun_event(nlohmann::json::parse(request.body, nullptr, false));
   }
   const auto signed_at = unix_seconds(timestamp);
   const std::int64_t now =

@@ -76,6 +76,20 @@ TEST_CASE("Mailgun signature: hex HMAC-SHA256 over timestamp then token", "[even
   CHECK_FALSE(verify_mailgun_signature("Jefe", "what do ya want ", "for nothing?", ""));
 }
 
+TEST_CASE("Mailgun signature fields are read without building the body", "[events][mailgun][hostile]") {
+  auto sig = mailgun_signature(R"({"event-data":{"signature":{"token":"inner"}},"signature":{"timestamp":"1700000000",)"
+                               R"("nested":{"token":"deep"},"token":"tok","signature":"abc"}})");
+  CHECK(sig.timestamp == "1700000000");
+  CHECK(sig.token == "tok");  // neither event-data's nor a nested object's
+  CHECK(sig.signature == "abc");
+  CHECK(mailgun_signature(R"({"signature":{"timestamp":1700000000,"token":"t","signature":"s"}})").timestamp == "1700000000");
+  // Two "signature" members, a broken or a too deep body: nothing.
+  CHECK(mailgun_signature(R"({"signature":{"token":"a"},"signature":{"token":"b"}})").token.empty());
+  CHECK(mailgun_signature(R"({"signature":{"token":"a"})").token.empty());
+  CHECK(mailgun_signature(R"({"signature":{"token":"a"},"x":)" + std::string(100, '[')).token.empty());
+  CHECK(mailgun_signature(R"(["signature",{"token":"a"}])").token.empty());
+}
+
 TEST_CASE("SendGrid events: the documented types in our vocabulary", "[events][sendgrid]") {
   // Shapes from https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event.
   const json events = json::array({

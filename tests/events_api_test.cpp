@@ -383,3 +383,49 @@ TEST_CASE("events: Postmark's basic-auth webhook, a spam complaint suppresses", 
   CHECK(body_of(postmark.Post("/v1/events/postmark", delivered.dump(), "application/json"))["accepted"] == 1);
   CHECK(body_of(postmark.Post("/v1/events/postmark", delivered.dump(), "application/json"))["duplicates"] == 1);
 }
+
+TEST_CASE("events: a SendGrid event without sg_event_id is still recognised as a replay", "[events][api][hostile]") {
+  Keys keys;
+  ApiHarness h({}, 10485760, false, keys.extras());
+  const json batch = json::array({{{"email", "alice@example.org"}, {"timestamp", now_seconds()}, {"event", "delivered"},
+                                   {"sg_message_id", "msg-2.filter"}}});
+  auto first = post_sendgrid(h, keys.sendgrid, batch);
+  REQUIRE(first);
+  CHECK(body_of(first)["accepted"] == 1);
+  auto again = post_sendgrid(h, keys.sendgrid, batch);  // within the 300 s window, signed anew
+  REQUIRE(again);
+  CHECK(again->status == 200);
+  CHECK(body_of(again)["accepted"] == 0);
+  CHECK(body_of(again)["duplicates"] == 1);
+  // Another event without an id is not taken for the first one.
+  json other = batch;
+  other[0]["event"] = "open";
+  CHECK(body_of(post_sendgrid(h, keys.sendgrid, other))["accepted"] == 1);
+  CHECK(lines_of(h, "delivery").size() == 2);
+}
+
+TEST_CASE("events: deep webhook bodies are refused before parsing, Mailgun's second signature is refused",
+          "[events][api][hostile]") {
+  Keys keys;
+  ApiHarness h({}, 10485760, false, keys.extras());
+  // Unsigned, deep: 400 before any parse (a DOM of a million '[' took 750 MB).
+  auto deep = h.client().Post("/v1/events/mailgun", std::string(1000000, '['), "application/json");
+  check_error(deep, 400, "invalid_request");
+  CHECK(body_of(deep)["error"]["message"].get<std::string>().find("nested deeper") != std::string::npos);
+  // Over the webhook limit (1 MiB): 413 from the head.
+  check_error(h.client().Post("/v1/events/sendgrid", std::string(1048577, ' '), "application/json"), 413,
+              "payload_too_large");
+  // A valid signature followed by a second "signature" member naming a fresh token: the verified
+  // token and the replay id would differ. Refused.
+  json body = mailgun_body(hard_bounce("bob@example.org", "r-1"), "token-1");
+  std::string text = body.dump();
+  text.insert(text.size() - 1, R"(,"signature":{"timestamp":"1","token":"token-2","signature":"00"})");
+  check_error(h.client().Post("/v1/events/mailgun", text, "application/json"), 401, "invalid_signature");
+  // Signed members are read even after large unsigned ones; the event then counts once.
+  body["event-data"]["padding"] = std::string(100000, 'x');
+  auto ok = post_mailgun(h, body);
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(body_of(ok)["accepted"] == 1);
+  CHECK(lines_of(h, "delivery").size() == 1);
+}
