@@ -6,6 +6,8 @@
 #include <set>
 #include <sstream>
 
+#include <arpa/inet.h>
+
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
 
@@ -243,7 +245,10 @@ std::optional<ConfigExit> parse(CLI::App& app, std::vector<std::string> args) {
 }  // namespace
 
 bool is_loopback_host(const std::string& host) {
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  // An IP literal only: "127.attacker.example" is a name anyone can point anywhere.
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  return host == "localhost" || host == "::1";
 }
 
 Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {

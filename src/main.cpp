@@ -1,6 +1,7 @@
 // mailrelayd: wiring only. Parse config, build the objects, serve, handle signals.
 #include <malloc.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -35,6 +36,9 @@ int print_exit(const ConfigExit& exit) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The process holds API keys and signing keys: no core dump of it, and no ptrace or
+  // /proc/<pid>/mem by other processes of the same user (SPEC 19; the unit also sets LimitCORE=0).
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   // Signals are blocked before any thread starts, so every thread inherits the mask and only the
   // sigwait loop below ever sees them (no async handlers). A SIGTERM during start-up stays pending.
   sigset_t signals;

@@ -85,6 +85,8 @@ TEST_CASE("bad command lines and config files exit 2 with a message", "[config]"
       {{"--listen", "8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "HOST:PORT"},
       {{"--listen", "::1:8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "brackets"},
       {{"--listen", "0.0.0.0:8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "protected mode"},
+      // A name that starts like a loopback address is not one (SPEC 19).
+      {{"--listen", "127.attacker.example:8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "protected mode"},
       {{"--config", "/nonexistent.conf"}, "nonexistent"},
   }));
   CAPTURE(args);
@@ -190,7 +192,8 @@ TEST_CASE("base URLs must be https unless the host is loopback", "[config]") {
   auto [url, ok] = GENERATE(table<std::string, bool>({
       {"https://api.eu.sendgrid.com", true}, {"http://127.0.0.1:9000", true}, {"http://[::1]:9000", true},
       {"http://localhost:9000", true}, {"http://api.sendgrid.com", false}, {"ftp://x.example.com", false},
-      {"not a url", false}}));
+      {"not a url", false}, {"http://127.attacker.example:9000", false}, {"http://127.0.0.1.nip.io", false},
+      {"http://127.255.0.9:9000", true}, {"http://[::ffff:127.0.0.1]:9000", false}}));
   CAPTURE(url);
   auto c = load({"--providers", "sendgrid", "--sendgrid-base-url", url});
   CHECK(c.ok() == ok);

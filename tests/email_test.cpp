@@ -111,6 +111,15 @@ TEST_CASE("validation turns bad requests away with the field to blame", "[email]
       {"override From", [](json& j) { j["headers"] = {{"From", "x@y.z"}}; }, "headers.From", "cannot be overridden"},
       {"override Subject", [](json& j) { j["headers"] = {{"SUBJECT", "x"}}; }, "headers.SUBJECT", "cannot be overridden"},
       {"override Content-Type", [](json& j) { j["headers"] = {{"Content-Type", "text/plain"}}; }, "headers.Content-Type", "cannot be overridden"},
+      // Reserved by prefix (SPEC 19): header families providers or MTAs act on.
+      {"Resent-Bcc", [](json& j) { j["headers"] = {{"Resent-Bcc", "x@y.z"}}; }, "headers.Resent-Bcc", "is reserved"},
+      {"X-SES-CONFIGURATION-SET", [](json& j) { j["headers"] = {{"X-SES-CONFIGURATION-SET", "other"}}; }, "headers.X-SES-CONFIGURATION-SET", "is reserved"},
+      {"x-ses-source-arn", [](json& j) { j["headers"] = {{"x-ses-source-arn", "arn:aws:ses:x"}}; }, "headers.x-ses-source-arn", "is reserved"},
+      {"X-Mailrelay-Metadata-k", [](json& j) { j["headers"] = {{"X-Mailrelay-Metadata-k", "v"}}; }, "headers.X-Mailrelay-Metadata-k", "is reserved"},
+      {"Content-ID", [](json& j) { j["headers"] = {{"Content-ID", "<x>"}}; }, "headers.Content-ID", "is reserved"},
+      {"X-SMTPAPI", [](json& j) { j["headers"] = {{"X-SMTPAPI", "{}"}}; }, "headers.X-SMTPAPI", "is reserved"},
+      {"X-Mailgun-Drop-Message", [](json& j) { j["headers"] = {{"X-Mailgun-Drop-Message", "yes"}}; }, "headers.X-Mailgun-Drop-Message", "is reserved"},
+      {"X-PM-Message-Stream", [](json& j) { j["headers"] = {{"X-PM-Message-Stream", "broadcast"}}; }, "headers.X-PM-Message-Stream", "is reserved"},
       {"header value not string", [](json& j) { j["headers"] = {{"X-A", 1}}; }, "headers.X-A", "must be a string"},
       {"bad base64", [](json& j) { j["attachments"] = {{{"filename", "a"}, {"content", "@@@"}}}; }, "attachments[0].content", "not valid base64"},
       {"unpadded base64", [](json& j) { j["attachments"] = {{{"filename", "a"}, {"content", "Zg"}}}; }, "attachments[0].content", "not valid base64"},
@@ -244,5 +253,14 @@ TEST_CASE("limits: each boundary holds exactly, and only for the providers confi
     CHECK_THAT(shown["sources"]["tags"][0].get<std::string>(), Catch::StartsWith("mailgun: "));
     CHECK_THAT(shown["sources"]["attachment_min_bytes"][0].get<std::string>(), Catch::StartsWith("sendgrid: "));
     CHECK(outbox_only.to_json()["limits"]["tags"].is_null());
+  }
+}
+
+TEST_CASE("email: headers near a reserved family are still the caller's", "[email]") {
+  for (const char* name : {"X-Session", "X-Contentful", "X-Resentment", "X-Pmx", "X-Mailgunner"}) {
+    json j = json::parse(R"({"from":"a@example.com","to":["b@example.org"],"subject":"s","text":"t"})");
+    j["headers"] = {{name, "v"}};
+    INFO(name);
+    CHECK(parse_email(j.dump()));
   }
 }
