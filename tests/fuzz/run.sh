@@ -1,9 +1,10 @@
 #!/bin/sh
-# Builds the libFuzzer target with clang (ASan + UBSan) and runs it for a bounded time on a copy
-# of the seed corpus. Exit 77 (ctest: skipped) when clang or its fuzzer runtime is missing.
-# Usage: run.sh SOURCE_DIR WORK_DIR SECONDS
+# Builds one libFuzzer target with clang (ASan + UBSan) and runs it for a bounded time on a copy
+# of its seed and regression corpus (tests/fuzz/corpus/TARGET). Exit 77 (ctest: skipped) when
+# clang or its fuzzer runtime is missing.
+# Usage: run.sh SOURCE_DIR WORK_DIR SECONDS TARGET     (TARGET: request framing route auth webhook)
 set -eu
-src=$1 work=$2 seconds=${MAILRELAY_FUZZ_SECONDS:-$3}
+src=$1 work=$2/$4 seconds=${MAILRELAY_FUZZ_SECONDS:-$3} target=$4
 command -v clang++ >/dev/null 2>&1 || { echo "clang++ not installed: fuzzer skipped"; exit 77; }
 mkdir -p "$work"
 cat > "$work/probe.cpp" <<'EOC'
@@ -15,12 +16,22 @@ if ! clang++ -fsanitize=fuzzer "$work/probe.cpp" -o "$work/probe" >/dev/null 2>&
   echo "clang's libFuzzer runtime is not installed (Debian: libclang-rt-14-dev): fuzzer skipped"
   exit 77
 fi
+s="$src/src"
+max_len=4096
+case "$target" in
+  request) sources="$s/email.cpp $s/base64.cpp $s/mime.cpp $s/sendgrid_provider.cpp $s/mailgun_provider.cpp
+                    $s/message_limits.cpp $s/http_provider.cpp $s/json_depth.cpp" libs="-lcurl" ;;
+  framing) sources="$s/request_framing.cpp" libs="" max_len=131072 ;;  # a 100 KB path included
+  route)   sources="$s/routes.cpp" libs="" max_len=8192 ;;
+  auth)    sources="$s/delivery_events.cpp $s/base64.cpp $s/sigv4.cpp $s/text_helpers.cpp" libs="-lcrypto" ;;
+  webhook) sources="$s/delivery_events.cpp $s/base64.cpp $s/sigv4.cpp $s/text_helpers.cpp $s/json_depth.cpp"
+           libs="-lcrypto" max_len=131072 ;;
+  *) echo "unknown fuzz target $target"; exit 2 ;;
+esac
+# shellcheck disable=SC2086
 clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -I"$src/src" \
-  "$src/tests/fuzz/request_fuzzer.cpp" "$src/src/email.cpp" "$src/src/base64.cpp" "$src/src/mime.cpp" \
-  "$src/src/sendgrid_provider.cpp" "$src/src/mailgun_provider.cpp" "$src/src/message_limits.cpp" "$src/src/http_provider.cpp" \
-  -lcurl -o "$work/request_fuzzer"
-rm -rf "$work/corpus" && mkdir -p "$work/corpus" && cp "$src/tests/fuzz/corpus/"* "$work/corpus/"
+  $(pkg-config --cflags cpp-httplib) -I"$s" "$src/tests/fuzz/${target}_fuzzer.cpp" $sources $libs -o "$work/fuzzer"
+rm -rf "$work/corpus" && mkdir -p "$work/corpus" && cp "$src/tests/fuzz/corpus/$target/"* "$work/corpus/"
 # Crashes, leaks, sanitizer reports and the target's own checks make libFuzzer exit non-zero.
-"$work/request_fuzzer" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
-  -artifact_prefix="$work/" "$work/corpus"
+"$work/fuzzer" -max_total_time="$seconds" -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$work/" \
+  "$work/corpus"

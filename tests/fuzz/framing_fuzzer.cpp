@@ -1,0 +1,28 @@
+// libFuzzer target: the bytes a client sends before anything else reads them (SPEC 19): request
+// framing (scan_request), the raw header lines (parse_raw_headers) and the Range scrub
+// (hide_range). Besides crashes and sanitizer reports it checks that framing never claims more
+// bytes than arrived, and that no Range header survives the scrub.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "ascii.h"
+#include "request_framing.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string bytes(reinterpret_cast<const char*>(data), size);
+  const mailrelay::Framing f = mailrelay::scan_request(bytes, 64 * 1024, 1 << 20);
+  if (f.state == mailrelay::Framing::State::kComplete && (f.size > size || f.head > f.size)) std::abort();
+  if (f.head > size) std::abort();
+  mailrelay::hide_range(bytes, bytes.data());
+  if (bytes.size() != size) std::abort();
+  httplib::Headers headers;
+  if (mailrelay::parse_raw_headers(bytes, headers)) {
+    for (const auto& [name, value] : headers) {
+      if (name.empty()) std::abort();
+      if (mailrelay::iequals(name, "range") && bytes.find("\r\n\r\n") != std::string::npos) std::abort();
+    }
+  }
+  return 0;
+}
