@@ -379,8 +379,12 @@ FrontDoor::After FrontDoor::serve_one(Connection& c) {
   release_body(c);
   c.continue_sent = false;
   c.ctx.reset();  // the flags the reader sets for the next request come after this
-  if (!c.flush() || !ok || closed || last) return After::kClose;
-  return linger ? After::kLinger : After::kNext;
+  if (!c.flush() || !ok) return After::kClose;
+  // A body left unread is drained before closing even when the client asked to close (as
+  // cpp-httplib's client does by default): closing at once would reset the connection under a
+  // client still sending, and it would never read the answer.
+  if (linger) return After::kLinger;
+  return closed || last ? After::kClose : After::kNext;
 }
 
 void FrontDoor::watch(std::unique_ptr<Connection> connection) {

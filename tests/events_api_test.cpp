@@ -412,9 +412,13 @@ TEST_CASE("events: deep webhook bodies are refused before parsing, Mailgun's sec
   auto deep = h.client().Post("/v1/events/mailgun", std::string(1000000, '['), "application/json");
   check_error(deep, 400, "invalid_request");
   CHECK(body_of(deep)["error"]["message"].get<std::string>().find("nested deeper") != std::string::npos);
-  // Over the webhook limit (1 MiB): 413 from the head.
-  check_error(h.client().Post("/v1/events/sendgrid", std::string(1048577, ' '), "application/json"), 413,
-              "payload_too_large");
+  // Over the webhook limit (1 MiB): 413 from the head. cpp-httplib's client asks to close and
+  // goes on sending the body: the daemon drains it rather than resetting the connection, so the
+  // client always reads the answer (it got a write error about half the time before).
+  for (int i = 0; i < 10; ++i) {
+    check_error(h.client().Post("/v1/events/sendgrid", std::string(1048577, ' '), "application/json"), 413,
+                "payload_too_large");
+  }
   // A valid signature followed by a second "signature" member naming a fresh token: the verified
   // token and the replay id would differ. Refused.
   json body = mailgun_body(hard_bounce("bob@example.org", "r-1"), "token-1");
