@@ -193,6 +193,9 @@ TEST_CASE("hostile: a name that looks like loopback does not turn protection off
 }
 
 TEST_CASE("hostile: the daemon cannot be dumped or read by another process of its user", "[e2e][hostile]") {
+  // The unit forbids core files too.
+  CHECK(fakes::read_file(std::string(MAILRELAY_SOURCE_DIR) + "/systemd/mailrelayd.service").find("\nLimitCORE=0\n") !=
+        std::string::npos);
   if (geteuid() != 0) {
     WARN("not root: cannot run the daemon and a reader as another user; skipped");
     return;
