@@ -211,6 +211,7 @@ TEST_CASE("UTC from unix seconds", "[events]") {
   CHECK(utc_from_unix(0) == "");
   CHECK(utc_from_unix(-5) == "");
   CHECK(utc_from_unix(1e15) == "");
+  CHECK(utc_from_unix(17000100000.0) == "");  // int64 nanoseconds would overflow
   CHECK(utc_from_unix(1600112492) == "2020-09-14T19:41:32.000Z");
   CHECK(utc_from_unix(1600112492.25) == "2020-09-14T19:41:32.250Z");
 }
