@@ -1,9 +1,11 @@
 // Clock: the source of time for deadlines, latencies and backoff sleeps, so tests never sleep.
-// SystemClock is thread-safe.
+// SystemClock is thread-safe; its sleep suspends a fiber instead of blocking its event loop.
 #pragma once
 
 #include <chrono>
 #include <thread>
+
+#include "event_loop.h"
 
 namespace mailrelay {
 
@@ -20,7 +22,7 @@ class SystemClock final : public Clock {
  public:
   TimePoint now() override { return std::chrono::steady_clock::now(); }
   std::chrono::system_clock::time_point wall_now() override { return std::chrono::system_clock::now(); }
-  void sleep_for(std::chrono::milliseconds duration) override { std::this_thread::sleep_for(duration); }
+  void sleep_for(std::chrono::milliseconds duration) override { mailrelay::sleep_for(duration); }  // a fiber suspends
 };
 
 inline double to_ms(std::chrono::steady_clock::duration d) {

@@ -38,9 +38,10 @@ void declare_options(CLI::App& app, Config& c) {
   };
   opt("config", c.config_file, "INI/TOML file with option = value lines")->check(CLI::ExistingFile);
   opt("listen", c.listen, "HOST:PORT to serve on ([::1]:8080 for IPv6; port 0 picks a free one)")->capture_default_str();
-  opt("threads", c.threads,
-      "worker threads kept warm; more start on demand (up to --max-in-flight + 256) and retire when idle")
+  opt("event-threads", c.event_threads,
+      "event loops: threads that own the connections, the provider calls and the timers (0: one per core)")
       ->capture_default_str();
+  opt("threads", c.threads, "deprecated and ignored: there is no thread per request; see --event-threads");
   opt("max-queue", c.max_queue, "deprecated and ignored: admission is --max-in-flight");
   opt("max-in-flight", c.max_in_flight, "sends handled at once; a send beyond it gets 503 overloaded at once")
       ->capture_default_str();
@@ -202,7 +203,7 @@ std::optional<std::string> validate(Config& c) {
            " without --tokens-file; anyone who can reach it could send mail as you. Give --tokens-file, "
            "or listen on 127.0.0.1 / [::1]";
   }
-  if (c.threads < 1 || c.threads > 4096) return std::string("--threads must be between 1 and 4096");
+  if (c.event_threads < 0 || c.event_threads > 256) return std::string("--event-threads must be between 0 and 256");
   if (c.max_in_flight < 1 || c.max_in_flight > 65536) return std::string("--max-in-flight must be between 1 and 65536");
   if (c.max_body_bytes_in_flight < c.max_body_bytes) {
     return std::string("--max-body-bytes-in-flight must be at least --max-body-bytes");

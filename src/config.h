@@ -19,7 +19,8 @@ struct Config {
   std::string listen = "127.0.0.1:8080";
   std::string listen_host;  // derived from listen
   int listen_port = 0;      // derived from listen; 0 = any free port
-  int threads = 16;            // threads kept warm; the pool grows on demand
+  int event_threads = 0;       // event loops; 0: one per core
+  int threads = -1;            // deprecated, ignored (-1: not given)
   int max_queue = -1;          // deprecated, ignored (-1: not given)
   int max_in_flight = 4096;    // sends handled at once; beyond: 503 overloaded
   std::uint64_t max_body_bytes_in_flight = 536870912;  // request bodies in memory; beyond: 503

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <cctype>
 
+#include "event_loop.h"
+
 namespace mailrelay {
 namespace {
 
@@ -143,6 +145,102 @@ TransportError classify(CURLcode code, CURL* curl, bool overflow) {
   return e;
 }
 
+// One libcurl multi handle per event loop, driven by the loop's epoll and a timer
+// (https://curl.se/libcurl/c/curl_multi_socket_action.html, the "multi_socket" API): every
+// transfer on the loop shares its connection cache (keep-alive to each provider; HTTP/2
+// multiplexing where the provider offers it over TLS). A fiber adds its easy handle and is
+// suspended until the transfer is done.
+class LoopMulti {
+ public:
+  explicit LoopMulti(EventLoop& loop) : loop_(loop), multi_(curl_multi_init()) {
+    curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+    curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+    curl_multi_setopt(multi_, CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
+    // Idle connections kept for reuse: enough for every send in flight on this loop.
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, 4096L);
+  }
+  ~LoopMulti() { curl_multi_cleanup(multi_); }
+
+  // The loop of the calling fiber's thread: created on first use, lives as long as the thread.
+  static LoopMulti& of(EventLoop& loop) {
+    thread_local std::unique_ptr<LoopMulti> mine;
+    if (!mine) mine = std::make_unique<LoopMulti>(loop);
+    return *mine;
+  }
+
+  CURLcode perform(CURL* curl) {
+    Transfer t{current_fiber(), CURLE_OK, false};
+    curl_easy_setopt(curl, CURLOPT_PRIVATE, &t);
+    CURLMcode added = curl_multi_add_handle(multi_, curl);
+    if (added != CURLM_OK) return CURLE_FAILED_INIT;
+    while (!t.done) suspend();  // resumed by finish()
+    return t.code;
+  }
+
+ private:
+  struct Transfer {
+    Fiber* fiber;
+    CURLcode code;
+    bool done;
+  };
+
+  static int on_socket(CURL*, curl_socket_t s, int what, void* self, void*) {
+    auto* m = static_cast<LoopMulti*>(self);
+    if (what == CURL_POLL_REMOVE) {
+      m->loop_.unwatch(s);
+      return 0;
+    }
+    std::uint32_t events = 0;
+    if (what & CURL_POLL_IN) events |= EPOLLIN;
+    if (what & CURL_POLL_OUT) events |= EPOLLOUT;
+    m->loop_.watch(s, events, [m, s](std::uint32_t ready) {
+      int flags = 0;
+      if (ready & EPOLLIN) flags |= CURL_CSELECT_IN;
+      if (ready & EPOLLOUT) flags |= CURL_CSELECT_OUT;
+      if (ready & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
+      m->act(s, flags);
+    });
+    return 0;
+  }
+
+  static int on_timer(CURLM*, long timeout_ms, void* self) {
+    auto* m = static_cast<LoopMulti*>(self);
+    if (m->timer_) m->loop_.cancel_timer(m->timer_);
+    m->timer_ = 0;
+    if (timeout_ms < 0) return 0;
+    // Not from inside this callback: libcurl forbids calling back into the multi handle here.
+    m->timer_ = m->loop_.add_timer(std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms), [m] {
+      m->timer_ = 0;
+      m->act(CURL_SOCKET_TIMEOUT, 0);
+    });
+    return 0;
+  }
+
+  void act(curl_socket_t s, int flags) {
+    int running = 0;
+    curl_multi_socket_action(multi_, s, flags, &running);
+    int left = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_, &left)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      CURL* easy = msg->easy_handle;
+      const CURLcode code = msg->data.result;
+      Transfer* t = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_PRIVATE, reinterpret_cast<char**>(&t));
+      curl_multi_remove_handle(multi_, easy);
+      if (!t) continue;
+      t->code = code;
+      t->done = true;
+      loop_.resume(t->fiber);
+    }
+  }
+
+  EventLoop& loop_;
+  CURLM* multi_;
+  EventLoop::TimerId timer_ = 0;
+};
+
 }  // namespace
 
 CurlTransport::CurlTransport(CurlTransportOptions options) : options_(std::move(options)) {}
@@ -251,7 +349,13 @@ Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& requ
   }
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
 
-  CURLcode code = curl_easy_perform(curl);
+  // On an event loop's fiber the transfer runs on the loop's multi handle; elsewhere (tests,
+  // check-config) it blocks the calling thread.
+  EventLoop* loop = current_fiber() ? EventLoop::current() : nullptr;
+  // No CURLOPT_PIPEWAIT: with a provider that speaks HTTP/1.1 only it makes transfers queue for
+  // the one connection in use instead of opening more. A connection known to multiplex (HTTP/2)
+  // is shared without it.
+  CURLcode code = loop ? LoopMulti::of(*loop).perform(curl) : curl_easy_perform(curl);
   Result<HttpResponse, TransportError> result = [&]() -> Result<HttpResponse, TransportError> {
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
     // A 2xx is an acceptance whatever its body: an answer too large to keep is cut off, not a

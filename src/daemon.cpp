@@ -24,9 +24,7 @@ std::size_t raise_descriptor_limit() {
 
 FrontDoorSettings door_settings(const Config& config, spdlog::logger& log) {
   FrontDoorSettings door;
-  door.pool.min_threads = static_cast<std::size_t>(config.threads);
-  // Every send in flight holds a thread; 256 more answer health checks and refusals meanwhile.
-  door.pool.max_threads = static_cast<std::size_t>(config.max_in_flight) + 256;
+  door.event_threads = static_cast<std::size_t>(config.event_threads);
   door.max_body_bytes_in_flight = config.max_body_bytes_in_flight;
   const std::size_t descriptors = raise_descriptor_limit();
   // Half for clients: each send in flight also holds a provider connection.
@@ -90,6 +88,7 @@ Result<std::unique_ptr<Daemon>, ConfigExit> Daemon::start(Config config, spdlog:
              "so anyone who can read the store can test addresses against them");
   }
   if (c.max_queue >= 0) log.warn("--max-queue is deprecated and ignored: admission is --max-in-flight");
+  if (c.threads >= 0) log.warn("--threads is deprecated and ignored: requests run on the event loops (--event-threads)");
   d->server_ = std::make_unique<FrontDoor>(door_settings(c, log));
   d->api_ = std::make_unique<HttpApi>(std::move(runtime).value(), *d->audit_, d->metrics_, *d->store_, d->control_.get(),
                                       ApiSettings{c.max_body_bytes, static_cast<std::size_t>(c.max_in_flight),
@@ -98,8 +97,8 @@ Result<std::unique_ptr<Daemon>, ConfigExit> Daemon::start(Config config, spdlog:
   d->api_->install(*d->server_);
   d->port_ = d->server_->bind(c.listen_host, c.listen_port);
   if (d->port_ < 0) return ConfigExit{1, "cannot listen on " + c.listen + ": " + std::strerror(errno)};
-  log.info("listening on {} providers={} max_in_flight={} auth={} state_store={}", d->where(), comma_joined(c.providers),
-           c.max_in_flight, clients, d->store_->describe());
+  log.info("listening on {} providers={} max_in_flight={} event_threads={} auth={} state_store={}", d->where(),
+           comma_joined(c.providers), c.max_in_flight, d->server_->event_threads(), clients, d->store_->describe());
   Daemon* self = d.get();
   d->serving_ = std::thread([self, on_server_exit = std::move(on_server_exit)] {
     self->server_->serve();

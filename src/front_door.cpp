@@ -4,7 +4,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -32,17 +31,6 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr milliseconds kSweepEvery{100};
 constexpr const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-// Waits until `fd` is ready for `events`, at most `timeout`. False on timeout or error.
-bool wait_for(int fd, short events, milliseconds timeout) {
-  pollfd p{fd, events, 0};
-  int ms = static_cast<int>(std::max<milliseconds::rep>(0, timeout.count()));
-  int r;
-  do {
-    r = ::poll(&p, 1, ms);
-  } while (r < 0 && errno == EINTR);
-  return r > 0;
-}
-
 void address_of(int fd, bool peer, std::string& ip, int& port) {
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
@@ -59,11 +47,22 @@ void address_of(int fd, bool peer, std::string& ip, int& port) {
 
 }  // namespace
 
-// A client connection with its input buffer. It moves between the reader thread and a worker;
-// whoever holds the unique_ptr owns the socket. To cpp-httplib it is a Stream that yields exactly
-// the bytes of the current request, already in memory: a handler never waits for a client.
+// One event loop and the connections it reads (its thread's own: no lock).
+struct FrontDoor::Shard {
+  explicit Shard(std::size_t stack_bytes) : loop(stack_bytes) {}
+  EventLoop loop;
+  std::unordered_map<int, std::unique_ptr<Connection>> waiting;
+  // Shard 0's sweep: when the allocator was last trimmed.
+  bool busy_since_trim = false;
+  SteadyClock::time_point idle_since{};
+};
+
+// A client connection with its input buffer. It belongs to one shard: the loop holds it while
+// a request arrives, a fiber of the same loop while it is served; whoever holds the unique_ptr
+// owns the socket. To cpp-httplib it is a Stream that yields exactly the bytes of the current
+// request, already in memory: a handler never waits for a client.
 struct FrontDoor::Connection final : public httplib::Stream {
-  Connection(int socket, FrontDoor& door) : fd(socket), owner(door) {
+  Connection(int socket, FrontDoor& door, Shard& home) : fd(socket), owner(door), shard(home) {
     int one = 1;  // answers are small: Nagle + delayed ACK would add 40 ms each
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     address_of(fd, true, remote_ip, remote_port);
@@ -92,7 +91,7 @@ struct FrontDoor::Connection final : public httplib::Stream {
   }
 
   bool is_readable() const override { return in_pos < request_end; }
-  bool is_writable() const override { return wait_for(fd, POLLOUT, owner.settings_.write_timeout); }
+  bool is_writable() const override { return wait_fd(fd, EPOLLOUT, owner.settings_.write_timeout); }
 
   ssize_t read(char* ptr, size_t size) override {
     std::size_t n = std::min(size, request_end - std::min(in_pos, request_end));
@@ -114,7 +113,7 @@ struct FrontDoor::Connection final : public httplib::Stream {
       ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (!wait_for(fd, POLLOUT, owner.settings_.write_timeout)) return false;
+        if (!wait_fd(fd, EPOLLOUT, owner.settings_.write_timeout)) return false;  // the fiber waits
         continue;
       }
       if (n <= 0) return false;
@@ -137,6 +136,7 @@ struct FrontDoor::Connection final : public httplib::Stream {
 
   const int fd;
   FrontDoor& owner;
+  Shard& shard;
   std::string remote_ip, local_ip;
   int remote_port = 0, local_port = 0;
   std::string in;              // bytes received and not yet consumed
@@ -148,7 +148,6 @@ struct FrontDoor::Connection final : public httplib::Stream {
   bool continue_sent = false;  // "100 Continue" sent for the current request
   std::size_t requests = 0;
   SteadyClock::time_point first_byte, last_byte, idle_since;
-  bool registered = false;     // known to the epoll set
   // Closing: our answer is sent and our side shut down; what the client still sends (the rest
   // of a refused body) is read and dropped, so that the kernel does not answer it with a reset
   // that could destroy the answer before the client reads it (nginx's lingering close).
@@ -157,7 +156,7 @@ struct FrontDoor::Connection final : public httplib::Stream {
 
 namespace {
 // What cpp-httplib gets as its task queue (and deletes when its accept loop ends). An accepted
-// socket only joins the reader's epoll set, so it is handled on the accept thread itself.
+// socket is only handed to a loop, so it is handled on the accept thread itself.
 class Inline final : public httplib::TaskQueue {
  public:
   void enqueue(std::function<void()> fn) override { fn(); }
@@ -165,7 +164,7 @@ class Inline final : public httplib::TaskQueue {
 };
 }  // namespace
 
-FrontDoor::FrontDoor(FrontDoorSettings settings) : settings_(settings), pool_(settings.pool) {
+FrontDoor::FrontDoor(FrontDoorSettings settings) : settings_(settings) {
   new_task_queue = [] { return new Inline(); };
   // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second daemon on the
   // same address starts and takes half the traffic.
@@ -173,20 +172,17 @@ FrontDoor::FrontDoor(FrontDoorSettings settings) : settings_(settings), pool_(se
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
-  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
-  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = wake_fd_;
-  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
-  reader_ = std::thread([this] { read_loop(); });
+  std::size_t n = settings_.event_threads;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  for (std::size_t i = 0; i < n; ++i) {
+    shards_.push_back(std::make_unique<Shard>(settings_.fiber_stack_bytes));
+    Shard& shard = *shards_.back();
+    shard.loop.start("mailrelay-loop" + std::to_string(i));
+    shard.loop.post([this, &shard] { sweep(shard); });
+  }
 }
 
-FrontDoor::~FrontDoor() {
-  shutdown();
-  ::close(epoll_fd_);
-  ::close(wake_fd_);
-}
+FrontDoor::~FrontDoor() { shutdown(); }
 
 int FrontDoor::bind(const std::string& host, int port) {
   bool bound = port == 0 ? (port = bind_to_any_port(host)) > 0 : bind_to_port(host, port);
@@ -196,19 +192,18 @@ int FrontDoor::bind(const std::string& host, int port) {
 }
 
 RequestContext& FrontDoor::context(const httplib::Request& /*req*/) {
-  // The request this thread is serving: cpp-httplib calls handlers on the thread that called
+  // The request this fiber is serving: cpp-httplib calls handlers on the fiber that called
   // process_request, and also for requests it refused before any hook of ours ran.
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = serving_.find(std::this_thread::get_id());
-  if (it != serving_.end()) return it->second->ctx;
+  if (auto* c = static_cast<Connection*>(fiber_local())) return c->ctx;
   thread_local RequestContext scratch;  // not a request of ours (cannot happen for our routes)
   scratch = RequestContext{};
   return scratch;
 }
 
-std::size_t FrontDoor::idle_connections() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return waiting_.size();
+std::size_t FrontDoor::queue_depth() const {
+  std::size_t n = 0;
+  for (const auto& shard : shards_) n += shard->loop.runnable();
+  return n;
 }
 
 bool FrontDoor::reserve_body(Connection& c, std::uint64_t body) {
@@ -237,16 +232,16 @@ void FrontDoor::closed_one() {
 // Called by cpp-httplib's accept loop for each accepted socket.
 bool FrontDoor::process_and_close_socket(socket_t sock) {
   {
-    // Beyond max_connections the accept loop waits for one to close (never for a worker: the
-    // reader and the idle timeout close connections on their own), and the kernel's backlog
-    // holds the rest.
+    // Beyond max_connections the accept loop waits for one to close (the loops and the idle
+    // timeout close connections on their own), and the kernel's backlog holds the rest.
     std::unique_lock<std::mutex> lock(accept_mutex_);
     while (connections_ >= settings_.max_connections && is_running()) {
       accept_room_.wait_for(lock, milliseconds(100));
     }
     ++connections_;
   }
-  watch(std::make_unique<Connection>(sock, *this));
+  Shard& shard = *shards_[next_shard_++ % shards_.size()];
+  shard.loop.post([this, &shard, sock] { watch(std::make_unique<Connection>(sock, *this, shard)); });
   return true;
 }
 
@@ -307,9 +302,11 @@ FrontDoor::Progress FrontDoor::advance(Connection& c) {
   }
 }
 
-// Serves requests on `connection` while whole ones are in memory, then gives it back to the reader.
+// On a fiber of the connection's loop: serves requests while whole ones are in memory, then gives
+// the connection back to the loop.
 void FrontDoor::serve(std::unique_ptr<Connection> connection) {
   Connection& c = *connection;
+  set_fiber_local(&c);
   for (;;) {
     const After after = serve_one(c);
     if (after == After::kClose) return;  // the destructor closes
@@ -321,20 +318,15 @@ void FrontDoor::serve(std::unique_ptr<Connection> connection) {
       return;
     }
     c.idle_since = SteadyClock::now();
-    Progress p = advance(c);
-    // A client that sends its next request at once keeps this thread, skipping the reader.
-    if (p == Progress::kNeedMore && !c.has_pending() && wait_for(c.fd, POLLIN, settings_.park_after)) p = advance(c);
+    const Progress p = advance(c);
     if (p == Progress::kClosed) return;
     if (p == Progress::kNeedMore) {
       watch(std::move(connection));
       return;
     }
-    if (pool_.depth() > 0) {
-      // Others wait for a thread: this connection goes to the back of the line, so a busy
-      // client cannot keep a thread to itself.
-      dispatch(std::move(connection));
-      return;
-    }
+    // A request the client pipelined: served here, after the fibers already waiting, so that a
+    // busy client cannot keep its loop to itself.
+    yield_fiber();
   }
 }
 
@@ -344,10 +336,6 @@ FrontDoor::After FrontDoor::serve_one(Connection& c) {
   bool closed = false;
   bool parsed = false;
   c.ctx.client_ip = c.remote_ip;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    serving_[std::this_thread::get_id()] = &c;
-  }
   hide_range(std::string_view(c.in.data(), c.request_end), c.in.data());
   bool ok = process_request(c, last, closed, [&](httplib::Request& req) {
     // Headers as sent: 0.11.4 percent-decodes values ("%0D%0A" becomes a CRLF, and a bearer
@@ -364,21 +352,17 @@ FrontDoor::After FrontDoor::serve_one(Connection& c) {
       c.ctx.head_malformed = true;
     }
     req.ranges.clear();
-    // The reader already told the client to go on: cpp-httplib must not say it again.
+    // The loop already told the client to go on: cpp-httplib must not say it again.
     if (c.continue_sent) req.headers.erase("Expect");
     if (hook_) hook_(req, c.ctx);
     parsed = true;
   });
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    serving_.erase(std::this_thread::get_id());
-  }
   // cpp-httplib refused the head itself: nothing after it can be trusted.
   const bool linger = c.ctx.close_after || !parsed;
   c.consume();
   release_body(c);
   c.continue_sent = false;
-  c.ctx.reset();  // the flags the reader sets for the next request come after this
+  c.ctx.reset();  // the flags the loop sets for the next request come after this
   if (!c.flush() || !ok) return After::kClose;
   // A body left unread is drained before closing even when the client asked to close (as
   // cpp-httplib's client does by default): closing at once would reset the connection under a
@@ -387,108 +371,89 @@ FrontDoor::After FrontDoor::serve_one(Connection& c) {
   return closed || last ? After::kClose : After::kNext;
 }
 
+// On the connection's loop thread (a fiber of it included).
 void FrontDoor::watch(std::unique_ptr<Connection> connection) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  Connection& c = *connection;
-  if (reader_stop_) return;  // closed
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
-  ev.data.fd = c.fd;
-  if (::epoll_ctl(epoll_fd_, c.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c.fd, &ev) != 0) return;  // closed
-  c.registered = true;
-  waiting_.emplace(c.fd, std::move(connection));
+  if (stopping_) return;  // closed
+  Shard& shard = connection->shard;
+  const int fd = connection->fd;
+  shard.loop.watch(fd, EPOLLIN | EPOLLRDHUP, [this, &shard, fd](std::uint32_t) { readable(shard, fd); });
+  shard.waiting.emplace(fd, std::move(connection));
+  ++waiting_count_;
+}
+
+std::unique_ptr<FrontDoor::Connection> FrontDoor::take(Shard& shard, int fd) {
+  auto it = shard.waiting.find(fd);
+  if (it == shard.waiting.end()) return nullptr;
+  std::unique_ptr<Connection> connection = std::move(it->second);
+  shard.waiting.erase(it);
+  --waiting_count_;
+  shard.loop.unwatch(fd);
+  return connection;
 }
 
 void FrontDoor::dispatch(std::unique_ptr<Connection> connection) {
-  // std::function must be copyable; whoever drops the last copy closes the connection.
-  auto held = std::make_shared<std::unique_ptr<Connection>>(std::move(connection));
-  pool_.submit([this, held] { serve(std::move(*held)); });
+  ++serving_;
+  Connection* c = connection.release();  // a fiber abandoned at exit keeps it
+  c->shard.loop.spawn([this, c] {
+    serve(std::unique_ptr<Connection>(c));
+    --serving_;
+  });
 }
 
-// The reader thread: reads every waiting connection as its bytes arrive and hands whole requests
-// to the pool; drains lingering closes; enforces the idle and read timeouts.
-void FrontDoor::read_loop() {
-  std::vector<epoll_event> events(512);
-  std::vector<char> sink(64 * 1024);
-  auto last_sweep = SteadyClock::now();
-  for (;;) {
-    int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
-                         static_cast<int>(kSweepEvery.count()));
-    std::vector<std::unique_ptr<Connection>> ready;
-    bool quit = false;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (int i = 0; i < n; ++i) {
-        auto it = waiting_.find(events[i].data.fd);
-        if (it == waiting_.end()) continue;  // the wake-up eventfd
-        ready.push_back(std::move(it->second));
-        waiting_.erase(it);
-      }
-      quit = reader_stop_;
-    }
-    for (auto& connection : ready) {
-      Connection& c = *connection;
-      if (c.lingering) {
-        ssize_t got;
-        while ((got = ::recv(c.fd, sink.data(), sink.size(), MSG_DONTWAIT)) > 0) c.last_byte = SteadyClock::now();
-        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) watch(std::move(connection));
-        continue;  // otherwise: the client closed; so do we
-      }
-      switch (advance(c)) {
-        case Progress::kReady: dispatch(std::move(connection)); break;
-        case Progress::kNeedMore: watch(std::move(connection)); break;
-        case Progress::kClosed: break;
-      }
-    }
-    if (quit) break;
-    auto now = SteadyClock::now();
-    if (now - last_sweep >= kSweepEvery) {
-      last_sweep = now;
-      sweep(now);
-    }
+// The loop reads a waiting connection as its bytes arrive and starts a fiber once a request is
+// whole; it drains lingering closes.
+void FrontDoor::readable(Shard& shard, int fd) {
+  auto it = shard.waiting.find(fd);
+  if (it == shard.waiting.end()) return;
+  Connection& c = *it->second;
+  if (c.lingering) {
+    char sink[16 * 1024];
+    ssize_t got;
+    while ((got = ::recv(c.fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0) c.last_byte = SteadyClock::now();
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    take(shard, fd);  // the client closed; so do we
+    return;
   }
-  std::lock_guard<std::mutex> lock(mutex_);
-  waiting_.clear();  // lingering closes left at exit
+  switch (advance(c)) {
+    case Progress::kReady: dispatch(take(shard, fd)); break;
+    case Progress::kNeedMore: break;
+    case Progress::kClosed: take(shard, fd); break;
+  }
 }
 
-void FrontDoor::sweep(SteadyClock::time_point now) {
-  // After a load, give what the allocator holds free back to the kernel (glibc keeps freed memory
-  // in its per-thread arenas): once idle for a second, and again when idle threads have retired.
-  const std::size_t threads = pool_.threads();
-  if (pool_.busy() == 0 && pool_.depth() == 0) {
-    if (busy_since_trim_ || threads != threads_at_trim_) {
-      if (now - idle_since_ >= std::chrono::seconds(1)) {
+// Every 100 ms on each loop: the idle and read timeouts; on the first loop, memory back to the
+// kernel after a load.
+void FrontDoor::sweep(Shard& shard) {
+  if (stopping_) return;
+  const auto now = SteadyClock::now();
+  shard.loop.add_timer(now + kSweepEvery, [this, &shard] { sweep(shard); });
+  if (&shard == shards_.front().get()) {
+    // glibc keeps freed memory in its arenas: once idle for a second after a load, trim.
+    if (serving_ == 0) {
+      if (shard.busy_since_trim && now - shard.idle_since >= std::chrono::seconds(1)) {
         ::malloc_trim(0);
-        busy_since_trim_ = false;
-        threads_at_trim_ = threads;
+        shard.busy_since_trim = false;
       }
-    }
-  } else {
-    busy_since_trim_ = true;
-    idle_since_ = now;
-  }
-  std::vector<std::unique_ptr<Connection>> late;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = waiting_.begin(); it != waiting_.end();) {
-      const Connection& c = *it->second;
-      bool expired;
-      if (c.lingering) {
-        expired = now - c.first_byte > settings_.linger_time || now - c.last_byte > settings_.read_timeout;
-      } else if (c.in.empty()) {
-        expired = now - c.idle_since > settings_.idle_timeout;
-      } else {
-        expired = now - c.first_byte > settings_.request_read_deadline || now - c.last_byte > settings_.read_timeout;
-      }
-      if (expired) {
-        late.push_back(std::move(it->second));
-        it = waiting_.erase(it);
-      } else {
-        ++it;
-      }
+    } else {
+      shard.busy_since_trim = true;
+      shard.idle_since = now;
     }
   }
-  for (auto& connection : late) {
+  std::vector<int> late;
+  for (const auto& [fd, connection] : shard.waiting) {
+    const Connection& c = *connection;
+    bool expired;
+    if (c.lingering) {
+      expired = now - c.first_byte > settings_.linger_time || now - c.last_byte > settings_.read_timeout;
+    } else if (c.in.empty()) {
+      expired = now - c.idle_since > settings_.idle_timeout;
+    } else {
+      expired = now - c.first_byte > settings_.request_read_deadline || now - c.last_byte > settings_.read_timeout;
+    }
+    if (expired) late.push_back(fd);
+  }
+  for (int fd : late) {
+    std::unique_ptr<Connection> connection = take(shard, fd);
     // A request begun and not finished in time is answered 400 (and audited); the rest close.
     if (!connection->lingering && !connection->in.empty()) {
       connection->ctx.incomplete = true;
@@ -499,19 +464,25 @@ void FrontDoor::sweep(SteadyClock::time_point now) {
 }
 
 bool FrontDoor::shutdown(milliseconds grace) {
-  if (!reader_.joinable()) return true;  // done before
+  if (shards_.empty()) return true;  // done before
   stop();
   // Until the requests in progress are done, a request that arrives on an open connection is
   // still read and answered (handlers say 503 while draining, and close); then all close.
-  const bool idle = pool_.wait_until_idle(grace);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    reader_stop_ = true;
+  const auto until = SteadyClock::now() + grace;
+  while (serving_ > 0 && SteadyClock::now() < until) std::this_thread::sleep_for(milliseconds(5));
+  const bool idle = serving_ == 0;
+  stopping_ = true;
+  for (auto& shard : shards_) shard->loop.stop();
+  // The loops are gone: what they held is closed from here.
+  for (auto& shard : shards_) {
+    waiting_count_ -= shard->waiting.size();
+    shard->waiting.clear();
   }
-  std::uint64_t one = 1;
-  (void)!::write(wake_fd_, &one, sizeof(one));
-  reader_.join();
-  if (idle) pool_.shutdown();
+  if (!idle) {
+    // Fibers still suspended were abandoned with their loops; so are the loops.
+    for (auto& shard : shards_) (void)shard.release();
+  }
+  shards_.clear();
   return idle;
 }
 

@@ -1,10 +1,12 @@
 // FrontDoor: the listening HTTP server. cpp-httplib 0.11.4 parses and routes; everything about
-// connections is ours. One reader thread (epoll) reads every connection until its whole request
-// is in memory; only then does the request get a thread from an elastic WorkerPool, so slow and
-// idle clients cost a buffer and a descriptor, never a worker. Nothing here ever waits for room
-// in a queue that workers drain. Request bodies in memory are bounded (--max-body-bytes-in-flight).
-// Headers reach handlers as the client sent them (0.11.4 percent-decodes values). Thread-safe;
-// one per process.
+// connections is ours. A fixed set of event loops (--event-threads) owns the connections: a
+// loop reads a connection until its whole request is in memory, and only then runs the request
+// on a fiber of its own (event_loop.h), where cpp-httplib and the handlers run as blocking code
+// that suspends instead of blocking. So an idle or slow client costs a buffer and a descriptor,
+// and a request in flight a fiber's stack; no kernel thread is ever started per request. Nothing
+// here waits for room in a queue. Request bodies in memory are bounded
+// (--max-body-bytes-in-flight). Headers reach handlers as the client sent them (0.11.4
+// percent-decodes values). Thread-safe; one per process.
 #pragma once
 
 #include <atomic>
@@ -23,22 +25,20 @@
 
 #include <httplib.h>
 
+#include "event_loop.h"
 #include "request_context.h"
-#include "worker_pool.h"
 
 namespace mailrelay {
 
 struct FrontDoorSettings {
-  WorkerPoolSettings pool;
+  std::size_t event_threads = 0;           // 0: one per core
+  std::size_t fiber_stack_bytes = 256 * 1024;
   std::uint64_t max_body_bytes_in_flight = 536870912; // all buffered bodies together (503 beyond)
   // A request must arrive whole within `request_read_deadline` of its first byte, with no gap
   // longer than `read_timeout`; otherwise it is answered 400 and the connection closed.
   std::chrono::milliseconds read_timeout{5000};
   std::chrono::milliseconds request_read_deadline{30000};
   std::chrono::milliseconds write_timeout{5000};
-  // After an answer the worker waits this long for the client's next request before it hands
-  // the connection back to the reader: a busy client skips the hand-over through epoll.
-  std::chrono::milliseconds park_after{2};
   std::chrono::milliseconds idle_timeout{60000};   // keep-alive connection with nothing sent
   std::size_t max_connections = 16384;             // beyond it the accept loop waits
   std::size_t max_requests_per_connection = 1000;
@@ -81,18 +81,20 @@ class FrontDoor final : public httplib::Server {
   // Set before serving.
   void set_body_limit(std::string prefix, std::uint64_t bytes) { body_limits_.emplace_back(std::move(prefix), bytes); }
 
-  // The request being served: valid inside a handler for `req`, on the thread serving it (also
+  // The request being served: valid inside a handler for `req`, on the fiber serving it (also
   // for requests cpp-httplib refused before parsing them).
   RequestContext& context(const httplib::Request& req);
 
-  std::size_t queue_depth() const { return pool_.depth(); }
-  std::size_t worker_threads() const { return pool_.threads(); }
+  std::size_t queue_depth() const;  // fibers ready to run, waiting for their loop
+  std::size_t event_threads() const { return shards_.size(); }
   std::size_t connections() const { return connections_; }
-  // Connections with the reader thread: idle, or with a request still arriving.
-  std::size_t idle_connections() const;
+  std::size_t requests_in_progress() const { return serving_; }
+  // Connections with their loop only: idle, or with a request still arriving.
+  std::size_t idle_connections() const { return waiting_count_; }
   std::uint64_t body_bytes_in_flight() const { return body_bytes_; }
 
   struct Connection;
+  struct Shard;  // one event loop and the connections it reads
 
  private:
   enum class Progress { kNeedMore, kReady, kClosed };
@@ -104,12 +106,15 @@ class FrontDoor final : public httplib::Server {
   Progress advance(Connection& c);
   // The body limit of the request that `request` (its first bytes) starts.
   std::uint64_t body_limit(std::string_view request) const;
+  // On a fiber: serves requests while whole ones are in memory.
   void serve(std::unique_ptr<Connection> connection);
   After serve_one(Connection& c);
-  void watch(std::unique_ptr<Connection> connection);  // hand to the reader thread
-  void read_loop();
-  void sweep(std::chrono::steady_clock::time_point now);
-  void dispatch(std::unique_ptr<Connection> connection);
+  // On the loop thread: the loop reads the connection until a request is whole.
+  void watch(std::unique_ptr<Connection> connection);
+  void readable(Shard& shard, int fd);
+  std::unique_ptr<Connection> take(Shard& shard, int fd);
+  void dispatch(std::unique_ptr<Connection> connection);  // on a new fiber
+  void sweep(Shard& shard);
   bool reserve_body(Connection& c, std::uint64_t body);
   void release_body(Connection& c);
   void closed_one();
@@ -117,27 +122,16 @@ class FrontDoor final : public httplib::Server {
   FrontDoorSettings settings_;
   std::function<void(httplib::Request&, RequestContext&)> hook_;  // constant once serving
   std::vector<std::pair<std::string, std::uint64_t>> body_limits_;  // constant once serving
-  WorkerPool pool_;
-  int epoll_fd_ = -1;
-  int wake_fd_ = -1;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<std::size_t> next_shard_{0};
+  std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> max_body_bytes_{10485760};
   std::atomic<std::uint64_t> body_bytes_{0};
   std::atomic<std::size_t> connections_{0};
+  std::atomic<std::size_t> waiting_count_{0};
+  std::atomic<std::size_t> serving_{0};  // requests on fibers
   std::mutex accept_mutex_;
   std::condition_variable accept_room_;  // a connection closed; guarded by accept_mutex_
-
-  mutable std::mutex mutex_;
-  // Guarded by mutex_:
-  bool reader_stop_ = false;
-  std::unordered_map<int, std::unique_ptr<Connection>> waiting_;  // with the reader thread
-  std::unordered_map<std::thread::id, Connection*> serving_;  // for context(): by serving thread
-
-  // The reader thread's own (sweep): when the allocator was last trimmed.
-  bool busy_since_trim_ = false;
-  std::size_t threads_at_trim_ = 0;
-  std::chrono::steady_clock::time_point idle_since_{};
-
-  std::thread reader_;
 };
 
 }  // namespace mailrelay

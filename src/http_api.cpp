@@ -245,7 +245,7 @@ void HttpApi::install(FrontDoor& server) {
   });
   server.Get(at("/metrics"), [this](const httplib::Request& req, httplib::Response& res) {
     metrics_.request(req.path, 200, 0, nullptr);
-    std::string text = metrics_.render(DoorGauges{door_->queue_depth(), door_->worker_threads(), door_->connections(),
+    std::string text = metrics_.render(DoorGauges{door_->queue_depth(), door_->event_threads(), door_->connections(),
                                                   door_->body_bytes_in_flight()});
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     if (runtime->health) {

@@ -105,10 +105,10 @@ std::string Metrics::render(const DoorGauges& door) const {
   send_duration_.write(out, "mailrelay_send_duration_seconds", "");
   out += "# HELP mailrelay_in_flight Sends being handled now.\n# TYPE mailrelay_in_flight gauge\n"
          "mailrelay_in_flight " + std::to_string(in_flight_.load()) + "\n";
-  out += "# HELP mailrelay_queue_depth Complete requests waiting for a thread.\n# TYPE mailrelay_queue_depth gauge\n"
+  out += "# HELP mailrelay_queue_depth Fibers ready to run, waiting for their event loop.\n# TYPE mailrelay_queue_depth gauge\n"
          "mailrelay_queue_depth " + std::to_string(door.queue_depth) + "\n";
-  out += "# HELP mailrelay_worker_threads Threads alive in the elastic pool.\n# TYPE mailrelay_worker_threads gauge\n"
-         "mailrelay_worker_threads " + std::to_string(door.worker_threads) + "\n";
+  out += "# HELP mailrelay_event_threads Event-loop threads.\n# TYPE mailrelay_event_threads gauge\n"
+         "mailrelay_event_threads " + std::to_string(door.event_threads) + "\n";
   out += "# HELP mailrelay_connections Open client connections.\n# TYPE mailrelay_connections gauge\n"
          "mailrelay_connections " + std::to_string(door.connections) + "\n";
   out += "# HELP mailrelay_body_bytes_in_flight Request bodies held in memory.\n# TYPE mailrelay_body_bytes_in_flight gauge\n"

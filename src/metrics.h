@@ -34,8 +34,8 @@ class Histogram {
 
 // What the connection layer reports at render time.
 struct DoorGauges {
-  std::size_t queue_depth = 0;     // complete requests waiting for a thread
-  std::size_t worker_threads = 0;  // threads alive in the elastic pool
+  std::size_t queue_depth = 0;    // fibers ready to run, waiting for their loop
+  std::size_t event_threads = 0;  // event-loop threads
   std::size_t connections = 0;     // open client connections
   std::uint64_t body_bytes = 0;    // request bodies held in memory
 };

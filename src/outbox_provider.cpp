@@ -8,6 +8,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "event_loop.h"
 #include "mime.h"
 #include "provider_registry.h"
 
@@ -25,6 +26,31 @@ bool write_all(int fd, const std::string& data) {
   return true;
 }
 
+}  // namespace
+
+namespace {
+// Written under a dot-name and renamed, so a watcher never sees half a message.
+AttemptResult write_file(const std::string& temp_path, const std::string& final_path, const std::string& eml) {
+  AttemptResult result;
+  int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    result.outcome = AttemptOutcome::kError;
+    result.error = std::string("cannot create file in outbox directory: ") + std::strerror(errno);
+    return result;
+  }
+  bool ok = write_all(fd, eml);
+  int saved_errno = errno;
+  ok = (::close(fd) == 0) && ok;
+  if (!ok || ::rename(temp_path.c_str(), final_path.c_str()) != 0) {
+    if (ok) saved_errno = errno;
+    ::unlink(temp_path.c_str());
+    result.outcome = AttemptOutcome::kError;
+    result.error = std::string("cannot write outbox file: ") + std::strerror(saved_errno);
+    return result;
+  }
+  result.outcome = AttemptOutcome::kSent;
+  return result;
+}
 }  // namespace
 
 OutboxProvider::OutboxProvider(std::string directory, Clock& clock)
@@ -47,26 +73,12 @@ AttemptResult OutboxProvider::send(const Email& email, std::string_view request_
   std::string message_id = "<" + stem + "@" + domain + ">";
   std::string eml = render_eml(email, message_id, now, stem);
 
-  // Written under a dot-name and renamed, so a watcher never sees half a message.
   std::string final_path = directory_ + "/" + stamp + "-" + stem + ".eml";
   std::string temp_path = directory_ + "/." + stamp + "-" + stem + ".tmp";
   AttemptResult result;
-  int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-  if (fd < 0) {
-    result.outcome = AttemptOutcome::kError;
-    result.error = std::string("cannot create file in outbox directory: ") + std::strerror(errno);
-    return result;
-  }
-  bool ok = write_all(fd, eml);
-  int saved_errno = errno;
-  ok = (::close(fd) == 0) && ok;
-  if (!ok || ::rename(temp_path.c_str(), final_path.c_str()) != 0) {
-    if (ok) saved_errno = errno;
-    ::unlink(temp_path.c_str());
-    result.outcome = AttemptOutcome::kError;
-    result.error = std::string("cannot write outbox file: ") + std::strerror(saved_errno);
-    return result;
-  }
+  // File system calls can block (a slow disk, NFS): on the blocking pool, never on an event loop.
+  run_blocking([&] { result = write_file(temp_path, final_path, eml); });
+  if (result.outcome == AttemptOutcome::kError) return result;
   result.outcome = AttemptOutcome::kSent;
   result.message_id = message_id;
   return result;

@@ -2,13 +2,15 @@
 
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
-#include <sys/time.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include <nlohmann/json.hpp>
 
+#include "event_loop.h"
 #include "sigv4.h"  // sha256_hex
 
 namespace mailrelay {
@@ -22,11 +24,41 @@ std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-timeval to_timeval(std::chrono::milliseconds ms) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-  return tv;
+// Connections are non-blocking: every wait is wait_fd's, so on an event loop's fiber a round trip
+// suspends the fiber and never blocks the loop; on any other thread it polls.
+bool fail(redisContext* c, const char* why) {
+  c->err = REDIS_ERR_IO;
+  std::snprintf(c->errstr, sizeof(c->errstr), "%s", why);
+  return false;
+}
+
+std::chrono::milliseconds left(std::chrono::steady_clock::time_point deadline) {
+  return std::max(std::chrono::milliseconds(0),
+                  std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+}
+
+// Sends everything the context has buffered.
+bool flush(redisContext* c, std::chrono::steady_clock::time_point deadline) {
+  for (int done = 0; !done;) {
+    if (redisBufferWrite(c, &done) != REDIS_OK) return false;
+    if (!done && !wait_fd(c->fd, EPOLLOUT, left(deadline))) return fail(c, "timed out writing");
+  }
+  return true;
+}
+
+// Sends what is buffered and reads one reply (what redisGetReply does on a blocking context).
+bool get_reply(redisContext* c, void** reply, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  *reply = nullptr;
+  if (redisGetReplyFromReader(c, reply) != REDIS_OK) return false;
+  if (*reply) return true;
+  if (!flush(c, deadline)) return false;
+  for (;;) {
+    if (!wait_fd(c->fd, EPOLLIN, left(deadline))) return fail(c, "timed out reading");
+    if (redisBufferRead(c) != REDIS_OK) return false;
+    if (redisGetReplyFromReader(c, reply) != REDIS_OK) return false;
+    if (*reply) return true;
+  }
 }
 
 // GCRA (the steps of gcra_take in state_store.cpp) as one atomic script, on the server's clock so
@@ -169,12 +201,16 @@ void RedisStateStore::failed(const std::string& why) {
 }
 
 Result<RedisStateStore::Connection> RedisStateStore::connect() {
-  const timeval tv = to_timeval(settings_.timeout);
-  Connection c(address_.socket.empty() ? redisConnectWithTimeout(address_.host.c_str(), address_.port, tv)
-                                       : redisConnectUnixWithTimeout(address_.socket.c_str(), tv));
+  // Non-blocking connect: wait until the socket is writable, then ask it how the connect went.
+  Connection c(address_.socket.empty() ? redisConnectNonBlock(address_.host.c_str(), address_.port)
+                                       : redisConnectUnixNonBlock(address_.socket.c_str()));
   if (!c) return Error{kUnavailable, "out of memory", ""};
   if (c->err) return Error{kUnavailable, std::string("cannot connect: ") + c->errstr, ""};
-  redisSetTimeout(c.get(), tv);
+  if (!wait_fd(c->fd, EPOLLOUT, settings_.timeout)) return Error{kUnavailable, "cannot connect: timed out", ""};
+  int so_error = 0;
+  socklen_t so_len = sizeof(so_error);
+  ::getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &so_error, &so_len);
+  if (so_error != 0) return Error{kUnavailable, std::string("cannot connect: ") + std::strerror(so_error), ""};
   std::vector<Command> setup;
   if (!settings_.password.empty()) {
     setup.push_back(address_.user.empty() ? Command{"AUTH", settings_.password}
@@ -184,7 +220,7 @@ Result<RedisStateStore::Connection> RedisStateStore::connect() {
   for (const auto& command : setup) {
     append(c.get(), command);
     void* raw = nullptr;
-    if (redisGetReply(c.get(), &raw) != REDIS_OK || !raw) {
+    if (!get_reply(c.get(), &raw, settings_.timeout)) {
       return Error{kUnavailable, std::string("no answer to ") + command[0] + ": " + c->errstr, ""};
     }
     Reply reply(static_cast<redisReply*>(raw));
@@ -220,7 +256,7 @@ void RedisStateStore::release(Pooled pooled) {
 bool RedisStateStore::drain(Pooled& pooled) {
   for (; pooled.unread > 0; --pooled.unread) {
     void* raw = nullptr;
-    if (redisGetReply(pooled.connection.get(), &raw) != REDIS_OK || !raw) {
+    if (!get_reply(pooled.connection.get(), &raw, settings_.timeout)) {
       failed(std::string("reading earlier replies: ") + pooled.connection->errstr);
       return false;
     }
@@ -238,11 +274,9 @@ bool RedisStateStore::send_only(const std::vector<Command>& commands) {
   if (!pooled) return false;
   Pooled& p = pooled.value();
   for (const auto& command : commands) append(p.connection.get(), command);
-  for (int done = 0; !done;) {
-    if (redisBufferWrite(p.connection.get(), &done) != REDIS_OK) {
-      failed(std::string("write: ") + p.connection->errstr);
-      return false;
-    }
+  if (!flush(p.connection.get(), std::chrono::steady_clock::now() + settings_.timeout)) {
+    failed(std::string("write: ") + p.connection->errstr);
+    return false;
   }
   p.unread += commands.size();
   release(std::move(p));
@@ -259,7 +293,7 @@ Result<std::vector<RedisStateStore::Reply>> RedisStateStore::run(const std::vect
   std::string problem;
   for (std::size_t i = 0; i < commands.size(); ++i) {
     void* raw = nullptr;
-    if (redisGetReply(p.connection.get(), &raw) != REDIS_OK || !raw) {
+    if (!get_reply(p.connection.get(), &raw, settings_.timeout)) {
       failed(std::string(commands[i][0]) + ": " + p.connection->errstr);
       return Error{kUnavailable, "the state store did not answer in time", ""};  // the connection goes
     }

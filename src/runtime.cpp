@@ -45,7 +45,7 @@ std::vector<std::string> restart_only_changes(const Config& before, const Config
     if (differs) changed.emplace_back(name);
   };
   check("listen", before.listen != after.listen);
-  check("threads", before.threads != after.threads);
+  check("event-threads", before.event_threads != after.event_threads);
   check("max-in-flight", before.max_in_flight != after.max_in_flight);
   check("max-body-bytes-in-flight", before.max_body_bytes_in_flight != after.max_body_bytes_in_flight);
   check("max-body-bytes", before.max_body_bytes != after.max_body_bytes);

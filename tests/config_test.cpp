@@ -40,8 +40,9 @@ TEST_CASE("defaults follow the SPEC table", "[config]") {
   const Config& config = c.value();
   CHECK(config.listen_host == "127.0.0.1");
   CHECK(config.listen_port == 8080);
-  CHECK(config.threads == 16);
-  CHECK(config.max_queue == -1);  // deprecated: not given
+  CHECK(config.event_threads == 0);  // one per core
+  CHECK(config.threads == -1);       // deprecated: not given
+  CHECK(config.max_queue == -1);     // deprecated: not given
   CHECK(config.max_in_flight == 4096);
   CHECK(config.max_body_bytes_in_flight == 536870912);
   CHECK(config.attempt_timeout_ms == 3000);
@@ -58,14 +59,14 @@ TEST_CASE("defaults follow the SPEC table", "[config]") {
 TEST_CASE("flags win over environment, environment over the config file", "[config]") {
   fakes::TempDir dir;
   fakes::write_file(dir.file("mailrelay.conf"),
-                    "# example\nlisten = \"127.0.0.1:7001\"\nthreads = 11\nmax_retries = 3\n"
+                    "# example\nlisten = \"127.0.0.1:7001\"\nevent-threads = 11\nmax_retries = 3\n"
                     "deadline-ms = 4000\nproviders = \"outbox\"\noutbox-dir = \"" + dir.file("out") + "\"\n");
-  EnvVar threads("MAILRELAY_THREADS", "22");
+  EnvVar threads("MAILRELAY_EVENT_THREADS", "22");
   EnvVar timeout("MAILRELAY_ATTEMPT_TIMEOUT_MS", "1500");
   EnvVar retries("MAILRELAY_MAX_RETRIES", "2");
-  auto c = load({"--config", dir.file("mailrelay.conf"), "--threads", "33"});
+  auto c = load({"--config", dir.file("mailrelay.conf"), "--event-threads", "33"});
   REQUIRE(c);
-  CHECK(c.value().threads == 33);               // flag beats env and file
+  CHECK(c.value().event_threads == 33);         // flag beats env and file
   CHECK(c.value().max_retries == 2);            // env beats file
   CHECK(c.value().attempt_timeout_ms == 1500);  // env alone
   CHECK(c.value().deadline_ms == 4000);         // file alone
@@ -78,7 +79,8 @@ TEST_CASE("bad command lines and config files exit 2 with a message", "[config]"
   fakes::write_file(dir.file("unknown.conf"), "no_such_option = 1\n");
   auto [args, message] = GENERATE_REF(table<std::vector<std::string>, std::string>({
       {{"--no-such-flag"}, "no-such-flag"},
-      {{"--threads", "many"}, "threads"},
+      {{"--event-threads", "many"}, "event-threads"},
+      {{"--event-threads", "999", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "--event-threads must be between 0 and 256"},
       {{"--providers", "sendgrid,pigeon"}, "unknown provider 'pigeon'"},
       {{"--providers", "outbox,outbox", "--outbox-dir", "/tmp/x"}, "twice"},
       {{"--providers", "outbox"}, "--outbox-dir is not set"},
@@ -205,7 +207,7 @@ TEST_CASE("help documents every option and no secret", "[config]") {
   auto c = load({"--help"});
   REQUIRE_FALSE(c);
   CHECK(c.error().code == 0);
-  for (const char* option : {"--listen", "--threads", "--max-queue", "--max-in-flight", "--max-body-bytes-in-flight", "--providers", "--sendgrid-base-url",
+  for (const char* option : {"--listen", "--event-threads", "--threads", "--max-queue", "--max-in-flight", "--max-body-bytes-in-flight", "--providers", "--sendgrid-base-url",
                              "--sendgrid-api-key-file", "--mailgun-base-url", "--mailgun-domain",
                              "--mailgun-api-key-file", "--outbox-dir", "--attempt-timeout-ms", "--deadline-ms",
                              "--max-retries", "--failover-on-timeout", "--max-body-bytes", "--tokens-file",

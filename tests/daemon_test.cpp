@@ -109,12 +109,12 @@ TEST_CASE("daemon reload: options that need a restart are reported and not appli
   Fixture f;
   auto d = f.start(f.config());
   const int port = d->port();
-  auto report = d->reload(f.config({"--threads", "4", "--listen", "127.0.0.1:1", "--state-store-timeout-ms", "80"}));
+  auto report = d->reload(f.config({"--event-threads", "4", "--listen", "127.0.0.1:1", "--state-store-timeout-ms", "80"}));
   REQUIRE(report);
-  CHECK(report.value().restart_only == std::vector<std::string>{"listen", "threads", "state-store-timeout-ms"});
+  CHECK(report.value().restart_only == std::vector<std::string>{"listen", "event-threads", "state-store-timeout-ms"});
   CHECK(d->port() == port);
   CHECK(d->where() == "127.0.0.1:" + std::to_string(port));
-  CHECK(f.ops().find("reload: threads changed; it takes effect only after a restart") != std::string::npos);
+  CHECK(f.ops().find("reload: event-threads changed; it takes effect only after a restart") != std::string::npos);
 }
 
 TEST_CASE("daemon reload: provider overrides outlive it", "[daemon][control]") {

@@ -7,7 +7,8 @@
 // --outage-at-ms A --outage-ms D: SendGrid answers 503 to what arrives in [A, A+D) ms after start
 // (a blip); at exit it prints "outage recovered_after_ms=N": from the end of the blip to the first
 // message SendGrid accepted again (-1: none).
-// Loopback only. Prints "ready sendgrid=PORT mailgun=PORT", then serves until SIGTERM/SIGINT.
+// Loopback only. Prints "ready sendgrid=PORT mailgun=PORT", then serves until SIGTERM/SIGINT;
+// on SIGUSR1 it prints "stats connections=N requests=M" (accepted, answered) and goes on.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGUSR1);  // prints "stats connections=N requests=M" (accepted and answered so far)
   sigprocmask(SIG_BLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_IGN);
   int sig_fd = ::signalfd(-1, &mask, SFD_CLOEXEC);
@@ -197,6 +199,12 @@ int main(int argc, char** argv) {
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
       if (fd == sig_fd) {
+        signalfd_siginfo info{};
+        if (::read(sig_fd, &info, sizeof(info)) == sizeof(info) && info.ssi_signo == SIGUSR1) {
+          std::printf("stats connections=%lu requests=%lu\n", generation, served);
+          std::fflush(stdout);
+          continue;
+        }
         if (outage_at_ms >= 0) std::printf("outage recovered_after_ms=%ld\n", recovered_after_ms);
         return 0;
       }

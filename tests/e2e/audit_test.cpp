@@ -108,7 +108,7 @@ void check_each_once(const std::vector<json>& lines, const std::set<std::string>
 TEST_CASE("SIGUSR1 reopen under load with the file moved away: every acknowledged request once", "[e2e][audit]") {
   fakes::TempDir dir;
   Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
-            dir.file("audit.log"), "--audit-log-max-bytes", "0", "--threads", "8"});
+            dir.file("audit.log"), "--audit-log-max-bytes", "0"});
   REQUIRE(d.port() > 0);
   int moves = 0, sent = 0;
   auto acknowledged = load(
@@ -240,8 +240,9 @@ TEST_CASE("hash-address prints the hash the audit log holds for that recipient",
 TEST_CASE("no silent resend: what the provider received and what the audit recorded agree", "[e2e][audit]") {
   fakes::TempDir dir;
   fakes::RawServer provider(fakes::RawServer::Mode::kDropSecond);  // drops the 2nd request on a connection
+  // One event loop: both sends share its provider connection cache (each loop has its own).
   Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", provider.base_url(),
-            "--audit-log", dir.file("audit.log"), "--threads", "1"},
+            "--audit-log", dir.file("audit.log"), "--event-threads", "1"},
            {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
   REQUIRE(d.port() > 0);
   auto c = d.client();

@@ -91,7 +91,7 @@ TEST_CASE("SIGTERM with 20 sends in flight: every one completes 200, new work ge
   slow.delay = std::chrono::milliseconds(1500);
   sendgrid.push_n(20, slow);
   Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", sendgrid.base_url(),
-            "--audit-log", dir.file("audit.log"), "--threads", "32"},
+            "--audit-log", dir.file("audit.log")},
            {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
   REQUIRE(d.port() > 0);
   // A keep-alive connection that is open before the shutdown begins.
@@ -228,6 +228,7 @@ TEST_CASE("overload: beyond --max-in-flight, sends get a fast 503 while admitted
             "--threads", "1", "--max-in-flight", "4", "--max-queue", "2"},
            {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
   CHECK_THAT(d.err(), Catch::Contains("--max-queue is deprecated and ignored"));
+  CHECK_THAT(d.err(), Catch::Contains("--threads is deprecated and ignored"));
   REQUIRE(d.port() > 0);
   std::mutex mutex;
   std::vector<std::pair<int, double>> answers;  // status, seconds
@@ -266,7 +267,7 @@ TEST_CASE("bursts of keep-alive clients back to back never wedge the daemon (the
   slow.delay = std::chrono::milliseconds(100);
   sendgrid.push_n(400, slow);
   Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", sendgrid.base_url(),
-            "--threads", "1", "--max-in-flight", "4"},
+            "--max-in-flight", "4"},
            {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
   REQUIRE(d.port() > 0);
   std::atomic<int> ok{0}, overloaded{0}, other{0};

@@ -172,4 +172,10 @@ nlohmann::json full_request() {
   return j;
 }
 
+std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
 }  // namespace fakes

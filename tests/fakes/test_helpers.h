@@ -51,6 +51,9 @@ TestCertificates make_test_certificates(const TempDir& dir);
 // Waits (at most 5 s) until a server started on another thread accepts connections.
 void wait_until_running(const httplib::Server& server);
 
+// Threads of this process now (/proc/self/task).
+std::size_t thread_count();
+
 // A blocking TCP client on 127.0.0.1 for the bytes no HTTP library would send (smuggling,
 // stalled heads, idle connections). Closes on destruction.
 class RawClient {
