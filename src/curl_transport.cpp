@@ -158,16 +158,31 @@ class LoopMulti {
     curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
     curl_multi_setopt(multi_, CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
-    // Idle connections kept for reuse: enough for every send in flight on this loop.
-    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, 4096L);
+    // Idle connections kept for reuse: more than the transfers it takes (see of()).
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, 512L);
   }
   ~LoopMulti() { curl_multi_cleanup(multi_); }
 
-  // The loop of the calling fiber's thread: created on first use, lives as long as the thread.
+  // One of the calling fiber's loop's multi handles: created on demand, they live as long as the
+  // thread. The first with fewer than kShare transfers running takes the next one, so a quiet
+  // loop uses one cache (the warmest connection), and a busy one spreads its transfers over
+  // several: libcurl looks for a connection to reuse by walking every connection it holds to the
+  // host (libcurl 7.88, conncache.c), and with thousands of sends in flight on one cache that walk
+  // became a large part of a send's cost.
   static LoopMulti& of(EventLoop& loop) {
-    thread_local std::unique_ptr<LoopMulti> mine;
-    if (!mine) mine = std::make_unique<LoopMulti>(loop);
-    return *mine;
+    constexpr std::size_t kShare = 256;
+    constexpr std::size_t kMost = 16;
+    thread_local std::vector<std::unique_ptr<LoopMulti>> mine;
+    LoopMulti* least = nullptr;
+    for (auto& m : mine) {
+      if (m->running_ < kShare) return *m;
+      if (!least || m->running_ < least->running_) least = m.get();
+    }
+    if (mine.size() < kMost) {
+      mine.push_back(std::make_unique<LoopMulti>(loop));
+      return *mine.back();
+    }
+    return *least;
   }
 
   CURLcode perform(CURL* curl) {
@@ -175,7 +190,9 @@ class LoopMulti {
     curl_easy_setopt(curl, CURLOPT_PRIVATE, &t);
     CURLMcode added = curl_multi_add_handle(multi_, curl);
     if (added != CURLM_OK) return CURLE_FAILED_INIT;
-    while (!t.done) suspend();  // resumed by finish()
+    ++running_;
+    while (!t.done) suspend();  // resumed by act()
+    --running_;
     return t.code;
   }
 
@@ -239,6 +256,7 @@ class LoopMulti {
   EventLoop& loop_;
   CURLM* multi_;
   EventLoop::TimerId timer_ = 0;
+  std::size_t running_ = 0;  // transfers added and not done
 };
 
 }  // namespace
@@ -309,12 +327,12 @@ Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& requ
   curl_easy_setopt(curl, CURLOPT_PROXY, options_.proxy.c_str());
   curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(curl, CURLOPT_USERAGENT, "mailrelayd/0.1");
-  // One pooled handle per send in flight, each keeping its buffers: the documented defaults are
-  // 64 KiB for uploads (minimum 16 KiB) and 16 KiB for downloads; a provider's answer is a few
-  // hundred bytes. Per thousand sends in flight this saves about 56 MiB.
+  // One handle per send in flight, each keeping its buffers: the documented defaults are 64 KiB
+  // for uploads (minimum 16 KiB) and 16 KiB for downloads; a provider's answer is a few hundred
+  // bytes. Per thousand sends in flight this saves about 60 MiB.
   // https://curl.se/libcurl/c/CURLOPT_UPLOAD_BUFFERSIZE.html, .../CURLOPT_BUFFERSIZE.html
   curl_easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
-  curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 8192L);
+  curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 4096L);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);

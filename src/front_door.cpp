@@ -71,6 +71,7 @@ struct FrontDoor::Connection final : public httplib::Stream {
     ctx.release_input = [this] { consume(); };
   }
   ~Connection() override {
+    if (registered) shard.loop.unwatch(fd);
     owner.release_body(*this);
     ::shutdown(fd, SHUT_RDWR);
     ::close(fd);
@@ -91,7 +92,10 @@ struct FrontDoor::Connection final : public httplib::Stream {
   }
 
   bool is_readable() const override { return in_pos < request_end; }
-  bool is_writable() const override { return wait_fd(fd, EPOLLOUT, owner.settings_.write_timeout); }
+  bool is_writable() const override {
+    registered = false;  // wait_fd took the descriptor's watch over
+    return wait_fd(fd, EPOLLOUT, owner.settings_.write_timeout);
+  }
 
   ssize_t read(char* ptr, size_t size) override {
     std::size_t n = std::min(size, request_end - std::min(in_pos, request_end));
@@ -113,6 +117,7 @@ struct FrontDoor::Connection final : public httplib::Stream {
       ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        registered = false;  // wait_fd takes the descriptor's watch over
         if (!wait_fd(fd, EPOLLOUT, owner.settings_.write_timeout)) return false;  // the fiber waits
         continue;
       }
@@ -148,6 +153,10 @@ struct FrontDoor::Connection final : public httplib::Stream {
   bool continue_sent = false;  // "100 Continue" sent for the current request
   std::size_t requests = 0;
   SteadyClock::time_point first_byte, last_byte, idle_since;
+  // In the loop's epoll set, edge-triggered, from the first watch until a write had to wait: it
+  // stays there while a fiber serves the connection (its events are ignored then), so a request
+  // costs no epoll_ctl. Every read goes on until EAGAIN or a whole request, so no edge is lost.
+  mutable bool registered = false;
   // Closing: our answer is sent and our side shut down; what the client still sends (the rest
   // of a refused body) is read and dropped, so that the kernel does not answer it with a reset
   // that could destroy the answer before the client reads it (nginx's lingering close).
@@ -376,7 +385,10 @@ void FrontDoor::watch(std::unique_ptr<Connection> connection) {
   if (stopping_) return;  // closed
   Shard& shard = connection->shard;
   const int fd = connection->fd;
-  shard.loop.watch(fd, EPOLLIN | EPOLLRDHUP, [this, &shard, fd](std::uint32_t) { readable(shard, fd); });
+  if (!connection->registered) {
+    shard.loop.watch(fd, EPOLLIN | EPOLLRDHUP | EPOLLET, [this, &shard, fd](std::uint32_t) { readable(shard, fd); });
+    connection->registered = true;
+  }
   shard.waiting.emplace(fd, std::move(connection));
   ++waiting_count_;
 }
@@ -387,7 +399,6 @@ std::unique_ptr<FrontDoor::Connection> FrontDoor::take(Shard& shard, int fd) {
   std::unique_ptr<Connection> connection = std::move(it->second);
   shard.waiting.erase(it);
   --waiting_count_;
-  shard.loop.unwatch(fd);
   return connection;
 }
 
