@@ -177,7 +177,9 @@ def relay_counters(port):
     bad = sum(int(float(v)) for o, v in re.findall(r'^mailrelay_attempts_total\{[^}]*outcome="(\w+)"\} (\S+)$', text, re.M)
               if o != "sent")
     m = re.search(r"^mailrelay_failovers_total (\S+)$", text, re.M)
-    return {"not_sent": bad, "failovers": int(float(m.group(1))) if m else -1}
+    shed = re.search(r'^mailrelay_refused_total\{limit="max_in_flight"\} (\S+)$', text, re.M)
+    return {"not_sent": bad, "failovers": int(float(m.group(1))) if m else -1,
+            "overloaded": int(float(shed.group(1))) if shed else 0}
 
 
 class Relay:
@@ -688,6 +690,8 @@ def main():
         ratio = f"{r['rps'] / ref['rps']:.2f}" if ref and kind != "nginx" and ref["rps"] else ""
         conns = (f"{100 * r['new_conns'] / r['provider_requests']:.2f}" if r.get("provider_requests") else "")
         relay_bad = f"{r['not_sent']} / {r['failovers']}" if "not_sent" in r else ""
+        if r.get("overloaded"):
+            relay_bad += f" ({r['overloaded']} × 503 overloaded)"
         lines.append(f"| {scenario} | {kind} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} | "
                      f"{r['errors']} | {r['cpu_us']:.0f} | {r['rss']:.1f} | {r.get('threads', '')} | {conns} | "
                      f"{relay_bad} | {ratio} |")
@@ -699,6 +703,10 @@ def main():
     for scenario, kind, r in rows:
         if "summary" in r:
             lines.append(f"\n{scenario}: {r['summary']}" + ("" if r["ok"] else " (TARGET MISSED)"))
+    switch = os.path.join(build, "tests/bench/bench_switch_cost")
+    if os.path.exists(switch) and not only:
+        costs = subprocess.run([switch], capture_output=True, text=True, timeout=120).stdout.split("\n")[1:]
+        lines.append("\nsuspend+resume round trip (ns): " + ", ".join(c for c in costs if c))
     text = "\n".join(lines)
     print(text)
     if args.out:

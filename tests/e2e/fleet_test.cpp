@@ -4,6 +4,9 @@
 // killed and restarted under load, an instance restarted with its keys remembered.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -188,4 +191,37 @@ TEST_CASE("fleet: an instance restarted remembers its keys, audit lines reach th
   // attempt + request for the first, request for the replay: the file and the stream agree.
   CHECK(f.redis.cli({"XLEN", "mailrelay:audit"}) == "3");
   CHECK(f.redis.cli({"XRANGE", "mailrelay:audit", "-", "+"}).find("\"outcome\":\"replayed\"") != std::string::npos);
+}
+
+TEST_CASE("fleet: sends waiting on a frozen Redis do not hold the event loop: /healthz answers at once", "[e2e][fleet][redis]") {
+  // One event loop, 16 keyed sends stuck on a Redis that stopped answering (SIGSTOP: the
+  // connection stays open and silent). With a blocking client they would block the loop's thread.
+  Fleet f(1, {"--state-store-timeout-ms", "2000", "--event-threads", "1"});
+  REQUIRE(f.send(0, {{"Idempotency-Key", "warm"}})->status == 200);  // a pooled connection exists
+  REQUIRE(::kill(f.redis.pid(), SIGSTOP) == 0);
+  std::vector<std::thread> stuck;
+  std::atomic<int> unavailable{0};
+  for (int i = 0; i < 16; ++i) {
+    stuck.emplace_back([&, i] {
+      auto r = f.send(0, {{"Idempotency-Key", "frozen-" + std::to_string(i)}});
+      if (r && r->status == 503) ++unavailable;
+    });
+  }
+  std::this_thread::sleep_for(milliseconds(300));  // they are all waiting on Redis now
+  std::vector<double> ms;
+  auto client = f.daemons[0]->client();
+  for (int i = 0; i < 5; ++i) {
+    const auto start = Clock::now();
+    auto r = client.Get("/healthz");
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    REQUIRE(r);
+    CHECK(r->status == 200);
+  }
+  ::kill(f.redis.pid(), SIGCONT);
+  for (auto& t : stuck) t.join();
+  std::sort(ms.begin(), ms.end());
+  INFO("/healthz worst " << ms.back() << " ms while 16 sends waited on Redis");
+  CHECK(ms.back() < 1000);  // a blocked loop would answer after the 2 s store timeout
+  CHECK(ms[2] < 100);
+  CHECK(f.daemons[0]->stop() == 0);
 }
