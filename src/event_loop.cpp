@@ -18,9 +18,10 @@
 #include <sanitizer/common_interface_defs.h>
 #define MAILRELAY_ASAN_FIBERS 1
 #endif
-#if defined(__SANITIZE_THREAD__)
+// MAILRELAY_TSAN_FIBERS: a ThreadSanitizer build, which compiles this file uninstrumented
+// (CMakeLists.txt) and has it announce every switch.
+#if defined(MAILRELAY_TSAN_FIBERS)
 #include <sanitizer/tsan_interface.h>
-#define MAILRELAY_TSAN_FIBERS 1
 #endif
 
 namespace mailrelay {

@@ -49,8 +49,9 @@ void address_of(int fd, bool peer, std::string& ip, int& port) {
 
 // One event loop and the connections it reads (its thread's own: no lock).
 struct FrontDoor::Shard {
-  explicit Shard(std::size_t stack_bytes) : loop(stack_bytes) {}
+  Shard(std::size_t stack_bytes, bool is_first) : loop(stack_bytes), first(is_first) {}
   EventLoop loop;
+  const bool first;  // trims the allocator for all
   std::unordered_map<int, std::unique_ptr<Connection>> waiting;
   // Shard 0's sweep: when the allocator was last trimmed.
   bool busy_since_trim = false;
@@ -183,9 +184,10 @@ FrontDoor::FrontDoor(FrontDoorSettings settings) : settings_(settings) {
   });
   std::size_t n = settings_.event_threads;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  for (std::size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>(settings_.fiber_stack_bytes, i == 0));
+  // Started once shards_ is whole: the loops read it.
   for (std::size_t i = 0; i < n; ++i) {
-    shards_.push_back(std::make_unique<Shard>(settings_.fiber_stack_bytes));
-    Shard& shard = *shards_.back();
+    Shard& shard = *shards_[i];
     shard.loop.start("mailrelay-loop" + std::to_string(i));
     shard.loop.post([this, &shard] { sweep(shard); });
   }
@@ -438,7 +440,7 @@ void FrontDoor::sweep(Shard& shard) {
   if (stopping_) return;
   const auto now = SteadyClock::now();
   shard.loop.add_timer(now + kSweepEvery, [this, &shard] { sweep(shard); });
-  if (&shard == shards_.front().get()) {
+  if (shard.first) {
     // glibc keeps freed memory in its arenas: once idle for a second after a load, trim.
     if (serving_ == 0) {
       if (shard.busy_since_trim && now - shard.idle_since >= std::chrono::seconds(1)) {
