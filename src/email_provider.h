@@ -1,5 +1,5 @@
 // EmailProvider: one way to hand a message over (SendGrid, Mailgun, the outbox directory).
-// Implementations are thread-safe: one instance serves every worker thread.
+// Implementations are thread-safe: one instance serves every event loop.
 #pragma once
 
 #include <chrono>

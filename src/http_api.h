@@ -1,6 +1,6 @@
 // HttpApi: the HTTP surface (SPEC section 3): routes, JSON in and out, status mapping. Nothing
 // else: sending is SendService's, validation email.*'s, connections FrontDoor's. Thread-safe;
-// one instance serves all workers.
+// one instance serves all event loops.
 #pragma once
 
 #include <atomic>

@@ -1,7 +1,8 @@
 // RedisStateStore: the StateStore of a fleet, on Redis 6+ (SPEC section 9) through hiredis
 // non-blocking contexts whose waits are wait_fd's (on an event loop the calling fiber suspends;
-// the loop never blocks). Connections are pooled (a fiber holds one for its round trip); each operation is one round trip (pipelined where it
-// takes more than one command) with a short timeout, so an unreachable store costs a request at
+// the loop never blocks). Connections are pooled (a fiber holds one for its round trip); each
+// operation is one round trip (pipelined where it takes more than one command) with a short
+// timeout, so an unreachable store costs a request at
 // most that timeout, and after a failure calls fail at once for a moment before one tries again.
 // Nothing here waits for the store to come back: the next call after it does succeeds.
 // Thread-safe.

@@ -1,6 +1,6 @@
 // Request framing: decides from the bytes received so far whether an HTTP/1.1 request is
-// complete, so that a connection is given a thread only when its whole request is in memory
-// (a slow client costs a buffer, never a worker); reads a head's header lines as sent. Pure;
+// complete, so that a request gets a fiber only when it is whole in memory (a slow client costs
+// a buffer, never a fiber); reads a head's header lines as sent. Pure;
 // thread-compatible. Every function here sees untrusted bytes (tests/fuzz/framing_fuzzer.cpp).
 #pragma once
 
