@@ -1,4 +1,4 @@
-// AuditLog: the audit trail operators grep (SPEC section 4). One JSON object per line:
+// AuditLog: the audit trail operators grep (README "Reading the audit log"). One JSON object per line:
 // "attempt" before every provider call, "request" once per HTTP request, written before its answer
 // leaves; "control" for an operator's change, "delivery" for a provider's webhook event. Holds no subject, body, attachment, full address, token or key: recipients appear as a
 // count, their domains, and (with a key) truncated HMAC-SHA256 hashes. Thread-safe.
@@ -50,7 +50,7 @@ struct RequestRecord {
   const nlohmann::ordered_json* attempts = nullptr;  // the answer's "attempts", when the relay ran
 };
 
-// One runtime change by an operator (SPEC section 10): the "control" line.
+// One runtime change by an operator (README "Other endpoints"): the "control" line.
 struct ControlRecord {
   std::string request_id;
   std::string client_ip;
@@ -107,14 +107,14 @@ class AuditLog final : public AttemptObserver {
                                                spdlog::logger& ops_log);
   AuditLog(std::unique_ptr<AuditSink> sink, std::string recipient_key, Clock& clock, spdlog::logger& ops_log);
 
-  // False when the attempt line could not be written: the provider must not be called (SPEC
-  // section 15: nothing goes out that is not on record).
+  // False when the attempt line could not be written: the provider must not be called
+  // (README "Reading the audit log": nothing goes out that is not on record).
   bool before_attempt(const std::string& request_id, const std::string& provider, int try_number) override;
   // False when the line could not be written; it then goes to the operational log instead,
   // whole, and is counted. Either way the operator has it.
   bool request(const RequestRecord& record);
   bool control(const ControlRecord& record);
-  // One verified delivery event (SPEC section 11): the "delivery" line.
+  // One verified delivery event (README "Delivery events and suppressions"): the "delivery" line.
   bool delivery(const DeliveryEvent& event);
   // The keyed hash this log writes for `address`, or "" without a key.
   std::string recipient_hash(std::string_view address) const {

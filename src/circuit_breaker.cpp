@@ -13,7 +13,7 @@ namespace {
 // A probe that has not reported by then (its request ended without a result) is given up, so
 // that a half-open circuit can never wait forever. Longer than any attempt timeout.
 constexpr std::chrono::seconds kProbeLost{120};
-constexpr std::chrono::minutes kMaxPark{5};  // SPEC section 14: throttling parks at most this long
+constexpr std::chrono::minutes kMaxPark{5};  // README "Provider health and the retry budget": throttling parks at most this long
 }  // namespace
 
 std::string_view to_string(CircuitState state) {
@@ -85,7 +85,7 @@ void ProviderHealth::record(const std::string& provider, const Admission& admiss
   if (probe) b.probe_in_flight = false;
   if (result.throttled && result.retry_after && result.retry_after->count() > 0) {
     // Throttling is the provider working as designed, not a failure: park it as long as it
-    // asked (Retry-After or its own signal), at most 5 minutes (SPEC section 14), and keep the
+    // asked (Retry-After or its own signal), at most 5 minutes (README "Provider health and the retry budget"), and keep the
     // failure count as it was.
     const milliseconds park = std::min<milliseconds>(*result.retry_after, kMaxPark);
     b.until = clock_.now() + park;

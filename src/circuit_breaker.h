@@ -4,7 +4,7 @@
 // Retry-After parks the provider for exactly that long. Every admission carries the breaker's
 // generation: a result from before a state change (an attempt admitted before the trip) is
 // ignored, so a circuit trips once per transition and only its probe decides a half-open
-// circuit (SPEC section 8). Thread-safe.
+// circuit (README "Operating"). Thread-safe.
 #pragma once
 
 #include <chrono>

@@ -1,4 +1,4 @@
-// Delivery events (SPEC section 11): what a provider's webhook says happened to a message after it
+// Delivery events (README "Delivery events and suppressions"): what a provider's webhook says happened to a message after it
 // took it, verified as the provider documents and put into one vocabulary. Pure functions on the
 // request's bytes; no I/O. Thread-safe.
 #pragma once

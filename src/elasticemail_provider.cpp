@@ -51,7 +51,7 @@ HttpRequest ElasticEmailProvider::build_request(const Email& email, std::string_
     content["Attachments"] = std::move(attachments);
   }
   // "Postback header" (EmailContent.postback): Elastic Email's closest documented equivalent of a
-  // value handed back with the message's notifications; it carries the request id (SPEC 11).
+  // value handed back with the message's notifications; it carries the request id (README "Delivery events and suppressions").
   content["Postback"] = std::string(request_id);
 
   json payload{{"Recipients", std::move(recipients)}, {"Content", std::move(content)}};

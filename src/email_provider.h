@@ -41,9 +41,9 @@ class EmailProvider {
   // The request id travels with the message where the provider hands it back in its events.
   virtual AttemptResult send(const Email& email, std::string_view request_id,
                              std::chrono::milliseconds timeout) = 0;
-  // What a message must stay within for this provider to take it whole (SPEC section 12).
+  // What a message must stay within for this provider to take it whole (README "Providers").
   virtual MessageLimits limits() const { return {}; }
-  // True when the provider has a test mode for "sandbox": true messages (SPEC section 12).
+  // True when the provider has a test mode for "sandbox": true messages (README "Providers").
   virtual bool supports_sandbox() const { return false; }
 };
 

@@ -1,4 +1,4 @@
-// EventService: the providers' webhooks (SPEC section 11), from request to answer, knowing
+// EventService: the providers' webhooks (README "Delivery events and suppressions"), from request to answer, knowing
 // nothing of HTTP libraries: verify the signature, refuse stale timestamps, ignore replays, learn
 // suppressions, forward the batch to the app, write one "delivery" audit line per event. The
 // relay keeps no queue: when a step fails the provider is answered 503 and retries later.

@@ -1,4 +1,4 @@
-// HttpApi: the HTTP surface (SPEC section 3): routes, JSON in and out, status mapping. Nothing
+// HttpApi: the HTTP surface (README "API"): routes, JSON in and out, status mapping. Nothing
 // else: sending is SendService's, validation email.*'s, connections FrontDoor's. Thread-safe;
 // one instance serves all event loops.
 #pragma once
@@ -53,9 +53,9 @@ class HttpApi {
  private:
   void handle_send(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body);
   void answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx);
-  // PATCH /v1/providers/{name}, PUT and DELETE /v1/providers/order (SPEC section 10).
+  // PATCH /v1/providers/{name}, PUT and DELETE /v1/providers/order (README "Other endpoints").
   void handle_control(const httplib::Request& req, httplib::Response& res);
-  // POST /v1/events/{provider}, and GET, PUT, DELETE /v1/suppressions/{address} (SPEC section 11).
+  // POST /v1/events/{provider}, and GET, PUT, DELETE /v1/suppressions/{address} (README "Delivery events and suppressions").
   void handle_event(const httplib::Request& req, httplib::Response& res, std::string body);
   void handle_suppression(const httplib::Request& req, httplib::Response& res);
   // An admin request (provider control, suppressions): what its handler starts from.

@@ -103,7 +103,7 @@ AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& res
     if (!result.retry_after) result.retry_after = api.throttled_for(response, now);
   }
   // A 502 or 504 comes from a gateway in front of the provider: the service behind it may have
-  // taken the message before the gateway gave up (SPEC section 14). Any other error status is
+  // taken the message before the gateway gave up (README "Provider health and the retry budget"). Any other error status is
   // the provider itself saying it did not take the message.
   result.may_have_been_sent = response.status == 502 || response.status == 504;
   return result;

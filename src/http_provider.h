@@ -14,14 +14,14 @@
 
 namespace mailrelay {
 
-// What an HTTP status means for a send (SPEC sections 3 and 14, `outcome`).
+// What an HTTP status means for a send (README "API" and "Provider health and the retry budget", `outcome`).
 AttemptOutcome classify_http_status(long status);
 
 // A provider's wire format: pure functions, tested against golden payloads.
 class ProviderApi {
  public:
   virtual ~ProviderApi() = default;
-  // `request_id` is stamped where the provider's events hand it back (SPEC section 11).
+  // `request_id` is stamped where the provider's events hand it back (README "Delivery events and suppressions").
   virtual HttpRequest build_request(const Email& email, std::string_view request_id) const = 0;
   // The provider's message id from a 2xx answer ("" when it gave none).
   virtual std::string message_id(const HttpResponse& response) const = 0;

@@ -1,4 +1,4 @@
-// IdempotencyCache: remembers answers by (client, Idempotency-Key) for SPEC section 6: a repeat
+// IdempotencyCache: remembers answers by (client, Idempotency-Key) for README "POST /v1/send": a repeat
 // with the same body gets the first answer back, a different body is a conflict, a twin still
 // in flight is refused. In memory, bounded (oldest entries evicted first), entries expire after
 // the TTL. Thread-safe.

@@ -33,7 +33,7 @@ HttpRequest MailgunProvider::build_request(const Email& email, std::string_view 
   for (const auto& tag : email.tags) f.push_back({"o:tag", tag, "", ""});
   for (const auto& [key, value] : email.metadata) f.push_back({"v:" + key, value, "", ""});
   // v: variables come back in every event and webhook: the request id joins a bounce to its
-  // request (SPEC section 11).
+  // request (README "Delivery events and suppressions").
   f.push_back({std::string("v:") + kRequestIdKey, std::string(request_id), "", ""});
   // "Mailgun will accept the message but will not send it" (user_manual.rst, Sending in Test Mode).
   if (email.sandbox) f.push_back({"o:testmode", "yes", "", ""});
@@ -72,7 +72,7 @@ bool contains(const std::string& text, std::string_view part) { return text.find
 AttemptOutcome MailgunProvider::classify(const HttpResponse& response) const {
   // "404 Domain not found: example.com" and "400 Domain example.com is not allowed to send: ..."
   // (api-sending.rst, error codes) say the sending domain or account is unusable, whatever the
-  // message: an error that counts toward the circuit (SPEC section 14), not a refusal of it.
+  // message: an error that counts toward the circuit (README "Provider health and the retry budget"), not a refusal of it.
   if (response.status == 400 || response.status == 404) {
     std::string message = error_message(response);
     if (contains(message, "Domain not found") || contains(message, "not allowed to send")) return AttemptOutcome::kError;

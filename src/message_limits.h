@@ -1,6 +1,6 @@
 // MessageLimits: what a message may hold so that every configured provider takes it whole. Each
 // provider states its own (with the document each comes from); the relay validates against the
-// smallest of each (SPEC section 12), computed once when the providers are built. Plain values.
+// smallest of each (README "Providers"), computed once when the providers are built. Plain values.
 #pragma once
 
 #include <cstddef>
@@ -38,7 +38,7 @@ struct MessageLimits {
 };
 
 // Bytes the relay adds to every provider call's metadata: the request id stamp
-// (`mailrelay_request_id`, SPEC section 11), counted at its longest (a 128-character id).
+// (`mailrelay_request_id`, README "Delivery events and suppressions"), counted at its longest (a 128-character id).
 inline constexpr const char* kRequestIdKey = "mailrelay_request_id";
 inline constexpr std::size_t kMaxRequestIdLength = 128;
 

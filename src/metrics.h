@@ -52,7 +52,7 @@ class Metrics final : public AttemptObserver {
   void idempotent_replay() { ++replays_; }
   // A request refused by a limit (max_in_flight, body_budget): counted by that limit.
   void refused(const std::string& limit);
-  // SPEC section 11: a verified delivery event, by provider and type; a webhook request's outcome
+  // README "Delivery events and suppressions": a verified delivery event, by provider and type; a webhook request's outcome
   // (accepted, invalid_signature, duplicate, forward_failed, ...); a send refused for a suppressed recipient.
   void delivery_event(const std::string& provider, const std::string& type);
   void webhook(const std::string& provider, const std::string& outcome);

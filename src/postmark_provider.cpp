@@ -56,7 +56,7 @@ HttpRequest PostmarkProvider::build_request(const Email& email, std::string_view
     for (const auto& [name, value] : email.headers) headers.push_back({{"Name", name}, {"Value", value}});
     payload["Headers"] = std::move(headers);
   }
-  // Metadata comes back in every webhook: the request id joins a bounce to its request (SPEC 11).
+  // Metadata comes back in every webhook: the request id joins a bounce to its request (README "Delivery events and suppressions").
   json metadata = json::object();
   for (const auto& [key, value] : email.metadata) metadata[key] = value;
   metadata[kRequestIdKey] = std::string(request_id);
@@ -102,12 +102,12 @@ std::string PostmarkProvider::error_message(const HttpResponse& response) const 
 
 AttemptOutcome PostmarkProvider::classify(const HttpResponse& response) const {
   const int code = error_code(response);
-  // "Success is 200 with ErrorCode 0" (SPEC 13): anything else on a 200 did not send.
+  // "Success is 200 with ErrorCode 0" (README "Providers"): anything else on a 200 did not send.
   if (response.status == 200) return code <= 0 ? AttemptOutcome::kSent : AttemptOutcome::kError;
   if (response.status != 422) return classify_http_status(response.status);
   switch (code) {
     // The token, the sender signature or the account cannot send, whatever the message:
-    // errors that count toward the circuit (SPEC 14).
+    // errors that count toward the circuit (README "Provider health and the retry budget").
     case 10:   // Bad or missing API token
     case 400:  // Sender signature not found
     case 401:  // Sender signature not confirmed

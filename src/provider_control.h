@@ -1,4 +1,4 @@
-// ProviderControl: the operators' provider overrides (SPEC section 10) as this instance applies
+// ProviderControl: the operators' provider overrides (README "Other endpoints") as this instance applies
 // them. Changes go to the state store first; every instance reads the store back every 250 ms
 // (when the store is shared), so a change made on one reaches all within a second. The last copy
 // read is kept while the store is unreachable. Thread-safe.

@@ -471,7 +471,7 @@ void RedisStateStore::stream(std::string_view audit_line) {
 }
 
 // Appends queued lines in batches (XADD ... MAXLEN ~ N, pipelined). A batch that fails is
-// dropped and counted: the file log is the record (SPEC section 9).
+// dropped and counted: the file log is the record (README "Running several instances").
 void RedisStateStore::stream_loop() {
   const std::string key = settings_.prefix + "audit";
   const std::string max_len = std::to_string(settings_.stream_max_len);

@@ -1,4 +1,4 @@
-// RedisStateStore: the StateStore of a fleet, on Redis 6+ (SPEC section 9) through hiredis
+// RedisStateStore: the StateStore of a fleet, on Redis 6+ (README "Running several instances") through hiredis
 // non-blocking contexts whose waits are wait_fd's (on an event loop the calling fiber suspends;
 // the loop never blocks). Connections are pooled (a fiber holds one for its round trip); each
 // operation is one round trip (pipelined where it takes more than one command) with a short

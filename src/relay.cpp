@@ -107,7 +107,7 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
         return out;
       }
       // A provider whose circuit is open or that asked us to wait is skipped without a call, and
-      // so is one without a test mode for a sandbox message (SPEC section 12); the skip is an
+      // so is one without a test mode for a sandbox message (README "Providers"); the skip is an
       // attempt of its own, so the answer says why that provider was not used.
       ProviderHealth::Admission admission;
       const bool no_test_mode = email.sandbox && !provider->supports_sandbox();
@@ -127,7 +127,7 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
       bool recorded = true;
       for (auto* o : observers_) recorded = o->before_attempt(request_id, provider->name(), try_number) && recorded;
       if (!recorded) {
-        // Nothing goes to a provider that is not on record (SPEC section 15).
+        // Nothing goes to a provider that is not on record (README "Reading the audit log").
         if (health_) health_->release(provider->name(), admission);
         out.reason = StopReason::kAuditUnavailable;
         return out;

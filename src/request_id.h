@@ -7,7 +7,7 @@
 
 namespace mailrelay {
 
-// True for [A-Za-z0-9._:-]{1,128} (SPEC section 3).
+// True for [A-Za-z0-9._:-]{1,128} (README "API").
 bool is_acceptable_request_id(std::string_view id);
 
 std::string new_request_id();

@@ -89,7 +89,7 @@ HttpRequest SendGridProvider::build_request(const Email& email, std::string_view
   }
   if (!email.tags.empty()) payload["categories"] = email.tags;  // distinct: uniqueItems
   // custom_args come back in every Event Webhook event: the request id joins a bounce to its
-  // request (SPEC section 11). String values only.
+  // request (README "Delivery events and suppressions"). String values only.
   json args = json::object();
   for (const auto& [key, value] : email.metadata) args[key] = value;
   args[kRequestIdKey] = std::string(request_id);

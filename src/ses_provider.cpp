@@ -77,7 +77,7 @@ HttpRequest SesProvider::build_request(const Email& email, std::string_view requ
   json payload{{"FromEmailAddress", email.from.email},
                {"Destination", std::move(destination)},
                {"Content", {{"Raw", {{"Data", base64_encode(mime)}}}}},
-               // Message tags come back in SES's sending events (SPEC 11).
+               // Message tags come back in SES's sending events (README "Delivery events and suppressions").
                {"EmailTags", json::array({{{"Name", kRequestIdKey}, {"Value", ses_tag_value(request_id)}}})}};
 
   HttpRequest request;
@@ -111,7 +111,7 @@ AttemptOutcome SesProvider::classify(const HttpResponse& response) const {
   const std::string type = error_type(response);
   // This message: another provider may take it.
   if (type == "MessageRejected" || type == "BadRequestException") return AttemptOutcome::kRejected;
-  // The account, its sending or its domain cannot send, whatever the message (SPEC 14).
+  // The account, its sending or its domain cannot send, whatever the message (README "Provider health and the retry budget").
   if (type == "AccountSuspendedException" || type == "SendingPausedException" ||
       type == "MailFromDomainNotVerifiedException" || type == "NotFoundException" || throttled(response)) {
     return AttemptOutcome::kError;

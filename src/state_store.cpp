@@ -14,7 +14,7 @@ microseconds RateLimit::emission() const {
   return microseconds(static_cast<std::int64_t>(std::llround(std::chrono::duration<double, std::micro>(period).count() / count)));
 }
 
-// A burst of one second's worth, at least 1 (SPEC section 10): burst - 1 emissions ahead.
+// A burst of one second's worth, at least 1 (README "Other endpoints"): burst - 1 emissions ahead.
 microseconds RateLimit::tolerance() const {
   const double per_second = count * 1000.0 / static_cast<double>(period.count());
   const double burst = std::max(1.0, std::floor(per_second));

@@ -1,4 +1,4 @@
-// StateStore: what the instances of a fleet share (SPEC section 9): idempotency keys, provider
+// StateStore: what the instances of a fleet share (README "Running several instances"): idempotency keys, provider
 // overrides, rate-limit buckets, suppressions, webhook event ids. Two implementations: MemoryStateStore (this process only, the
 // default) and RedisStateStore (redis_state_store.h). Every call that can fail says so with an
 // Error (code "state_store_unavailable"); none blocks longer than the store's timeout. Thread-safe.
@@ -54,7 +54,7 @@ struct RateVerdict {
   std::chrono::milliseconds retry_after{0};  // when refused: the wait until one more is allowed
 };
 
-// Why a recipient is not sent to (SPEC section 11). Kept under a keyed hash of the address, never
+// Why a recipient is not sent to (README "Delivery events and suppressions"). Kept under a keyed hash of the address, never
 // the address itself.
 struct Suppression {
   std::string type;      // the event that caused it (bounced, complained, unsubscribed, dropped) or "manual"

@@ -1,4 +1,4 @@
-// Suppressions: the recipients no provider is asked to send to (SPEC section 11), shared by every
+// Suppressions: the recipients no provider is asked to send to (README "Delivery events and suppressions"), shared by every
 // provider and, with Redis, by every instance. Addresses are kept under a keyed hash
 // (suppression_hash), never in clear. Thread-safe.
 #pragma once

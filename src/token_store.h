@@ -1,4 +1,4 @@
-// TokenStore: client bearer tokens from a `name:token[:scopes]` file (SPEC sections 5 and 10),
+// TokenStore: client bearer tokens from a `name:token[:scopes]` file (README "API" and "Other endpoints"),
 // kept only as SHA-256 digests and compared in constant time. Immutable after load; thread-safe.
 #pragma once
 

@@ -129,7 +129,7 @@ TEST_CASE("429 with Retry-After parks the provider exactly that long", "[circuit
   CHECK(f.health.state("sendgrid") == CircuitState::kClosed);
 }
 
-TEST_CASE("a 429 asking for an hour parks the provider 5 minutes (SPEC 14)", "[circuit_breaker]") {
+TEST_CASE("a 429 asking for an hour parks the provider 5 minutes (README 'Provider health and the retry budget')", "[circuit_breaker]") {
   Fixture f;
   REQUIRE(f.admit());
   f.record(outcome(AttemptOutcome::kError, 429, std::chrono::hours(1)));

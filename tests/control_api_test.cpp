@@ -1,4 +1,4 @@
-// Runtime control and client limits over HTTP (SPEC sections 9 and 10): switching providers off
+// Runtime control and client limits over HTTP (README "Running several instances" and "Other endpoints"): switching providers off
 // and on, the order, scopes, control audit lines, rate limits, and a state store that is down.
 #include <catch2/catch.hpp>
 

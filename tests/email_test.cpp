@@ -111,7 +111,7 @@ TEST_CASE("validation turns bad requests away with the field to blame", "[email]
       {"override From", [](json& j) { j["headers"] = {{"From", "x@y.z"}}; }, "headers.From", "cannot be overridden"},
       {"override Subject", [](json& j) { j["headers"] = {{"SUBJECT", "x"}}; }, "headers.SUBJECT", "cannot be overridden"},
       {"override Content-Type", [](json& j) { j["headers"] = {{"Content-Type", "text/plain"}}; }, "headers.Content-Type", "cannot be overridden"},
-      // Reserved by prefix (SPEC 19): header families providers or MTAs act on.
+      // Reserved by prefix (README "Hostile input"): header families providers or MTAs act on.
       {"Resent-Bcc", [](json& j) { j["headers"] = {{"Resent-Bcc", "x@y.z"}}; }, "headers.Resent-Bcc", "is reserved"},
       {"X-SES-CONFIGURATION-SET", [](json& j) { j["headers"] = {{"X-SES-CONFIGURATION-SET", "other"}}; }, "headers.X-SES-CONFIGURATION-SET", "is reserved"},
       {"x-ses-source-arn", [](json& j) { j["headers"] = {{"x-ses-source-arn", "arn:aws:ses:x"}}; }, "headers.x-ses-source-arn", "is reserved"},
@@ -126,10 +126,10 @@ TEST_CASE("validation turns bad requests away with the field to blame", "[email]
       {"attachment without filename", [](json& j) { j["attachments"] = {{{"content", "Zg=="}}}; }, "attachments[0].filename", "is required"},
       {"CRLF in filename", [](json& j) { j["attachments"] = {{{"filename", "a\r\nb"}, {"content", "Zg=="}}}; }, "attachments[0].filename", "CR, LF"},
       {"bad content type", [](json& j) { j["attachments"] = {{{"filename", "a"}, {"content", "Zg=="}, {"content_type", "pdf"}}}; }, "attachments[0].content_type", "MIME type"},
-      // Limits of the configured providers together (README "Limits"; SPEC 12).
+      // Limits of the configured providers together (README "Providers").
       {"four tags (Mailgun: up to 3)", [](json& j) { j["tags"] = {"a", "b", "c", "d"}; }, "tags", "at most 3"},
       {"a 129-character tag (Mailgun: 128)", [](json& j) { j["tags"] = {std::string(129, 't')}; }, "tags[0]", "1 to 128"},
-      {"the request id key (SPEC 11)", [](json& j) { j["metadata"] = {{"mailrelay_request_id", "x"}}; }, "metadata.mailrelay_request_id", "set by the relay"},
+      {"the request id key (README 'Delivery events and suppressions')", [](json& j) { j["metadata"] = {{"mailrelay_request_id", "x"}}; }, "metadata.mailrelay_request_id", "set by the relay"},
       {"metadata of 10,000 bytes (Mailgun truncates over 4KB)", [](json& j) { j["metadata"] = {{"k", std::string(9990, 'v')}}; }, "metadata", "at most 3844"},
       {"headers over Mailgun's 16KB of options", [](json& j) {
          for (int i = 0; i < 20; ++i) j["headers"]["X-H" + std::to_string(i)] = std::string(900, 'h');

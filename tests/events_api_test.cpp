@@ -1,4 +1,4 @@
-// Delivery events and suppressions over HTTP (SPEC section 11): signed webhooks (a key pair and an
+// Delivery events and suppressions over HTTP (README "Delivery events and suppressions"): signed webhooks (a key pair and an
 // HMAC key generated here), stale and replayed events, the join to the request id in the audit
 // log, a suppression learned from Mailgun stopping a send through SendGrid, the admin API, and
 // forwarding to an app on loopback that refuses and then takes a batch.

@@ -34,7 +34,7 @@ TEST_CASE("Mailgun request matches the golden form", "[mailgun]") {
       {"o:tag", "invoice", "", ""},
       {"o:tag", "monthly", "", ""},
       {"v:invoice_id", "42", "", ""},
-      {"v:mailrelay_request_id", "req-1", "", ""},  // SPEC 11: events hand it back
+      {"v:mailrelay_request_id", "req-1", "", ""},  // README "Delivery events and suppressions": events hand it back
       {"attachment", "%PDF-1", "a.pdf", "application/pdf"},
   };
   CHECK(fields == golden);
@@ -68,7 +68,7 @@ TEST_CASE("Mailgun answers are interpreted", "[mailgun]") {
 }
 
 // api-sending.rst, error codes: these say the domain or account cannot send, not that this
-// message is wrong; SPEC 14 makes them `error` so that they count toward the circuit.
+// message is wrong; README "Provider health and the retry budget" makes them `error` so that they count toward the circuit.
 TEST_CASE("Mailgun: an unusable sending domain or account is an error, not a rejection", "[mailgun]") {
   MailgunProvider api("https://api.mailgun.net", "mg.example.com", "k");
   auto now = std::chrono::system_clock::now();

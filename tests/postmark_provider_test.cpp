@@ -47,7 +47,7 @@ TEST_CASE("Postmark: a sandbox message goes with the test token, nothing deliver
 }
 
 // https://postmarkapp.com/developer/api/overview#error-codes: a message problem is `rejected`,
-// a token, sender signature or account problem is `error` (SPEC 13 and 14).
+// a token, sender signature or account problem is `error` (README "Providers" and "Provider health and the retry budget").
 TEST_CASE("Postmark answers: ErrorCode decides between rejected and error", "[postmark]") {
   PostmarkProvider api("https://api.postmarkapp.com", "t", "outbound");
   auto now = std::chrono::system_clock::now();

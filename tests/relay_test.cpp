@@ -299,7 +299,7 @@ TEST_CASE("the retry budget bounds extra calls during an outage", "[relay][retry
   CHECK(sendgrid_calls <= 100 + 20);  // 20% of 100 requests; without the budget it would be 200
 }
 
-TEST_CASE("a 502 from a provider's gateway is ambiguous: never retried there, stop or fail over (SPEC 14)", "[relay]") {
+TEST_CASE("a 502 from a provider's gateway is ambiguous: never retried there, stop or fail over (README 'Provider health and the retry budget')", "[relay]") {
   Harness h;
   SECTION("failover on (the default): straight to Mailgun, no retry at SendGrid") {
     h.transport.push(http(502, "Bad Gateway"));

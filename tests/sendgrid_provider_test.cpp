@@ -54,7 +54,7 @@ TEST_CASE("SendGrid payload leaves out what the message does not use", "[sendgri
   j.erase("html");
   json body = json::parse(api.build_request(parse_email(j.dump()).value(), "req-1").body);
   CHECK(body["content"] == json::parse(R"([{"type":"text/plain","value":"plain body"}])"));
-  CHECK(body["custom_args"] == json{{"mailrelay_request_id", "req-1"}});  // always: SPEC 11
+  CHECK(body["custom_args"] == json{{"mailrelay_request_id", "req-1"}});  // always: README "Delivery events and suppressions"
   for (const char* absent : {"reply_to", "attachments", "headers", "categories", "mail_settings"}) {
     CHECK_FALSE(body.contains(absent));
   }
@@ -124,7 +124,7 @@ TEST_CASE("SendGrid: a 502 or 504 may have been sent, other errors surely not", 
                                                          {400, false}, {429, false}}));
   CAPTURE(status);
   auto a = interpret_response(api, HttpResponse{status, {}, ""}, std::chrono::system_clock::now());
-  CHECK(a.may_have_been_sent == ambiguous);  // SPEC 14: a gateway answered, the service may have it
+  CHECK(a.may_have_been_sent == ambiguous);  // README "Provider health and the retry budget": a gateway answered, the service may have it
 }
 
 TEST_CASE("SendGrid: a 429 without Retry-After is parked until X-RateLimit-Reset", "[sendgrid]") {

@@ -54,7 +54,7 @@ TEST_CASE("SES tag values round-trip the request id alphabet", "[ses]") {
 }
 
 // SendEmail "Errors": the message is `rejected`; the account, its sending or domain is `error`
-// (SPEC 14); throttling parks the provider (SPEC 14).
+// (README "Provider health and the retry budget"); throttling parks the provider (README "Provider health and the retry budget").
 TEST_CASE("SES answers: the error type decides", "[ses]") {
   fakes::FakeClock clock;
   SesProvider api("https://email.eu-west-1.amazonaws.com", "eu-west-1", kFake, clock);

@@ -442,7 +442,7 @@ def extra_rows(args, build, work, body, env, only):
                 fake.stop()
             print(f"  {name:12} {kind:10} {out[-1][2]['rps']:9.0f} req/s", file=sys.stderr)
 
-    # The Idempotency-Key path (SPEC section 9): every request with a key of its own, the keys in
+    # The Idempotency-Key path (README "Running several instances"): every request with a key of its own, the keys in
     # process memory or in Redis. CPU per request of mailrelayd alone and with redis-server, p99.
     if wanted("idempotency-64"):
         keyed = dict(env, BENCH_SCRIPT=env["BENCH_KEYED_SCRIPT"])
@@ -718,7 +718,7 @@ def main():
         bad += [(s, k) for s, k, r in rows if "summary" in r and not r["ok"]]
         bad += [(s, k) for s, k, r in rows if "alive" in r and not r["alive"]]
         # A provider that answers at once: any attempt not sent, or any failover, is the relay's own
-        # making (SPEC 16). Counted over the warm-up too.
+        # making (README "Concurrency"). Counted over the warm-up too.
         bad += [(s, k, "not sent / failovers") for s, k, r in rows if "not_sent" in r and
                 not s.startswith(("failover", "outage")) and (r["not_sent"] or r["failovers"])]
         if bad or not rows:

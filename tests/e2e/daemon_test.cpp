@@ -1,4 +1,4 @@
-// End-to-end: the real mailrelayd binary, started with SPEC flags, driven over real sockets,
+// End-to-end: the real mailrelayd binary, started with the documented flags, driven over real sockets,
 // against fake SendGrid and Mailgun servers on loopback.
 #include <catch2/catch.hpp>
 
@@ -141,7 +141,7 @@ TEST_CASE("postmark and sendgrid fail over to each other, in either order", "[e2
     CHECK(b["provider"] == "sendgrid");
     CHECK(b["attempts"][0]["provider"] == "postmark");
     CHECK(postmark.count() == 2);
-    // Postmark's limits narrow the fleet's (SPEC 12).
+    // Postmark's limits narrow the fleet's (README "Providers").
     json limits = json::parse(d.client().Get("/v1/limits")->body)["limits"];
     CHECK(limits["recipients"] == 50);
     CHECK(limits["tags"] == 1);

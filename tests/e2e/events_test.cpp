@@ -1,4 +1,4 @@
-// Delivery events end to end (SPEC section 11): two real daemons sharing a real redis-server,
+// Delivery events end to end (README "Delivery events and suppressions"): two real daemons sharing a real redis-server,
 // webhook keys given as files the way operators give them, a SendGrid key pair and a Mailgun
 // signing key generated here. A message goes out through one instance, its bounce arrives at the
 // other, the next message to that address is refused by the first, and the audit logs join it all.

@@ -1,4 +1,4 @@
-// One fleet, one memory (SPEC sections 9 and 10): three real daemons sharing a real redis-server
+// One fleet, one memory (README "Running several instances" and "Other endpoints"): three real daemons sharing a real redis-server
 // on a free loopback port, against fake SendGrid and Mailgun servers. One key across instances,
 // a provider switched off on one and followed by the others, a rate limit held fleet-wide, Redis
 // killed and restarted under load, an instance restarted with its keys remembered.

@@ -1,4 +1,4 @@
-// Hostile input on the real binary (SPEC 19): each finding of the security review, reproduced as
+// Hostile input on the real binary (README "Hostile input"): each finding of the security review, reproduced as
 // it was found, must leave the daemon up and answering. Loopback only; every process is stopped.
 #include <catch2/catch.hpp>
 

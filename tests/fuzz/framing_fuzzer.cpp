@@ -1,4 +1,4 @@
-// libFuzzer target: the bytes a client sends before anything else reads them (SPEC 19): request
+// libFuzzer target: the bytes a client sends before anything else reads them (README "Hostile input"): request
 // framing (scan_request), the raw header lines (parse_raw_headers) and the Range scrub
 // (hide_range). Besides crashes and sanitizer reports it checks that framing never claims more
 // bytes than arrived, and that no Range header survives the scrub.

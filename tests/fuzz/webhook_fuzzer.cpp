@@ -1,4 +1,4 @@
-// libFuzzer target: the providers' webhook bodies (SPEC 11, 19), each parser on the same bytes:
+// libFuzzer target: the providers' webhook bodies (README "Delivery events and suppressions", 19), each parser on the same bytes:
 // the nesting check, SendGrid's batch, Mailgun's signature scan and event, Postmark's record.
 // Checks that every event is in the relay's vocabulary and that only bodies within the nesting
 // limit reach the DOM parsers (as EventService does).
