@@ -32,6 +32,8 @@ struct OpenFile {
   int fd = -1;
   bool owned = true;                    // false for stdout
   bool regular = true;                  // only regular files rotate (not stdout, a FIFO, /dev/...)
+  dev_t dev = 0;                        // which file it is, to notice when the path names another
+  ino_t ino = 0;
   std::atomic<std::uint64_t> size{0};   // bytes in the file, counting bytes being written
   ~OpenFile() {
     if (owned && fd >= 0) ::close(fd);
@@ -48,6 +50,8 @@ std::shared_ptr<OpenFile> open_path(const std::string& path, std::string& error)
     return nullptr;
   }
   file->regular = S_ISREG(st.st_mode);
+  file->dev = st.st_dev;
+  file->ino = st.st_ino;
   file->size = static_cast<std::uint64_t>(st.st_size);
   return file;
 }
@@ -136,6 +140,7 @@ class FileSink final : public AuditSink {
   // file is full, one writer rotates it while the others wait for that (50 ms at most); while a
   // failed rotation backs off, lines go on into the full file. A failed reopen is retried here.
   std::shared_ptr<OpenFile> reserve(std::size_t bytes) {
+    follow_path();
     for (int round = 0;; ++round) {
       if (reopen_pending_ && !backing_off()) {
         std::unique_lock<std::timed_mutex> lock(maintenance_, std::try_to_lock);
@@ -149,6 +154,25 @@ class FileSink final : public AuditSink {
       file->size -= bytes;
       if (std::atomic_load(&file_) == file && !backing_off()) rotate_locked();  // unless done meanwhile
     }
+  }
+
+  // When logrotate (or anyone) renamed or removed the file, the path is opened again, at the first
+  // line a second or more after the last look: rotation works even when the SIGUSR1 of its
+  // postrotate never arrives (no systemd, a container, a typo). One stat(2) a second at most.
+  void follow_path() {
+    using Rep = Clock::TimePoint::rep;
+    const Rep now = clock_.now().time_since_epoch().count();
+    Rep next = next_look_.load();
+    const Rep second = std::chrono::duration_cast<Clock::TimePoint::duration>(std::chrono::seconds(1)).count();
+    if (now < next || !next_look_.compare_exchange_strong(next, now + second)) return;
+    std::shared_ptr<OpenFile> file = std::atomic_load(&file_);
+    struct stat st {};
+    if (!file->regular || !file->owned || (::stat(path_.c_str(), &st) == 0 && st.st_dev == file->dev && st.st_ino == file->ino)) {
+      return;
+    }
+    std::unique_lock<std::timed_mutex> lock(maintenance_, std::try_to_lock);
+    if (!lock || reopen_pending_ || std::atomic_load(&file_) != file) return;  // busy, or done meanwhile
+    if (reopen_locked().empty()) log_.info("audit log: {} was renamed or removed; opened it again", path_);
   }
 
   // path.N-1 -> path.N, ..., path -> path.1, then a fresh path. Any step failing stops it before
@@ -237,6 +261,7 @@ class FileSink final : public AuditSink {
   milliseconds backoff_{0};         // guarded by maintenance_
   std::atomic<bool> reopen_pending_{false};
   std::atomic<Clock::TimePoint::rep> retry_at_{0};  // no maintenance before this time
+  std::atomic<Clock::TimePoint::rep> next_look_{0};  // follow_path: the next look at the path
   std::atomic<std::uint64_t> rotation_failures_{0}, reopen_failures_{0};
   std::mutex cut_mutex_;  // one cut-back at a time
   std::atomic<bool> torn_{false};
