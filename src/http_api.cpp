@@ -227,7 +227,7 @@ void HttpApi::install(FrontDoor& server) {
       handle_send(req, res, door_->context(req), std::move(body));
     }
   });
-  // Providers' webhooks (SPEC section 11): no bearer token; the provider's signature instead.
+  // Providers' webhooks (README "Delivery events and suppressions"): no bearer token; the provider's signature instead.
   auto event = [this, read_body, max_webhook_body](const httplib::Request& req, httplib::Response& res,
                                                    const httplib::ContentReader& read) {
     std::string body;
@@ -301,7 +301,7 @@ void HttpApi::install(FrontDoor& server) {
   server.Put(at("/v1/providers/order"), control);
   server.Delete(at("/v1/providers/order"), control);
 
-  // What a message may hold: the configured providers' limits together (SPEC section 12).
+  // What a message may hold: the configured providers' limits together (README "Providers").
   server.Get(at("/v1/limits"), [this, refused](const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
     std::string id = request_id_of(req, res);
@@ -321,15 +321,27 @@ void HttpApi::install(FrontDoor& server) {
     metrics_.request(req.path, 200, 0, nullptr);
   });
 
-  // Ready while not shutting down, the audit log takes lines, and at least one provider can be tried.
+  // Ready while not shutting down, the audit log takes lines, and at least one provider can be
+  // tried: not switched off by an operator, its circuit not open, not parked. Otherwise 503 with
+  // each provider's reason.
   server.Get(at("/readyz"), [this](const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
-    bool any = !runtime->health;
+    const std::shared_ptr<const ProviderOverrides> overrides =
+        control_ ? control_->current() : std::shared_ptr<const ProviderOverrides>();
+    bool any = false;
+    std::string why;
     for (const auto& name : runtime->provider_names) {
-      any = any || runtime->health->wait(name).count() == 0;
+      const auto wait = runtime->health ? runtime->health->wait(name) : std::chrono::milliseconds(0);
+      const std::string skipped = overrides && !overrides->enabled(name) ? "switched off by an operator"
+                                  : wait.count() > 0 ? "circuit open or parked for " + std::to_string((wait.count() + 999) / 1000) + " s"
+                                                     : "";
+      any = any || skipped.empty();
+      why += (why.empty() ? "" : "; ") + name + ": " + skipped;
     }
     const char* problem = draining_ ? "draining" : !audit_.healthy() ? "audit_unavailable" : !any ? "no_provider_available" : nullptr;
-    send_json(res, problem ? 503 : 200, json{{"status", problem ? problem : "ready"}, {"request_id", request_id_of(req, res)}});
+    json body{{"status", problem ? problem : "ready"}, {"request_id", request_id_of(req, res)}};
+    if (problem && std::string_view(problem) == "no_provider_available") body["reason"] = "no provider can be tried: " + why;
+    send_json(res, problem ? 503 : 200, body);
     metrics_.request(req.path, res.status, 0, nullptr);
   });
 
@@ -439,7 +451,7 @@ json HttpApi::providers_view(const Runtime& runtime, const std::string& id) cons
 
 std::optional<HttpApi::AdminCall> HttpApi::admin_call(const httplib::Request& req, httplib::Response& res) {
   AdminCall call{std::atomic_load(&runtime_), request_id_of(req, res), std::nullopt};
-  // Admin scope (SPEC section 10); without a tokens file only loopback is served, with every scope.
+  // Admin scope (README "Other endpoints"); without a tokens file only loopback is served, with every scope.
   if (!call.runtime->tokens) return call;
   auto identity = call.runtime->tokens->identify(header(req, "Authorization"));
   if (!identity) {

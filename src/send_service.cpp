@@ -68,7 +68,7 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
   if (!is_json_content_type(request.content_type)) {
     return refusal(std::move(report), 415, id, "unsupported_media_type", "Content-Type must be application/json");
   }
-  // Client rate limits (SPEC section 10): per client name, "*" for the others; they fail open
+  // Client rate limits (README "Other endpoints"): per client name, "*" for the others; they fail open
   // when the store is unreachable (the audit line says so).
   if (!runtime.client_rates.empty()) {
     const std::string name = report.client.value_or("");
@@ -90,7 +90,7 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
       }
     }
   }
-  // Admission (SPEC section 8): beyond --max-in-flight a send is answered at once; it is counted.
+  // Admission (README "Operating"): beyond --max-in-flight a send is answered at once; it is counted.
   if (in_flight_.fetch_add(1) >= max_in_flight_) {
     --in_flight_;
     metrics_.refused("max_in_flight");
@@ -125,7 +125,7 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
 SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, const std::string& client) {
   const std::string& id = request.request_id;
   SendReport report;
-  // Idempotency-Key (SPEC section 6), scoped to the client. The guard forgets the key if this
+  // Idempotency-Key (README "POST /v1/send"), scoped to the client. The guard forgets the key if this
   // ends without storing an answer (an exception): a stuck "in flight" would block it.
   const bool keyed = request.idempotency_key.has_value();
   const std::string key = request.idempotency_key.value_or("");
@@ -141,7 +141,7 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
     return refusal(std::move(report), 400, id, e.code, e.message, e.field);
   }
   report.email = std::move(email).value();
-  // Suppressed recipients (SPEC section 11) get no provider call. The check fails open: with the
+  // Suppressed recipients (README "Delivery events and suppressions") get no provider call. The check fails open: with the
   // store unreachable the send goes out, and the audit line says the store was unavailable.
   if (suppressions_) {
     auto suppressed = suppressions_->first_suppressed(*report.email);
@@ -161,7 +161,7 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
   if (keyed) {
     auto begun = store_.begin_idempotent(client, key, digest, claim_ttl);
     if (!begun) {
-      // The caller asked for a guarantee the relay cannot give now (SPEC section 9).
+      // The caller asked for a guarantee the relay cannot give now (README "Running several instances").
       report.store_unavailable = true;
       report.headers.emplace_back("Retry-After", "1");
       return refusal(std::move(report), 503, id, "state_store_unavailable",
@@ -242,7 +242,7 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
       }
       report.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, (wait.count() + 999) / 1000)));
       report = refusal(std::move(report), 503, id, "no_provider_available",
-                       "every provider is skipped (circuit open or throttled); see attempts");
+                       "every provider is skipped (switched off by an operator, circuit open or parked); see attempts");
       break;
     }
     case StopReason::kAuditUnavailable:
