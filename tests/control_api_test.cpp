@@ -72,13 +72,22 @@ TEST_CASE("control: switch SendGrid off, mail goes through Mailgun, the view and
   CHECK(control[0]["client_ip"] == "127.0.0.1");
   CHECK(control[0]["request_id"] == view["request_id"]);
 
-  // Both off: nothing to send with.
+  CHECK(h.client().Get("/readyz")->status == 200);  // Mailgun can still be tried
+
+  // Both off: nothing to send with, and /readyz says so (a load balancer moves traffic away).
   REQUIRE(patch(h, "mailgun", {{"enabled", false}})->status == 200);
   check_error(h.send(fakes::sample_request()), 503, "no_provider_available");
   CHECK(h.mailgun_server.count() == 1);
+  auto ready = h.client().Get("/readyz");
+  REQUIRE(ready);
+  CHECK(ready->status == 503);
+  CHECK(body_of(ready)["status"] == "no_provider_available");
+  CHECK(body_of(ready)["reason"] ==
+        "no provider can be tried: sendgrid: switched off by an operator; mailgun: switched off by an operator");
 
   // Back on.
   REQUIRE(patch(h, "sendgrid", {{"enabled", true}, {"reason", "resolved"}})->status == 200);
+  CHECK(h.client().Get("/readyz")->status == 200);
   auto again = h.send(fakes::sample_request());
   REQUIRE(again->status == 200);
   CHECK(body_of(again)["provider"] == "sendgrid");

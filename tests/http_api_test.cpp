@@ -513,7 +513,9 @@ TEST_CASE("503 no_provider_available when every provider is parked, and readyz s
   CHECK_THAT(b["attempts"][0]["error"].get<std::string>(), Catch::Contains("429"));
   CHECK(h.sendgrid_server.count() == 1);
   CHECK(h.mailgun_server.count() == 1);
-  CHECK(h.client().Get("/readyz")->status == 503);
+  auto ready = h.client().Get("/readyz");
+  CHECK(ready->status == 503);
+  CHECK_THAT(body_of(ready)["reason"].get<std::string>(), Catch::Contains("sendgrid: circuit open or parked for "));
   CHECK(body_of(h.client().Get("/v1/providers"))["providers"][0]["circuit"] == "parked");
   std::string metrics = h.client().Get("/metrics")->body;
   CHECK(sample(metrics, R"(mailrelay_provider_circuit{provider="sendgrid",state="parked"})") == 1);
