@@ -71,6 +71,7 @@ Result<std::string, ConfigExit> check_config(const std::vector<std::string>& arg
   line("events forwarded to", c.events_forward_url.empty() ? "nowhere" : c.events_forward_url);
   line("limits", "deadline " + std::to_string(c.deadline_ms) + " ms, attempt " + std::to_string(c.attempt_timeout_ms) +
                      " ms, max in flight " + std::to_string(c.max_in_flight));
+  for (const auto& warning : c.warnings) line("warning", warning);
   out += "configuration OK\n";
   return out;
 }

@@ -1,12 +1,15 @@
 #include "config.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
@@ -27,11 +30,17 @@ std::string env_name(const std::string& option) {
 
 // Declares every option on `app`, bound to `c`. Used twice by load_config (see there).
 void declare_options(CLI::App& app, Config& c) {
+  app.name("mailrelayd");
   app.description(
-      "mailrelayd: a synchronous HTTP relay for transactional email (SendGrid, then Mailgun).\n"
+      "mailrelayd: a synchronous HTTP relay for transactional email, through the first healthy provider of --providers.\n"
       "Every option can also come from MAILRELAY_<OPTION> in the environment or from --config FILE;\n"
       "flags win over environment, environment over the file. Secrets are read from files,\n"
       "the environment (SENDGRID_API_KEY, MAILGUN_API_KEY, ...) or systemd credentials, never from flags.");
+  app.footer(
+      "Commands:\n"
+      "  mailrelayd check-config [OPTIONS]   load everything a start would, print it (no secret), exit 0 or 2\n"
+      "  mailrelayd hash-address ADDRESS     the keyed hash the audit log writes for ADDRESS\n"
+      "  mailrelayd reload --pid PID         SIGHUP the daemon and wait for its verdict (the unit's ExecReload)");
   app.set_help_flag("-h,--help", "Print this help and exit");
   auto opt = [&](const std::string& name, auto& target, const std::string& help) {
     return app.add_option("--" + name, target, help)->envname(env_name(name));
@@ -74,12 +83,14 @@ void declare_options(CLI::App& app, Config& c) {
   opt("failover-on-timeout", c.failover_on_timeout,
       "after an ambiguous timeout, try the next provider (true) or answer 504 (false)")->capture_default_str();
   opt("max-body-bytes", c.max_body_bytes, "larger request bodies get 413")->capture_default_str();
-  opt("tokens-file", c.tokens_file, "client tokens, one name:token a line; without it only loopback is served");
+  opt("tokens-file", c.tokens_file,
+      "client tokens, one name:token a line (else credential tokens); without it only loopback is served");
   opt("audit-log", c.audit_log, "audit log path, - for stdout")->capture_default_str();
   opt("audit-log-max-bytes", c.audit_log_max_bytes, "rotate the audit log at this size; 0 = never")->capture_default_str();
   opt("audit-log-max-files", c.audit_log_max_files, "rotated audit logs kept")->capture_default_str();
   opt("audit-recipient-key-file", c.audit_recipient_key_file,
-      "secret key (16+ bytes) for recipient hashes in the audit log; without it only counts and domains");
+      "secret key (16+ bytes) for recipient hashes in the audit log (else credential audit_recipient_key); "
+      "without it only counts and domains");
   opt("ca-file", c.ca_file, "CA bundle for provider TLS (default: the system store)");
   opt("proxy", c.proxy, "HTTP(S) proxy for provider calls; proxy environment variables are ignored");
   opt("state-store", c.state_store,
@@ -118,37 +129,69 @@ std::string trim(std::string s) {
   return s.substr(i);
 }
 
-Result<std::string, ConfigExit> read_secret_file(const std::string& path, const std::string& what) {
+// Where the systemd credential `name` is: $CREDENTIALS_DIRECTORY/<name> inside the unit; outside it
+// (check-config or hash-address run by hand, as root), where the unit's LoadCredential= lines
+// take it from: systemd's credential stores, as mailrelay.<name>. "" when it is nowhere.
+std::string credential_path(const std::string& name) {
+  if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir && *dir) {
+    std::string path = std::string(dir) + "/" + name;
+    return access(path.c_str(), F_OK) == 0 ? path : "";
+  }
+  for (const char* store : {"/etc/credstore", "/run/credstore", "/usr/lib/credstore"}) {
+    std::string path = std::string(store) + "/mailrelay." + name;
+    if (access(path.c_str(), F_OK) == 0) return path;
+  }
+  return "";
+}
+
+// A secret's whole file, trimmed. `source` says where the path came from (the option, or the
+// credential) so that the message names what to fix.
+Result<std::string, ConfigExit> read_secret_file(const std::string& path, const std::string& what,
+                                                 const std::string& source, const std::string& credential) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return ConfigExit{2, "cannot read " + what + " from " + path};
+  if (!in) {
+    const int err = errno;
+    std::string text = "cannot read " + what + " from " + path + " (" + source + "): " + std::strerror(err);
+    if (err == EACCES && getuid() != 0) {
+      text += "; the unit's DynamicUser cannot read root's files: give it as the credential /etc/credstore/mailrelay." +
+              credential + " instead (README, \"Secrets\"), or run this as root";
+    }
+    return ConfigExit{2, text};
+  }
   std::stringstream ss;
   ss << in.rdbuf();
   std::string value = trim(ss.str());
-  if (value.empty()) return ConfigExit{2, what + " file " + path + " is empty"};
+  if (value.empty()) return ConfigExit{2, what + " file " + path + " (" + source + ") is empty"};
   return value;
 }
 
-Result<std::string, ConfigExit> load_recipient_key(const std::string& path) {
-  auto key = read_secret_file(path, "audit recipient key");
-  if (key && key.value().size() < 16) return ConfigExit{2, "audit recipient key in " + path + " is shorter than 16 bytes"};
-  return key;
-}
-
-// --PROVIDER-KEY-file, else the environment, else $CREDENTIALS_DIRECTORY/<credential>. "" for an
-// optional secret given nowhere.
+// --PROVIDER-KEY-file, else the environment, else the credential. "" for an optional secret given
+// nowhere.
 Result<std::string, ConfigExit> load_secret(const std::string& provider, const ProviderSecret& secret,
-                                            const std::string& file) {
+                                            const std::string& file, const std::string& flag) {
   std::string what = provider + " " + secret.label;
-  if (!file.empty()) return read_secret_file(file, what);
+  if (!file.empty()) return read_secret_file(file, what, "--" + flag, secret.credential);
   if (const char* v = std::getenv(secret.env.c_str()); v && *v) return trim(v);
-  if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir && *dir) {
-    std::string path = std::string(dir) + "/" + secret.credential;
-    if (std::ifstream(path).good()) return read_secret_file(path, what);
+  if (auto path = credential_path(secret.credential); !path.empty()) {
+    return read_secret_file(path, what, "credential " + secret.credential, secret.credential);
   }
   if (!secret.required) return std::string();
   return ConfigExit{2, "provider '" + provider + "' is listed in --providers but has no " + secret.label + ": set --" +
-                           provider + "-" + secret.key + "-file, " + secret.env + ", or the systemd credential " +
-                           secret.credential};
+                           flag + ", " + secret.env + ", or the systemd credential " + secret.credential +
+                           " (/etc/credstore/mailrelay." + secret.credential + ")"};
+}
+
+// The recipient key: --audit-recipient-key-file, else the credential audit_recipient_key. ""
+// when neither is there (recipient hashes off).
+Result<std::string, ConfigExit> load_recipient_key(const std::string& file) {
+  const std::string path = file.empty() ? credential_path("audit_recipient_key") : file;
+  if (path.empty()) return std::string();
+  const std::string source = file.empty() ? "credential audit_recipient_key" : "--audit-recipient-key-file";
+  auto key = read_secret_file(path, "audit recipient key", source, "audit_recipient_key");
+  if (key && key.value().size() < 16) {
+    return ConfigExit{2, "audit recipient key in " + path + " (" + source + ") is shorter than 16 bytes"};
+  }
+  return key;
 }
 
 std::optional<std::string> check_base_url(const std::string& option, const std::string& url) {
@@ -230,6 +273,66 @@ std::optional<std::string> validate(Config& c) {
   return std::nullopt;
 }
 
+// The lines of a config file, to say where an option is (CLI11's items carry no line numbers).
+std::vector<std::string> option_lines(const std::string& path) {
+  std::vector<std::string> lines;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// The 1-based line after line `after` that sets `name` (dashes or underscores), or 0.
+int line_of(const std::vector<std::string>& lines, const std::string& name, int after) {
+  for (std::size_t i = static_cast<std::size_t>(after); i < lines.size(); ++i) {
+    std::string key = trim(lines[i]);
+    key = key.substr(0, key.find_first_of(" \t="));
+    std::replace(key.begin(), key.end(), '_', '-');
+    if (key == name) return static_cast<int>(i) + 1;
+  }
+  return 0;
+}
+
+// What an option takes, for a value CLI11 could not convert.
+std::string value_kind(const std::string& name) {
+  if (name == "failover-on-timeout") return "true or false";
+  return "a whole number";
+}
+
+// CLI11's "Could not convert: --max-in-flight = lots" as which option, which value, and where it
+// came from (the environment, or a line of --config); other exits unchanged.
+ConfigExit explained(ConfigExit exit, const std::vector<std::string>& args, const std::map<std::string, int>& file_lines,
+                     const std::string& config_file) {
+  const std::string prefix = "Could not convert: --";
+  const std::size_t eq = exit.text.find(" = ");
+  if (exit.text.rfind(prefix, 0) != 0 || eq == std::string::npos) return exit;
+  const std::string name = exit.text.substr(prefix.size(), eq - prefix.size());
+  const std::string value = exit.text.substr(eq + 3);
+  const bool flag = std::any_of(args.begin(), args.end(), [&](const std::string& a) { return a.rfind("--" + name, 0) == 0; });
+  std::string where;
+  if (!flag && std::getenv(env_name(name).c_str())) {
+    where = env_name(name) + ": ";
+  } else if (!flag && file_lines.count(name)) {
+    where = "--config " + config_file + " line " + std::to_string(file_lines.at(name)) + ": ";
+  }
+  exit.text = where + "--" + name + ": '" + value + "' is not a valid value (" + value_kind(name) + ")";
+  return exit;
+}
+
+// MAILRELAY_* variables that name no option (a misspelt one would otherwise be ignored silently).
+std::vector<std::string> unknown_environment(const CLI::App& app) {
+  std::set<std::string> known{"MAILRELAY_STATE_STORE_PASSWORD", "MAILRELAY_EVENTS_FORWARD_KEY"};
+  for (const CLI::Option* o : app.get_options()) known.insert(o->get_envname());
+  std::vector<std::string> out;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string var(*e);
+    const std::string name = var.substr(0, var.find('='));
+    if (name.rfind(kEnvPrefix, 0) == 0 && !known.count(name)) {
+      out.push_back("the environment variable " + name + " names no option; it is ignored");
+    }
+  }
+  return out;
+}
+
 // Parses `args` into `app`: nullopt to go on, or how to exit (help: 0, usage error: 2).
 std::optional<ConfigExit> parse(CLI::App& app, std::vector<std::string> args) {
   std::reverse(args.begin(), args.end());  // CLI11 consumes the vector from the back
@@ -259,9 +362,10 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   Config first;
   CLI::App probe("mailrelayd");
   declare_options(probe, first);
-  if (auto exit = parse(probe, args)) return *exit;
+  if (auto exit = parse(probe, args)) return explained(*exit, args, {}, "");
 
   std::vector<std::string> merged;
+  std::map<std::string, int> file_lines;  // option -> its line in --config, for messages
   if (!first.config_file.empty()) {
     std::vector<CLI::ConfigItem> items;
     try {
@@ -269,6 +373,7 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
     } catch (const CLI::Error& e) {
       return ConfigExit{2, "cannot read --config " + first.config_file + ": " + e.what()};
     }
+    const std::vector<std::string> lines = option_lines(first.config_file);
     for (const auto& item : items) {
       if (item.name == "++" || item.name == "--") continue;  // section markers
       if (!item.parents.empty()) {
@@ -276,10 +381,14 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
       }
       std::string name = item.name;
       std::replace(name.begin(), name.end(), '_', '-');
+      const int line = line_of(lines, name, file_lines.count(name) ? file_lines[name] : 0);
+      const std::string where = "--config " + first.config_file + " line " + std::to_string(line) + ": ";
       const CLI::Option* option = probe.get_option_no_throw("--" + name);
-      if (!option || name == "config") {
-        return ConfigExit{2, "--config " + first.config_file + ": unknown option '" + item.name + "'"};
+      if (!option || name == "config") return ConfigExit{2, where + "unknown option '" + item.name + "'"};
+      if (file_lines.count(name)) {
+        return ConfigExit{2, where + "'" + name + "' is already set on line " + std::to_string(file_lines[name])};
       }
+      file_lines[name] = line;
       if (option->count() > 0) continue;  // set by a flag or the environment: they win
       std::string joined;
       for (const auto& input : item.inputs) joined += (joined.empty() ? "" : ",") + input;
@@ -291,18 +400,30 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   Config config;
   CLI::App app("mailrelayd");
   declare_options(app, config);
-  if (auto exit = parse(app, merged)) return *exit;
-  if (auto problem = validate(config)) return ConfigExit{2, *problem};
+  if (auto exit = parse(app, merged)) return explained(*exit, args, file_lines, first.config_file);
+  config.warnings = unknown_environment(app);
+  // Under the unit the tokens file is the credential `tokens` (changed by a restart, not a reload).
+  if (config.tokens_file.empty()) config.tokens_file = credential_path("tokens");
+  if (auto problem = validate(config)) {
+    // "--max-retries must be ..." about a value from --config: say on which line.
+    std::string name = problem->rfind("--", 0) == 0 ? problem->substr(2, problem->find_first_of(" :", 2) - 2) : "";
+    const bool elsewhere = std::getenv(env_name(name).c_str()) ||
+                           std::any_of(args.begin(), args.end(), [&](const std::string& a) { return a.rfind("--" + name, 0) == 0; });
+    if (!name.empty() && !elsewhere && file_lines.count(name)) {
+      return ConfigExit{2, "--config " + first.config_file + " line " + std::to_string(file_lines[name]) + ": " + *problem};
+    }
+    return ConfigExit{2, *problem};
+  }
 
-  if (!config.audit_recipient_key_file.empty()) {
-    auto key = load_recipient_key(config.audit_recipient_key_file);
-    if (!key) return key.error();
+  if (auto key = load_recipient_key(config.audit_recipient_key_file); !key) {
+    return key.error();
+  } else {
     config.audit_recipient_key = std::move(key).value();
   }
   if (config.state_store != "memory") {
     if (auto address = parse_redis_url(config.state_store); !address) return ConfigExit{2, address.error().message};
     const ProviderSecret secret{"password", "password", "MAILRELAY_STATE_STORE_PASSWORD", "state_store_password", false};
-    auto password = load_secret("state store", secret, config.state_store_password_file);
+    auto password = load_secret("state store", secret, config.state_store_password_file, "state-store-password-file");
     if (!password) return password.error();
     config.state_store_password = std::move(password).value();
   }
@@ -326,7 +447,7 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
            OptionalSecret{"events",
                           {"forward-key", "forward key", "MAILRELAY_EVENTS_FORWARD_KEY", "events_forward_key", false},
                           config.events_forward_key_file, config.events_forward_key}}) {
-    auto value = load_secret(o.owner, o.secret, o.file);
+    auto value = load_secret(o.owner, o.secret, o.file, std::string(o.owner) + "-" + o.secret.key + "-file");
     if (!value) return value.error();
     o.value = std::move(value).value();
   }
@@ -387,7 +508,8 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
       if (auto problem = d.check(pc)) return ConfigExit{2, *problem};
     }
     for (const auto& secret : d.secrets) {
-      auto value = load_secret(name, secret, config.provider_flags.at(name + "-" + secret.key + "-file"));
+      const std::string flag = name + "-" + secret.key + "-file";
+      auto value = load_secret(name, secret, config.provider_flags.at(flag), flag);
       if (!value) return value.error();
       if (!value.value().empty()) pc.secrets[secret.key] = std::move(value).value();
     }
@@ -423,15 +545,19 @@ Result<std::map<std::string, RateLimit>> parse_rate_limits(const std::string& te
 
 Result<HashAddressCommand, ConfigExit> parse_hash_address(const std::vector<std::string>& args) {
   CLI::App app("mailrelayd hash-address: print the keyed hash the audit log writes for ADDRESS,\n"
-               "so that `grep HASH audit.log` answers \"did we send to this address?\"");
+               "so that `zgrep -F HASH audit.log*` answers \"did we send to this address?\"");
   std::string key_file, address;
-  app.add_option("--audit-recipient-key-file", key_file, "the daemon's recipient key file")
-      ->envname("MAILRELAY_AUDIT_RECIPIENT_KEY_FILE")
-      ->required();
+  app.add_option("--audit-recipient-key-file", key_file,
+                 "the daemon's recipient key file (default: the credential audit_recipient_key, as the unit has it)")
+      ->envname("MAILRELAY_AUDIT_RECIPIENT_KEY_FILE");
   app.add_option("address", address, "the email address")->required();
   if (auto exit = parse(app, args)) return *exit;
   auto key = load_recipient_key(key_file);
   if (!key) return key.error();
+  if (key.value().empty()) {
+    return ConfigExit{2, "no recipient key: give --audit-recipient-key-file, or run as root where the unit's credential "
+                         "/etc/credstore/mailrelay.audit_recipient_key is"};
+  }
   return HashAddressCommand{std::move(key).value(), address};
 }
 

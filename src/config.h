@@ -1,4 +1,4 @@
-// Config: every start-up option (SPEC section 2) as a plain struct, and load_config(), which
+// Config: every start-up option (README "Configuration for real providers") as a plain struct, and load_config(), which
 // reads flags, MAILRELAY_* environment and --config file (flags win over environment, environment
 // over file), loads secrets, and validates once. Plain data; thread-compatible.
 #pragma once
@@ -16,6 +16,7 @@ namespace mailrelay {
 
 struct Config {
   std::string config_file;
+  std::vector<std::string> warnings;  // logged at start and by check-config (an unknown MAILRELAY_* variable)
   std::string listen = "127.0.0.1:8080";
   std::string listen_host;  // derived from listen
   int listen_port = 0;      // derived from listen; 0 = any free port
@@ -46,7 +47,7 @@ struct Config {
   std::string audit_recipient_key;  // secret: never logged
   std::string ca_file;
   std::string proxy;
-  // SPEC section 9: where the fleet's shared state lives.
+  // README "Running several instances": where the fleet's shared state lives.
   std::string state_store = "memory";  // memory, redis://[user@]host:port[/db], unix:///path
   std::string state_store_password_file;
   std::string state_store_password;    // secret: never logged
@@ -54,10 +55,10 @@ struct Config {
   int state_store_timeout_ms = 50;
   std::string audit_stream;            // "" or "redis"
   std::uint64_t audit_stream_max_len = 1000000;
-  // SPEC section 10: "billing=20/s,signup=300/m,*=50/s".
+  // README "Other endpoints": "billing=20/s,signup=300/m,*=50/s".
   std::string rate_limits;
   std::map<std::string, RateLimit> client_rates;  // derived: by client name, "*" for the others
-  // SPEC section 11: provider webhooks and where their events go.
+  // README "Delivery events and suppressions": provider webhooks and where their events go.
   std::string sendgrid_webhook_public_key_file;
   std::string sendgrid_webhook_public_key;  // base64 DER; "" = POST /v1/events/sendgrid is 404
   std::string mailgun_webhook_signing_key_file;

@@ -87,6 +87,7 @@ Result<std::unique_ptr<Daemon>, ConfigExit> Daemon::start(Config config, spdlog:
     log.warn("no --audit-recipient-key-file: suppressions in the shared store are hashed without a secret key, "
              "so anyone who can read the store can test addresses against them");
   }
+  for (const auto& warning : c.warnings) log.warn("{}", warning);
   if (c.max_queue >= 0) log.warn("--max-queue is deprecated and ignored: admission is --max-in-flight");
   if (c.threads >= 0) log.warn("--threads is deprecated and ignored: requests run on the event loops (--event-threads)");
   d->server_ = std::make_unique<FrontDoor>(door_settings(c, log));
@@ -145,7 +146,7 @@ bool Daemon::stop() {
   stopped_ = true;
   stopping_ = true;
   // New sends get 503 from here on and every answer closes its connection; the listener closes;
-  // requests in progress finish, for at most the deadline and 5 s more (SPEC section 8).
+  // requests in progress finish, for at most the deadline and 5 s more (README "Operating").
   api_->start_draining();
   if (!server_->shutdown(std::chrono::milliseconds(config_.deadline_ms) + std::chrono::seconds(5))) {
     std::string ids;

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
 
@@ -33,7 +34,7 @@ Result<Config, ConfigExit> load_outbox(const fakes::TempDir& dir, const std::vec
 
 }  // namespace
 
-TEST_CASE("defaults follow the SPEC table", "[config]") {
+TEST_CASE("defaults follow the README's option table", "[config]") {
   fakes::TempDir dir;
   auto c = load(outbox_args(dir));
   REQUIRE(c);
@@ -87,7 +88,7 @@ TEST_CASE("bad command lines and config files exit 2 with a message", "[config]"
       {{"--listen", "8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "HOST:PORT"},
       {{"--listen", "::1:8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "brackets"},
       {{"--listen", "0.0.0.0:8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "protected mode"},
-      // A name that starts like a loopback address is not one (SPEC 19).
+      // A name that starts like a loopback address is not one (README "Hostile input").
       {{"--listen", "127.attacker.example:8080", "--providers", "outbox", "--outbox-dir", "/tmp/x"}, "protected mode"},
       {{"--config", "/nonexistent.conf"}, "nonexistent"},
   }));
@@ -236,15 +237,15 @@ TEST_CASE("the example config documents every option, and names no unknown one",
     std::size_t nl = text.find('\n', start);
     std::string line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
     start = nl == std::string::npos ? text.size() : nl + 1;
-    if (line.size() > 1 && line[0] == '#' && std::islower(static_cast<unsigned char>(line[1])) &&
-        line.find(" = ") != std::string::npos) {
-      documented.insert(line.substr(1, line.find(" = ") - 1));
+    if (!line.empty() && line[0] == '#') line.erase(0, 1);  // commented out, or set (audit-log-max-bytes)
+    if (!line.empty() && std::islower(static_cast<unsigned char>(line[0])) && line.find(" = ") != std::string::npos) {
+      documented.insert(line.substr(0, line.find(" = ")));
     }
   }
   auto help = load({"--help"});
   REQUIRE_FALSE(help);
   std::set<std::string> options;
-  const std::string& h = help.error().text;
+  const std::string h = help.error().text.substr(0, help.error().text.find("Commands:"));  // options, not commands
   for (std::size_t at = h.find("--"); at != std::string::npos; at = h.find("--", at + 2)) {
     std::size_t end = h.find_first_not_of("abcdefghijklmnopqrstuvwxyz-", at + 2);
     options.insert(h.substr(at + 2, end - at - 2));
@@ -355,4 +356,89 @@ TEST_CASE("webhook keys and forwarding: from a file, the environment or a creden
   auto no_key = with({"--events-forward-url", "https://app.internal/events"});
   REQUIRE_FALSE(no_key);
   CHECK(no_key.error().text.find("events-forward-key") != std::string::npos);
+}
+
+TEST_CASE("the unit's credentials: tokens and the recipient key too, and by hand from the credential store's names",
+          "[config]") {
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("tokens"), "billing:fake-token-0123456789abcdef\n");
+  fakes::write_file(dir.file("audit_recipient_key"), "fake-recipient-key-0123456789\n");
+  {
+    EnvVar creds("CREDENTIALS_DIRECTORY", dir.path());
+    auto c = load_outbox(dir, {});
+    REQUIRE(c);
+    CHECK(c.value().tokens_file == dir.file("tokens"));
+    CHECK(c.value().audit_recipient_key == "fake-recipient-key-0123456789");
+    // A flag still wins over the credential.
+    fakes::write_file(dir.file("other_tokens"), "signup:fake-token-abcdef0123456789\n");
+    CHECK(load_outbox(dir, {"--tokens-file", dir.file("other_tokens")}).value().tokens_file == dir.file("other_tokens"));
+    auto hashed = parse_hash_address({"alice@example.org"});
+    REQUIRE(hashed);
+    CHECK(hashed.value().key == "fake-recipient-key-0123456789");
+  }
+  fakes::TempDir empty;
+  EnvVar creds("CREDENTIALS_DIRECTORY", empty.path());
+  auto c = load_outbox(dir, {});
+  REQUIRE(c);
+  CHECK(c.value().tokens_file.empty());
+  CHECK(c.value().audit_recipient_key.empty());
+  // hash-address without a key is an error, never an empty hash that matches every line.
+  auto no_key = parse_hash_address({"alice@example.org"});
+  REQUIRE_FALSE(no_key);
+  CHECK(no_key.error().code == 2);
+  CHECK_THAT(no_key.error().text, Catch::Contains("no recipient key"));
+}
+
+TEST_CASE("a secret file that cannot be read: the reason and the option it came from", "[config]") {
+  fakes::TempDir dir;
+  unsetenv("CREDENTIALS_DIRECTORY");
+  auto c = load_outbox(dir, {"--audit-recipient-key-file", dir.file("missing")});
+  REQUIRE_FALSE(c);
+  CHECK_THAT(c.error().text, Catch::Contains("No such file or directory"));
+  CHECK_THAT(c.error().text, Catch::Contains("--audit-recipient-key-file"));
+  auto key = load({"--providers", "sendgrid", "--sendgrid-api-key-file", dir.file("missing")});
+  REQUIRE_FALSE(key);
+  CHECK_THAT(key.error().text, Catch::Contains("(--sendgrid-api-key-file): No such file or directory"));
+}
+
+TEST_CASE("config file mistakes name their line; a value given twice and unknown variables are not silent", "[config]") {
+  fakes::TempDir dir;
+  auto with_file = [&](const std::string& text) {
+    fakes::write_file(dir.file("c.conf"), text);
+    return load_outbox(dir, {"--config", dir.file("c.conf")});
+  };
+  auto typed = with_file("listen = \"127.0.0.1:8080\"\n\nmax-in-flight = lots\n");
+  REQUIRE_FALSE(typed);
+  CHECK(typed.error().text == "--config " + dir.file("c.conf") + " line 3: --max-in-flight: 'lots' is not a valid value (a whole number)");
+  auto twice = with_file("max-retries = 2\n# a comment\nmax_retries = 3\n");
+  REQUIRE_FALSE(twice);
+  CHECK(twice.error().text == "--config " + dir.file("c.conf") + " line 3: 'max-retries' is already set on line 1");
+  auto unknown = with_file("max-retries = 2\nmax-inflight = 3\n");
+  REQUIRE_FALSE(unknown);
+  CHECK(unknown.error().text == "--config " + dir.file("c.conf") + " line 2: unknown option 'max-inflight'");
+  auto range = with_file("max-retries = 20\n");
+  REQUIRE_FALSE(range);
+  CHECK(range.error().text == "--config " + dir.file("c.conf") + " line 1: --max-retries must be between 0 and 10");
+  {
+    EnvVar bad("MAILRELAY_MAX_IN_FLIGHT", "many");
+    auto env = load_outbox(dir, {});
+    REQUIRE_FALSE(env);
+    CHECK(env.error().text == "MAILRELAY_MAX_IN_FLIGHT: --max-in-flight: 'many' is not a valid value (a whole number)");
+  }
+  EnvVar typo("MAILRELAY_MAX_INFLIGHT", "3");
+  auto c = load_outbox(dir, {});
+  REQUIRE(c);
+  CHECK(std::count(c.value().warnings.begin(), c.value().warnings.end(),
+                   "the environment variable MAILRELAY_MAX_INFLIGHT names no option; it is ignored") == 1);
+}
+
+TEST_CASE("--help names the program, every provider and the commands", "[config]") {
+  auto help = load({"--help"});
+  REQUIRE_FALSE(help);
+  CHECK(help.error().code == 0);
+  CHECK_THAT(help.error().text, Catch::Contains("Usage: mailrelayd [OPTIONS]"));
+  CHECK_THAT(help.error().text, !Catch::Contains("SendGrid, then Mailgun"));
+  for (const char* command : {"mailrelayd check-config", "mailrelayd hash-address", "mailrelayd reload --pid"}) {
+    CHECK_THAT(help.error().text, Catch::Contains(command));
+  }
 }
