@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <condition_variable>
 #include <mutex>
@@ -37,7 +38,7 @@ int print_exit(const ConfigExit& exit) {
 
 int main(int argc, char** argv) {
   // The process holds API keys and signing keys: no core dump of it, and no ptrace or
-  // /proc/<pid>/mem by other processes of the same user (SPEC 19; the unit also sets LimitCORE=0).
+  // /proc/<pid>/mem by other processes of the same user (README "Hostile input"; the unit also sets LimitCORE=0).
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   // Signals are blocked before any thread starts, so every thread inherits the mask and only the
   // sigwait loop below ever sees them (no async handlers). A SIGTERM during start-up stays pending.
@@ -59,6 +60,13 @@ int main(int argc, char** argv) {
     if (!command) return print_exit(command.error());
     std::printf("%s\n", hash_address(command.value().key, command.value().address).c_str());
     return 0;
+  }
+  if (!args.empty() && args[0] == "reload") {
+    // The unit's ExecReload: `mailrelayd reload --pid $MAINPID`.
+    if (args.size() != 3 || args[1] != "--pid") {
+      return print_exit(ConfigExit{2, "usage: mailrelayd reload --pid PID"});
+    }
+    return reload_and_wait(std::strtol(args[2].c_str(), nullptr, 10), std::chrono::seconds(60));
   }
   if (!args.empty() && args[0] == "check-config") {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -86,6 +94,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<Daemon> daemon = std::move(started).value();
   const int port = daemon->port();
   ServiceNotifier notifier;
+  ReloadStatusFile reload_status;
   notifier.ready("serving on " + daemon->where() + ", providers " + daemon->providers());
 
   // The watchdog is fed only while the server answers its own /healthz: a wedged server (all
@@ -134,12 +143,14 @@ int main(int argc, char** argv) {
       auto report = daemon->reload(reloaded.value());
       if (report) {
         log->info("reloaded configuration: providers={}", report.value().providers);
+        reload_status.record(true, "");
         notifier.ready("serving on " + daemon->where() + ", providers " + report.value().providers);
         continue;
       }
       problem = report.error().message;
     }
     log->error("reload failed, keeping the running configuration: {}", problem);
+    reload_status.record(false, problem);
     notifier.ready("reload failed, running the previous configuration: " + problem);
   }
   if (!daemon->stop()) std::_Exit(1);  // the stuck threads cannot be joined
