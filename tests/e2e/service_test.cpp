@@ -155,9 +155,9 @@ TEST_CASE("the shipped unit passes systemd-analyze verify and scores 1.5 or lowe
     unit.replace(at, installed.size(), MAILRELAYD_PATH);
     ++replaced;
   }
-  CHECK(replaced == 2);  // ExecStart, and ExecReload's check-config
+  CHECK(replaced == 2);  // ExecStart, and ExecReload's `mailrelayd reload`
   fakes::write_file(dir.file("mailrelayd.service"), unit);
-  // --man=no: the manual page is not installed while testing (.ci/package checks it installed).
+  // --man=no: the manual page is not installed while testing (tests/systemd/run.sh checks it installed).
   std::string verify = "systemd-analyze verify --man=no " + dir.file("mailrelayd.service") + " > " + dir.file("verify.out") + " 2>&1";
   int rc = std::system(verify.c_str());
   std::string out = fakes::read_file(dir.file("verify.out"));
