@@ -228,7 +228,12 @@ Result<Address> parse_address(std::string_view text, const std::string& field) {
   }
   if (address.email.empty()) return invalid(field, "is empty; expected \"a@example.com\" or \"Name <a@example.com>\"");
   if (!is_valid_addr_spec(address.email)) {
-    return invalid(field, "is not a valid email address (at most 64 characters before the @, 254 in all)");
+    // Internationalised addresses (RFC 6531) need SMTPUTF8 end to end, which the relay does not
+    // promise; a domain in Unicode can be given in its ASCII (punycode) form.
+    if (std::any_of(address.email.begin(), address.email.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+      return invalid(field, "is not a valid email address: only ASCII addresses are supported (give a domain as xn--...)");
+    }
+    return invalid(field, "is not a valid email address (local@domain: at most 64 characters before the @, 254 in all)");
   }
   return address;
 }

@@ -98,6 +98,8 @@ TEST_CASE("validation turns bad requests away with the field to blame", "[email]
       {"object bad email", [](json& j) { j["to"][1] = {{"email", "bob@"}}; }, "to[1].email", "not a valid"},
       {"object unknown key", [](json& j) { j["to"][0] = {{"email", "a@b.c"}, {"mail", "x"}}; }, "to[0].mail", "unknown field"},
       {"local part over 64", [&](json& j) { j["to"][0] = too_long_local; }, "to[0]", "at most 64"},
+      {"non-ASCII address", [](json& j) { j["to"][0] = "jos\u00e9@example.org"; }, "to[0]", "only ASCII addresses"},
+      {"non-ASCII domain", [](json& j) { j["to"][0] = "a@b\u00fccher.example"; }, "to[0]", "give a domain as xn--"},
       {"CRLF in subject", [](json& j) { j["subject"] = "Hi\r\nBcc: victim@example.com"; }, "subject", "CR, LF"},
       {"LF in subject", [](json& j) { j["subject"] = "Hi\nthere"; }, "subject", "CR, LF"},
       {"NUL in subject", [](json& j) { j["subject"] = std::string("Hi\0there", 8); }, "subject", "CR, LF"},
