@@ -308,6 +308,7 @@ FrontDoor::Progress FrontDoor::advance(Connection& c) {
     // The client closed (or the connection broke) before its request was whole: answered 400.
     if (pending.empty()) return Progress::kClosed;
     c.ctx.incomplete = true;
+    c.ctx.arriving = SteadyClock::now() - c.first_byte;
     c.request_end = c.in.size();
     return Progress::kReady;
   }
@@ -475,6 +476,7 @@ void FrontDoor::sweep(Shard& shard) {
     // A request begun and not finished in time is answered 400 (and audited); the rest close.
     if (!connection->lingering && !connection->in.empty()) {
       connection->ctx.incomplete = true;
+      connection->ctx.arriving = now - connection->first_byte;
       connection->request_end = connection->in.size();
       dispatch(std::move(connection));
     }

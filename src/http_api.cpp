@@ -128,6 +128,7 @@ void HttpApi::install(FrontDoor& server) {
       return refuse(414, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes");
     }
     if (ctx.incomplete) {
+      ctx.started -= ctx.arriving;  // its latency is the time the client took and failed to send it
       return refuse(400, "invalid_request", "the request did not arrive whole (the client stopped sending or was too slow)");
     }
     const bool chunked = req.has_header("Transfer-Encoding");
@@ -351,7 +352,7 @@ void HttpApi::install(FrontDoor& server) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     RequestContext& ctx = door_->context(req);
     // No pre-routing (malformed request line or headers): the request has no start time.
-    if (!res.has_header(kRequestIdHeader)) ctx.started = clock_.now();
+    if (!res.has_header(kRequestIdHeader)) ctx.started = clock_.now() - (ctx.incomplete ? ctx.arriving : Clock::TimePoint::duration{});
     if (res.status == 404) {
       answer_unrouted(req, res, ctx);
       return httplib::Server::HandlerResponse::Handled;

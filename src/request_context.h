@@ -17,6 +17,7 @@ struct RequestContext {
   bool head_malformed = false;  // headers could not be restored as sent, or the head is too large
   bool over_budget = false;     // the body did not fit --max-body-bytes-in-flight and was not read
   bool incomplete = false;      // the client stopped sending (timeout or EOF) before the request ended
+  std::chrono::steady_clock::duration arriving{};  // incomplete: from its first byte to giving up on it
   // Told by the routing hook (HttpApi), before any handler runs.
   std::string path;             // the path as requested (percent-decoded); req.path is the route's pattern
   const Route* route = nullptr; // null: a path we do not serve (or a target over kMaxTarget)
