@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <set>
@@ -65,7 +66,12 @@ void Metrics::webhook(const std::string& provider, const std::string& outcome) {
 void Metrics::request(const std::string& route, int status, double seconds, const RelayResult* relay) {
   std::lock_guard<std::mutex> lock(mutex_);
   ++requests_[{route, status}];
-  if (route == "/v1/send") send_duration_.observe(seconds);
+  // The latency objective is about sends that asked a provider: refusals before any call (400,
+  // 401, 429, 503 overloaded, replays, every provider skipped) take microseconds and would dilute it.
+  const bool called = relay && std::any_of(relay->attempts.begin(), relay->attempts.end(), [](const Attempt& a) {
+                        return a.result.outcome != AttemptOutcome::kSkipped;
+                      });
+  if (route == "/v1/send" && called) send_duration_.observe(seconds);
   if (relay) {
     std::set<std::string> asked;
     for (const auto& a : relay->attempts) asked.insert(a.provider);
@@ -100,7 +106,7 @@ std::string Metrics::render(const DoorGauges& door) const {
   for (const auto& [provider, stats] : providers_) {
     stats.latency.write(out, "mailrelay_provider_latency_seconds", "provider=\"" + provider + "\"");
   }
-  out += "# HELP mailrelay_send_duration_seconds Duration of POST /v1/send, end to end.\n"
+  out += "# HELP mailrelay_send_duration_seconds Duration of POST /v1/send that called a provider, end to end.\n"
          "# TYPE mailrelay_send_duration_seconds histogram\n";
   send_duration_.write(out, "mailrelay_send_duration_seconds", "");
   out += "# HELP mailrelay_in_flight Sends being handled now.\n# TYPE mailrelay_in_flight gauge\n"

@@ -317,6 +317,7 @@ TEST_CASE("metrics move as traffic flows", "[http_api][metrics]") {
   h.sendgrid_server.push_n(2, fakes::reply(503, "Service Unavailable", "text/plain"));
   REQUIRE(h.send(fakes::sample_request())->status == 200);
   REQUIRE(h.client().Get("/nope")->status == 404);
+  REQUIRE(h.send(json{{"from", "a@example.com"}})->status == 400);  // refused before any call
 
   auto r = h.client().Get("/metrics");
   REQUIRE(r);
@@ -330,7 +331,8 @@ TEST_CASE("metrics move as traffic flows", "[http_api][metrics]") {
   CHECK(sample(m, R"(mailrelay_attempts_total{provider="sendgrid",outcome="error"})") == 2);
   CHECK(sample(m, R"(mailrelay_attempts_total{provider="mailgun",outcome="sent"})") == 1);
   CHECK(sample(m, "mailrelay_failovers_total") == 1);
-  CHECK(sample(m, "mailrelay_send_duration_seconds_count") == 2);
+  CHECK(sample(m, R"(mailrelay_requests_total{route="/v1/send",status="400"})") == 1);
+  CHECK(sample(m, "mailrelay_send_duration_seconds_count") == 2);  // the 400 called no provider
   CHECK(sample(m, R"(mailrelay_provider_latency_seconds_count{provider="sendgrid"})") == 3);
   CHECK(sample(m, R"(mailrelay_provider_latency_seconds_bucket{provider="mailgun",le="+Inf"})") == 1);
   CHECK(sample(m, "mailrelay_in_flight") == 0);
