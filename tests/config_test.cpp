@@ -401,7 +401,7 @@ TEST_CASE("a secret file that cannot be read: the reason and the option it came 
   CHECK_THAT(key.error().text, Catch::Contains("(--sendgrid-api-key-file): No such file or directory"));
 }
 
-TEST_CASE("config file mistakes name their line; a value given twice and unknown variables are not silent", "[config]") {
+TEST_CASE("config file mistakes name their line, a value given twice and unknown variables are not silent", "[config]") {
   fakes::TempDir dir;
   auto with_file = [&](const std::string& text) {
     fakes::write_file(dir.file("c.conf"), text);
