@@ -298,8 +298,18 @@ std::string value_kind(const std::string& name) {
   return "a whole number";
 }
 
+// Where option `name` got its value, as a message prefix: "MAILRELAY_X: " from the environment,
+// "--config FILE line N: " from the file, "" from a flag (or when it is not known).
+std::string origin(const std::string& name, const std::vector<std::string>& args,
+                   const std::map<std::string, int>& file_lines, const std::string& config_file) {
+  if (std::any_of(args.begin(), args.end(), [&](const std::string& a) { return a.rfind("--" + name, 0) == 0; })) return "";
+  if (std::getenv(env_name(name).c_str())) return env_name(name) + ": ";
+  auto line = file_lines.find(name);
+  return line == file_lines.end() ? "" : "--config " + config_file + " line " + std::to_string(line->second) + ": ";
+}
+
 // CLI11's "Could not convert: --max-in-flight = lots" as which option, which value, and where it
-// came from (the environment, or a line of --config); other exits unchanged.
+// came from; other exits unchanged.
 ConfigExit explained(ConfigExit exit, const std::vector<std::string>& args, const std::map<std::string, int>& file_lines,
                      const std::string& config_file) {
   const std::string prefix = "Could not convert: --";
@@ -307,14 +317,8 @@ ConfigExit explained(ConfigExit exit, const std::vector<std::string>& args, cons
   if (exit.text.rfind(prefix, 0) != 0 || eq == std::string::npos) return exit;
   const std::string name = exit.text.substr(prefix.size(), eq - prefix.size());
   const std::string value = exit.text.substr(eq + 3);
-  const bool flag = std::any_of(args.begin(), args.end(), [&](const std::string& a) { return a.rfind("--" + name, 0) == 0; });
-  std::string where;
-  if (!flag && std::getenv(env_name(name).c_str())) {
-    where = env_name(name) + ": ";
-  } else if (!flag && file_lines.count(name)) {
-    where = "--config " + config_file + " line " + std::to_string(file_lines.at(name)) + ": ";
-  }
-  exit.text = where + "--" + name + ": '" + value + "' is not a valid value (" + value_kind(name) + ")";
+  exit.text = origin(name, args, file_lines, config_file) + "--" + name + ": '" + value + "' is not a valid value (" +
+              value_kind(name) + ")";
   return exit;
 }
 
@@ -406,15 +410,10 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   if (config.tokens_file.empty()) config.tokens_file = credential_path("tokens");
   if (auto problem = validate(config)) {
     // "--max-retries must be ..." about a value from --config: say on which line.
-    std::string name = problem->rfind("--", 0) == 0 ? problem->substr(2, problem->find_first_of(" :", 2) - 2) : "";
-    const bool elsewhere = std::getenv(env_name(name).c_str()) ||
-                           std::any_of(args.begin(), args.end(), [&](const std::string& a) { return a.rfind("--" + name, 0) == 0; });
-    if (!name.empty() && !elsewhere && file_lines.count(name)) {
-      return ConfigExit{2, "--config " + first.config_file + " line " + std::to_string(file_lines[name]) + ": " + *problem};
-    }
-    return ConfigExit{2, *problem};
+    const std::string name = problem->rfind("--", 0) == 0 ? problem->substr(2, problem->find_first_of(" :", 2) - 2) : "";
+    const std::string where = name.empty() ? "" : origin(name, args, file_lines, first.config_file);
+    return ConfigExit{2, (where.rfind("--config", 0) == 0 ? where : "") + *problem};
   }
-
   if (auto key = load_recipient_key(config.audit_recipient_key_file); !key) {
     return key.error();
   } else {
