@@ -64,9 +64,9 @@ Result<std::string, ConfigExit> check_config(const std::vector<std::string>& arg
   line("state store", store);
   line("rate limits", c.rate_limits.empty() ? "none" : c.rate_limits);
   std::vector<std::string> webhooks;
-  if (!c.sendgrid_webhook_public_key.empty()) webhooks.push_back("sendgrid");
-  if (!c.mailgun_webhook_signing_key.empty()) webhooks.push_back("mailgun");
-  if (!c.postmark_webhook_credentials.empty()) webhooks.push_back("postmark");
+  for (const auto* p : provider_registry()) {
+    if (c.webhook_secrets.count(p->name)) webhooks.push_back(p->name);
+  }
   line("webhooks", webhooks.empty() ? "none" : comma_joined(webhooks));
   line("events forwarded to", c.events_forward_url.empty() ? "nowhere" : c.events_forward_url);
   line("limits", "deadline " + std::to_string(c.deadline_ms) + " ms, attempt " + std::to_string(c.attempt_timeout_ms) +

@@ -14,7 +14,6 @@
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
 
-#include "delivery_events.h"  // check_sendgrid_public_key
 #include "redis_state_store.h"
 
 namespace mailrelay {
@@ -72,6 +71,12 @@ void declare_options(CLI::App& app, Config& c) {
       opt(flag, it->second, "file holding the " + p->name + " " + secret.label + " (else env " + secret.env +
                                 ", else credential " + secret.credential + ")" + (secret.required ? "" : "; optional"));
     }
+    if (const auto& w = p->webhook) {
+      std::string flag = p->name + "-" + w->secret.key + "-file";
+      auto [it, fresh] = c.provider_flags.emplace(flag, "");
+      opt(flag, it->second, w->help + " (else env " + w->secret.env + ", else credential " + w->secret.credential +
+                                "); without it /v1/events/" + p->name + " is 404");
+    }
   }
   opt("strategy", c.strategy,
       "which provider goes first: failover (the order given), round-robin, or weighted; the rest of the order is the fallback")
@@ -105,15 +110,6 @@ void declare_options(CLI::App& app, Config& c) {
   opt("audit-stream-max-len", c.audit_stream_max_len, "the stream's length, approximately (XADD MAXLEN ~)")
       ->capture_default_str();
   opt("rate-limits", c.rate_limits, "per client: billing=20/s,signup=300/m,*=50/s (* for any other client); 429 beyond");
-  opt("sendgrid-webhook-public-key-file", c.sendgrid_webhook_public_key_file,
-      "SendGrid's Signed Event Webhook verification key (base64, as SendGrid shows it; else env "
-      "SENDGRID_WEBHOOK_PUBLIC_KEY, else credential sendgrid_webhook_public_key); without it /v1/events/sendgrid is 404");
-  opt("mailgun-webhook-signing-key-file", c.mailgun_webhook_signing_key_file,
-      "Mailgun's HTTP webhook signing key (else env MAILGUN_WEBHOOK_SIGNING_KEY, else credential "
-      "mailgun_webhook_signing_key); without it /v1/events/mailgun is 404");
-  opt("postmark-webhook-credentials-file", c.postmark_webhook_credentials_file,
-      "user:password that Postmark's webhook URLs carry as basic auth (else env POSTMARK_WEBHOOK_CREDENTIALS, else "
-      "credential postmark_webhook_credentials); without it /v1/events/postmark is 404");
   opt("events-forward-url", c.events_forward_url,
       "POST each verified batch of delivery events here (https, or http on loopback); when it fails the provider retries");
   opt("events-forward-key-file", c.events_forward_key_file,
@@ -426,38 +422,21 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
     if (!password) return password.error();
     config.state_store_password = std::move(password).value();
   }
-  // Webhook keys and the forwarding key: optional secrets, each endpoint off without its key.
-  struct OptionalSecret {
-    const char* owner;
-    ProviderSecret secret;
-    const std::string& file;
-    std::string& value;
-  };
-  for (const OptionalSecret& o : {
-           OptionalSecret{"sendgrid",
-                          {"webhook-public-key", "webhook public key", "SENDGRID_WEBHOOK_PUBLIC_KEY", "sendgrid_webhook_public_key", false},
-                          config.sendgrid_webhook_public_key_file, config.sendgrid_webhook_public_key},
-           OptionalSecret{"mailgun",
-                          {"webhook-signing-key", "webhook signing key", "MAILGUN_WEBHOOK_SIGNING_KEY", "mailgun_webhook_signing_key", false},
-                          config.mailgun_webhook_signing_key_file, config.mailgun_webhook_signing_key},
-           OptionalSecret{"postmark",
-                          {"webhook-credentials", "webhook credentials", "POSTMARK_WEBHOOK_CREDENTIALS", "postmark_webhook_credentials", false},
-                          config.postmark_webhook_credentials_file, config.postmark_webhook_credentials},
-           OptionalSecret{"events",
-                          {"forward-key", "forward key", "MAILRELAY_EVENTS_FORWARD_KEY", "events_forward_key", false},
-                          config.events_forward_key_file, config.events_forward_key}}) {
-    auto value = load_secret(o.owner, o.secret, o.file, std::string(o.owner) + "-" + o.secret.key + "-file");
+  const ProviderSecret forward_key{"forward-key", "forward key", "MAILRELAY_EVENTS_FORWARD_KEY", "events_forward_key", false};
+  auto forward = load_secret("events", forward_key, config.events_forward_key_file, "events-forward-key-file");
+  if (!forward) return forward.error();
+  config.events_forward_key = std::move(forward).value();
+  // Each provider's webhook secret: optional, its endpoint off without it.
+  for (const auto* p : provider_registry()) {
+    if (!p->webhook) continue;
+    const std::string flag = p->name + "-" + p->webhook->secret.key + "-file";
+    auto value = load_secret(p->name, p->webhook->secret, config.provider_flags.at(flag), flag);
     if (!value) return value.error();
-    o.value = std::move(value).value();
-  }
-  if (!config.sendgrid_webhook_public_key.empty()) {
-    if (auto problem = check_sendgrid_public_key(config.sendgrid_webhook_public_key)) {
-      return ConfigExit{2, "the SendGrid webhook public key " + *problem + " (paste the key SendGrid shows, base64)"};
+    if (value.value().empty()) continue;
+    if (p->webhook->check) {
+      if (auto problem = p->webhook->check(value.value())) return ConfigExit{2, *problem};
     }
-  }
-  if (!config.postmark_webhook_credentials.empty() &&
-      (config.postmark_webhook_credentials.find(':') == std::string::npos || config.postmark_webhook_credentials.size() < 12)) {
-    return ConfigExit{2, "the Postmark webhook credentials must be user:password, 12 characters or more"};
+    config.webhook_secrets[p->name] = std::move(value).value();
   }
   if (!config.events_forward_url.empty()) {
     if (auto problem = check_base_url("events-forward-url", config.events_forward_url)) return ConfigExit{2, *problem};

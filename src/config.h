@@ -59,12 +59,7 @@ struct Config {
   std::string rate_limits;
   std::map<std::string, RateLimit> client_rates;  // derived: by client name, "*" for the others
   // README "Delivery events and suppressions": provider webhooks and where their events go.
-  std::string sendgrid_webhook_public_key_file;
-  std::string sendgrid_webhook_public_key;  // base64 DER; "" = POST /v1/events/sendgrid is 404
-  std::string mailgun_webhook_signing_key_file;
-  std::string mailgun_webhook_signing_key;  // secret: never logged; "" = POST /v1/events/mailgun is 404
-  std::string postmark_webhook_credentials_file;
-  std::string postmark_webhook_credentials;  // user:password; secret; "" = POST /v1/events/postmark is 404
+  std::map<std::string, std::string> webhook_secrets;  // by provider (secret: never logged); none = its endpoint is 404
   std::string events_forward_url;
   std::string events_forward_key_file;
   std::string events_forward_key;           // secret: never logged

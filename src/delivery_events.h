@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,41 +45,41 @@ struct WebhookBatch {
   std::size_t ignored = 0;              // events outside it (processed, accepted, ...)
 };
 
-// SendGrid's Signed Event Webhook: ECDSA P-256 / SHA-256 over the timestamp header's value
-// followed by the raw body; the signature header is base64 (DER); the key is base64 DER
-// (SubjectPublicKeyInfo), as SendGrid shows it.
-bool verify_sendgrid_signature(std::string_view public_key_base64, std::string_view signature_base64,
-                               std::string_view timestamp, std::string_view body);
-// Why a --sendgrid-webhook-public-key-file value cannot be used, or nullopt when it can.
-std::optional<std::string> check_sendgrid_public_key(std::string_view public_key_base64);
-
-// Mailgun's body carries its signature: {"signature": {"timestamp", "token", "signature"}}. The
-// signature covers only timestamp and token, not the body: these three strings are all that is
-// read of an unverified body (a streaming scan that builds nothing else).
-struct MailgunSignature {
-  std::string timestamp, token, signature;  // "" where missing (or the body is not JSON)
+// A webhook request as a provider's receiver sees it (HTTP libraries stay above).
+struct WebhookRequest {
+  std::string provider;    // the path's last segment
+  std::string request_id;
+  std::map<std::string, std::string> headers;  // those the provider's webhook names, by its spelling; "" absent
+  std::string body;
+  // The header's value, "" when absent.
+  const std::string& header(const std::string& name) const;
 };
-MailgunSignature mailgun_signature(std::string_view body);
-
-// Mailgun: hex HMAC-SHA256(signing key, timestamp + token), compared in constant time.
-bool verify_mailgun_signature(std::string_view signing_key, std::string_view timestamp, std::string_view token,
-                              std::string_view signature_hex);
-
-// Postmark's webhooks are protected by HTTP basic auth (the credentials are in the webhook URL
-// set at Postmark): `authorization` must be "Basic base64(credentials)", compared in constant time.
-bool verify_basic_auth(std::string_view credentials, std::string_view authorization);
 
 // Webhook bodies nest no deeper than this (the providers' payloads nest 4 deep at most); deeper
 // bodies are refused before they are parsed.
 inline constexpr int kMaxWebhookDepth = 16;
 
-// SendGrid's body: a JSON array of events. Fails (invalid_request) when it is not one. An event
-// without sg_event_id is recognised as a replay by a digest of the whole event.
-Result<WebhookBatch> parse_sendgrid_events(std::string_view body, std::int64_t timestamp);
-// Mailgun's body: {"signature": {...}, "event-data": {...}} (already verified).
-Result<WebhookBatch> parse_mailgun_event(const nlohmann::json& body);
-// Postmark's body: one JSON object with a RecordType.
-Result<WebhookBatch> parse_postmark_event(std::string_view body);
+// HTTP basic auth (Postmark's webhooks): `authorization` must be "Basic base64(credentials)",
+// compared in constant time.
+bool verify_basic_auth(std::string_view credentials, std::string_view authorization);
+
+// What the providers' event parsers share: lenient reads of a JSON payload.
+namespace webhook_json {
+// doc[name], or null when doc is not an object or has no such member.
+const nlohmann::json& member(const nlohmann::json& doc, const char* name);
+// A string or number member as text; "" otherwise.
+std::string text(const nlohmann::json& doc, const char* name);
+// A number (or numeric string) member; 0 otherwise.
+double seconds_of(const nlohmann::json& doc, const char* name);
+// A provider's event names that map one to one onto ours.
+struct Kind {
+  const char* name;
+  const char* type;
+  bool suppresses;
+};
+// Sets e's type from `table`; false when `kind` is outside our vocabulary.
+bool classify(DeliveryEvent& e, const std::string& kind, std::initializer_list<Kind> table);
+}  // namespace webhook_json
 
 // Unix seconds (fractions kept to the millisecond) as UTC text: 2026-12-03T06:00:00.000Z.
 std::string utc_from_unix(double seconds);

@@ -104,7 +104,8 @@ const ProviderDescriptor& elasticemail_descriptor() {
         return make_http_provider(c.name,
                                   std::make_unique<ElasticEmailProvider>(c.option("base-url"), c.secret("api-key")),
                                   transport);
-      }};
+      },
+      std::nullopt};
   return kDescriptor;
 }
 

@@ -4,6 +4,7 @@
 
 #include "delivery_events.h"
 #include "json_depth.h"
+#include "provider_registry.h"
 #include "send_service.h"  // error_json
 #include "sigv4.h"         // hmac_sha256_hex, sha256_hex
 
@@ -43,12 +44,12 @@ std::string forward_signature(const std::string& key, std::int64_t t, const std:
 WebhookReport EventService::handle(const EventEndpoints& endpoints, const WebhookRequest& request) {
   const std::string& id = request.request_id;
   const std::string& provider = request.provider;
-  const bool sendgrid = provider == "sendgrid" && !endpoints.sendgrid_public_key.empty();
-  const bool mailgun = provider == "mailgun" && !endpoints.mailgun_signing_key.empty();
-  const bool postmark = provider == "postmark" && !endpoints.postmark_credentials.empty();
-  if (!sendgrid && !mailgun && !postmark) {
+  const ProviderDescriptor* descriptor = find_provider(provider);
+  auto secret = endpoints.webhook_secrets.find(provider);
+  if (!descriptor || !descriptor->webhook || secret == endpoints.webhook_secrets.end()) {
     return refusal(404, id, "not_found", "no webhook endpoint for '" + provider + "' is configured");
   }
+  const ProviderWebhook& webhook = *descriptor->webhook;
   auto refuse = [&](int status, const std::string& code, const std::string& message) {
     metrics_.webhook(provider, code);
     return refusal(status, id, code, message);
@@ -58,40 +59,20 @@ WebhookReport EventService::handle(const EventEndpoints& endpoints, const Webhoo
     return refuse(400, "invalid_request", "JSON nested deeper than " + std::to_string(kMaxWebhookDepth) + " levels");
   }
   // Verify first: nothing from an unverified request is recorded, not even a replay id.
-  std::string timestamp;
-  Result<WebhookBatch> batch = WebhookBatch{};
-  if (sendgrid) {
-    if (request.signature.empty() || request.timestamp.empty() ||
-        !verify_sendgrid_signature(endpoints.sendgrid_public_key, request.signature, request.timestamp, request.body)) {
-      return refuse(401, "invalid_signature", "missing or bad X-Twilio-Email-Event-Webhook-Signature");
-    }
-    timestamp = request.timestamp;
-  } else if (postmark) {
-    // Postmark signs nothing and sends no timestamp: basic auth over TLS is its whole protection.
-    if (!verify_basic_auth(endpoints.postmark_credentials, request.authorization)) {
-      WebhookReport r = refuse(401, "invalid_signature", "missing or wrong basic auth credentials");
-      r.headers.emplace_back("WWW-Authenticate", "Basic realm=\"mailrelay webhooks\"");
-      return r;
-    }
-    batch = parse_postmark_event(request.body);
-  } else {
-    // Mailgun signs timestamp + token, not the body: only those are read before verification.
-    const MailgunSignature signature = mailgun_signature(request.body);
-    timestamp = signature.timestamp;
-    if (timestamp.empty() || signature.token.empty() ||
-        !verify_mailgun_signature(endpoints.mailgun_signing_key, timestamp, signature.token, signature.signature)) {
-      return refuse(401, "invalid_signature", "missing or bad signature (signature.timestamp, token, signature)");
-    }
-    batch = parse_mailgun_event(nlohmann::json::parse(request.body, nullptr, false));
+  const Result<std::string> timestamp = webhook.verify(secret->second, request);
+  if (!timestamp) {
+    WebhookReport r = refuse(401, "invalid_signature", timestamp.error().message);
+    if (!webhook.challenge.empty()) r.headers.emplace_back("WWW-Authenticate", webhook.challenge);
+    return r;
   }
-  const auto signed_at = unix_seconds(timestamp);
+  const auto signed_at = unix_seconds(timestamp.value());
   const std::int64_t now =
       std::chrono::duration_cast<std::chrono::seconds>(clock_.wall_now().time_since_epoch()).count();
-  if (!postmark && (!signed_at || std::llabs(now - *signed_at) > kMaxSkew.count())) {
+  if (webhook.signed_timestamp && (!signed_at || std::llabs(now - *signed_at) > kMaxSkew.count())) {
     return refuse(401, "invalid_signature",
                   "the signed timestamp is more than " + std::to_string(kMaxSkew.count()) + " s from now (stale or replayed)");
   }
-  if (sendgrid) batch = parse_sendgrid_events(request.body, *signed_at);
+  const Result<WebhookBatch> batch = webhook.parse(request, signed_at.value_or(0));
   if (!batch) return refuse(400, "invalid_request", batch.error().message);
 
   // Replays: an event id seen within the window is answered 200 and ignored.

@@ -5,6 +5,7 @@
 // Thread-safe.
 #pragma once
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,7 @@
 
 #include "audit_log.h"
 #include "clock.h"
+#include "delivery_events.h"
 #include "http_transport.h"
 #include "metrics.h"
 #include "state_store.h"
@@ -23,20 +25,9 @@ namespace mailrelay {
 
 // Where each provider's webhook is verified and where verified batches go (reloadable).
 struct EventEndpoints {
-  std::string sendgrid_public_key;  // base64 DER, as SendGrid shows it; "" = endpoint off (404)
-  std::string mailgun_signing_key;  // "" = endpoint off (404)
-  std::string postmark_credentials; // user:password of the webhook URL's basic auth; "" = endpoint off (404)
-  std::string forward_url;          // "" = not forwarded
-  std::string forward_key;          // HMAC key of X-Mailrelay-Signature
-};
-
-struct WebhookRequest {
-  std::string provider;          // the path's last segment
-  std::string request_id;
-  std::string signature;         // SendGrid: X-Twilio-Email-Event-Webhook-Signature
-  std::string timestamp;         // SendGrid: X-Twilio-Email-Event-Webhook-Timestamp
-  std::string authorization;     // Postmark: basic auth
-  std::string body;
+  std::map<std::string, std::string> webhook_secrets;  // by provider; without one its endpoint is 404
+  std::string forward_url;                             // "" = not forwarded
+  std::string forward_key;                             // HMAC key of X-Mailrelay-Signature
 };
 
 struct WebhookReport {

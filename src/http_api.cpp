@@ -4,6 +4,7 @@
 
 #include "ascii.h"
 #include "openapi_document.h"
+#include "provider_registry.h"
 #include "request_id.h"
 #include "routes.h"
 
@@ -23,6 +24,7 @@ constexpr std::uint64_t kMaxControlBody = 65536;
 // https://postmarkapp.com/developer/webhooks/webhooks-overview). 1 MiB holds all three.
 constexpr std::uint64_t kMaxWebhookBody = 1048576;
 constexpr std::string_view kEventsPrefix = "/v1/events/";
+constexpr std::string_view kEventsRoute = "/v1/events/{provider}";
 constexpr std::string_view kSuppressionRoute = "/v1/suppressions/{address}";
 
 // The route label for metrics: one of ours, or "other" (unknown paths must not grow the label set).
@@ -234,7 +236,7 @@ void HttpApi::install(FrontDoor& server) {
     std::string body;
     if (read_body(req, res, read, body, max_webhook_body)) handle_event(req, res, std::move(body));
   };
-  for (const char* provider : {"sendgrid", "mailgun", "postmark"}) server.Post(at(std::string(kEventsPrefix) + provider), event);
+  server.Post(at(kEventsRoute), event);
   auto suppression = [this](const httplib::Request& req, httplib::Response& res) { handle_suppression(req, res); };
   server.Get(at(kSuppressionRoute), suppression);
   server.Put(at(kSuppressionRoute), suppression);
@@ -490,11 +492,11 @@ std::string HttpApi::reason_of(const json& body, std::string& reason) {
 void HttpApi::handle_event(const httplib::Request& req, httplib::Response& res, std::string body) {
   const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
   WebhookRequest request;
-  request.provider = req.path.substr(kEventsPrefix.size());  // the route's pattern: one of ours
+  request.provider = door_->context(req).route_param;
   request.request_id = request_id_of(req, res);
-  request.signature = header(req, "X-Twilio-Email-Event-Webhook-Signature");
-  request.timestamp = header(req, "X-Twilio-Email-Event-Webhook-Timestamp");
-  request.authorization = header(req, "Authorization");
+  if (const ProviderDescriptor* provider = find_provider(request.provider); provider && provider->webhook) {
+    for (const std::string& name : provider->webhook->headers) request.headers[name] = header(req, name.c_str());
+  }
   request.body = std::move(body);
   WebhookReport report = events_.handle(runtime->events, request);
   for (const auto& [name, value] : report.headers) res.set_header(name, value);

@@ -127,7 +127,8 @@ const ProviderDescriptor& mailgun_descriptor() {
         return make_http_provider(c.name,
                                   std::make_unique<MailgunProvider>(c.option("base-url"), c.option("domain"), c.secret("api-key")),
                                   transport);
-      }};
+      },
+      mailgun_webhook()};
   return kDescriptor;
 }
 

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "delivery_events.h"
 #include "http_provider.h"
 
 namespace mailrelay {
@@ -24,5 +25,21 @@ class MailgunProvider final : public ProviderApi {
   std::string url_;
   std::string authorization_;
 };
+
+struct ProviderWebhook;
+// The webhook (mailgun_webhook.cpp) -------------------------------------------------------------
+// Mailgun's body carries its signature: {"signature": {"timestamp", "token", "signature"}}. The
+// signature covers only timestamp and token, not the body: these three strings are all that is
+// read of an unverified body (a streaming scan that builds nothing else).
+struct MailgunSignature {
+  std::string timestamp, token, signature;  // "" where missing (or the body is not JSON)
+};
+MailgunSignature mailgun_signature(std::string_view body);
+// Mailgun: hex HMAC-SHA256(signing key, timestamp + token), compared in constant time.
+bool verify_mailgun_signature(std::string_view signing_key, std::string_view timestamp, std::string_view token,
+                              std::string_view signature_hex);
+// Mailgun's body: {"signature": {...}, "event-data": {...}} (already verified).
+Result<WebhookBatch> parse_mailgun_event(const nlohmann::json& body);
+ProviderWebhook mailgun_webhook();
 
 }  // namespace mailrelay

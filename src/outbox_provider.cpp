@@ -102,7 +102,8 @@ const ProviderDescriptor& outbox_descriptor() {
           return Error{"config", "--outbox-dir " + dir + " is not a writable directory", ""};
         }
         return std::unique_ptr<EmailProvider>(new OutboxProvider(dir, clock));
-      }};
+      },
+      std::nullopt};
   return kDescriptor;
 }
 

@@ -157,7 +157,8 @@ const ProviderDescriptor& postmark_descriptor() {
         return make_http_provider(c.name,
                                   std::make_unique<PostmarkProvider>(c.option("base-url"), c.secret("api-key"), c.option("message-stream")),
                                   transport);
-      }};
+      },
+      postmark_webhook()};
   return kDescriptor;
 }
 

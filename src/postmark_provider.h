@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "delivery_events.h"
 #include "http_provider.h"
 
 namespace mailrelay {
@@ -26,5 +27,11 @@ class PostmarkProvider final : public ProviderApi {
   std::string server_token_;
   std::string message_stream_;
 };
+
+struct ProviderWebhook;
+// The webhook (postmark_webhook.cpp) ------------------------------------------------------------
+// Postmark's body: one JSON object with a RecordType.
+Result<WebhookBatch> parse_postmark_event(std::string_view body);
+ProviderWebhook postmark_webhook();
 
 }  // namespace mailrelay

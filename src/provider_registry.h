@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "clock.h"
+#include "delivery_events.h"
 #include "email_provider.h"
 #include "http_transport.h"
 #include "result.h"
@@ -51,6 +52,25 @@ struct ProviderConfig {
   }
 };
 
+// A provider's webhook (README "Delivery events and suppressions"): POST /v1/events/<provider>,
+// answered 404 until its secret is given. EventService runs verify, then (when the provider
+// signs a time) the replay window, then parse; both are pure.
+struct ProviderWebhook {
+  // --<provider>-<key>-file, else env, else credential; required is false (the endpoint is off).
+  ProviderSecret secret;
+  std::string help;                  // what the secret is, for --help
+  std::vector<std::string> headers;  // the request headers verify and parse read
+  bool signed_timestamp = true;      // false: the provider signs no time (no replay window on it)
+  std::string challenge;             // WWW-Authenticate on a refused request; "" for none
+  // Why the secret cannot be used (the whole message), or nullopt.
+  std::optional<std::string> (*check)(const std::string& secret) = nullptr;
+  // The signed timestamp as sent ("" when it signs none), or why the request is not the
+  // provider's (answered 401 invalid_signature with the error's message).
+  Result<std::string> (*verify)(const std::string& secret, const WebhookRequest& request) = nullptr;
+  // A verified body in our vocabulary; an Error is answered 400 invalid_request.
+  Result<WebhookBatch> (*parse)(const WebhookRequest& request, std::int64_t signed_at) = nullptr;
+};
+
 struct ProviderDescriptor {
   std::string name;
   std::vector<ProviderOption> options;
@@ -60,6 +80,7 @@ struct ProviderDescriptor {
   // Builds the provider; an Error for what only shows when building (a directory not writable).
   Result<std::unique_ptr<EmailProvider>> (*make)(const ProviderConfig& config, HttpTransport& transport,
                                                  Clock& clock) = nullptr;
+  std::optional<ProviderWebhook> webhook;  // nullopt: the provider sends no events
 };
 
 // Every provider, in the order --help lists them.

@@ -1,7 +1,15 @@
 #include "routes.h"
 
+#include "provider_registry.h"
+
 namespace mailrelay {
 namespace {
+
+// /v1/events/<provider> exists for the providers that have a webhook.
+bool has_webhook(std::string_view provider) {
+  const ProviderDescriptor* descriptor = find_provider(provider);
+  return descriptor && descriptor->webhook;
+}
 
 const Route kRoutes[] = {
     {"/v1/send", "POST"},
@@ -12,9 +20,7 @@ const Route kRoutes[] = {
     {"/v1/providers/order", "PUT, DELETE"},
     {"/v1/providers/{name}", "PATCH"},
     {"/v1/limits", "GET, HEAD"},
-    {"/v1/events/sendgrid", "POST"},
-    {"/v1/events/mailgun", "POST"},
-    {"/v1/events/postmark", "POST"},
+    {"/v1/events/{provider}", "POST", has_webhook},
     {"/v1/suppressions/{address}", "GET, HEAD, PUT, DELETE"},
     {"/v1/openapi.json", "GET, HEAD"},
 };
@@ -39,7 +45,7 @@ RouteMatch match_route(std::string_view path) {
   for (const bool fixed : {true, false}) {
     for (const Route& route : kRoutes) {
       if ((route.pattern.find('{') == std::string_view::npos) != fixed) continue;
-      if (matches(route.pattern, path, m.param)) {
+      if (matches(route.pattern, path, m.param) && (!route.accepts || route.accepts(m.param))) {
         m.route = &route;
         return m;
       }

@@ -17,6 +17,7 @@ inline constexpr std::size_t kMaxTarget = 2048;
 struct Route {
   std::string_view pattern;  // "/v1/suppressions/{address}": the metrics label and handler key
   std::string_view methods;  // "GET, HEAD, PUT, DELETE": the Allow header; HEAD wherever GET is
+  bool (*accepts)(std::string_view param) = nullptr;  // which {segment}s exist; null: any
 };
 
 struct RouteMatch {

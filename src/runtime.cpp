@@ -33,8 +33,7 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpT
   runtime->relay = std::make_unique<Relay>(order, settings, clock, health, std::move(observers), Relay::Jitter{}, budget);
   runtime->provider_names = config.providers;
   runtime->client_rates = config.client_rates;
-  runtime->events = {config.sendgrid_webhook_public_key, config.mailgun_webhook_signing_key,
-                     config.postmark_webhook_credentials, config.events_forward_url, config.events_forward_key};
+  runtime->events = {config.webhook_secrets, config.events_forward_url, config.events_forward_key};
   runtime->health = health;
   return std::shared_ptr<const Runtime>(std::move(runtime));
 }

@@ -160,7 +160,8 @@ const ProviderDescriptor& sendgrid_descriptor() {
         return make_http_provider(c.name,
                                   std::make_unique<SendGridProvider>(c.option("base-url"), c.secret("api-key")),
                                   transport);
-      }};
+      },
+      sendgrid_webhook()};
   return kDescriptor;
 }
 

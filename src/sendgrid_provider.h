@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "delivery_events.h"
 #include "http_provider.h"
 
 namespace mailrelay {
@@ -23,5 +24,19 @@ class SendGridProvider final : public ProviderApi {
   std::string url_;
   std::string authorization_;
 };
+
+struct ProviderWebhook;
+// The webhook (sendgrid_webhook.cpp) ------------------------------------------------------------
+// SendGrid's Signed Event Webhook: ECDSA P-256 / SHA-256 over the timestamp header's value
+// followed by the raw body; the signature header is base64 (DER); the key is base64 DER
+// (SubjectPublicKeyInfo), as SendGrid shows it.
+bool verify_sendgrid_signature(std::string_view public_key_base64, std::string_view signature_base64,
+                               std::string_view timestamp, std::string_view body);
+// Why a --sendgrid-webhook-public-key-file value cannot be used, or nullopt when it can.
+std::optional<std::string> check_sendgrid_public_key(std::string_view public_key_base64);
+// SendGrid's body: a JSON array of events. Fails (invalid_request) when it is not one. An event
+// without sg_event_id is recognised as a replay by a digest of the whole event.
+Result<WebhookBatch> parse_sendgrid_events(std::string_view body, std::int64_t timestamp);
+ProviderWebhook sendgrid_webhook();
 
 }  // namespace mailrelay

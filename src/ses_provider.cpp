@@ -159,7 +159,8 @@ const ProviderDescriptor& ses_descriptor() {
         return make_http_provider(c.name,
                                   std::make_unique<SesProvider>(c.option("base-url"), c.option("region"), credentials, clock),
                                   transport);
-      }};
+      },
+      std::nullopt};
   return kDescriptor;
 }
 

@@ -325,13 +325,12 @@ TEST_CASE("webhook keys and forwarding: from a file, the environment or a creden
   auto with = [&](const std::vector<std::string>& more) { return load_outbox(dir, more); };
   auto plain = with({});
   REQUIRE(plain);
-  CHECK(plain.value().sendgrid_webhook_public_key.empty());
-  CHECK(plain.value().mailgun_webhook_signing_key.empty());
+  CHECK(plain.value().webhook_secrets.empty());
   fakes::EcKey key;
   fakes::write_file(dir.file("sg_key"), key.public_base64() + "\n");
   auto sendgrid = with({"--sendgrid-webhook-public-key-file", dir.file("sg_key")});
   REQUIRE(sendgrid);
-  CHECK(sendgrid.value().sendgrid_webhook_public_key == key.public_base64());
+  CHECK(sendgrid.value().webhook_secrets.at("sendgrid") == key.public_base64());
   // A PEM file, or anything that is not a P-256 key, is refused with a message.
   fakes::write_file(dir.file("pem"), "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n");
   auto pem = with({"--sendgrid-webhook-public-key-file", dir.file("pem")});
@@ -340,7 +339,7 @@ TEST_CASE("webhook keys and forwarding: from a file, the environment or a creden
   CHECK(pem.error().text.find("SendGrid webhook public key") != std::string::npos);
   {
     EnvVar env("MAILGUN_WEBHOOK_SIGNING_KEY", "fake-signing-key-from-env");
-    CHECK(with({}).value().mailgun_webhook_signing_key == "fake-signing-key-from-env");
+    CHECK(with({}).value().webhook_secrets.at("mailgun") == "fake-signing-key-from-env");
   }
   CHECK_FALSE(with({"--postmark-webhook-credentials-file", dir.file("sg_key")}));  // no user:password
   fakes::write_file(dir.file("postmark_webhook_credentials"), "postmark:fake-password\n");
@@ -349,7 +348,7 @@ TEST_CASE("webhook keys and forwarding: from a file, the environment or a creden
     EnvVar creds("CREDENTIALS_DIRECTORY", dir.path());
     auto c = with({"--events-forward-url", "http://127.0.0.1:9000/events"});
     REQUIRE(c);
-    CHECK(c.value().postmark_webhook_credentials == "postmark:fake-password");
+    CHECK(c.value().webhook_secrets.at("postmark") == "postmark:fake-password");
     CHECK(c.value().events_forward_key == "fake-forward-key-0123456789");
     CHECK_FALSE(with({"--events-forward-url", "http://app.internal/events"}));  // plain http off loopback
   }

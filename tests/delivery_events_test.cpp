@@ -11,6 +11,9 @@
 
 #include "base64.h"
 #include "delivery_events.h"
+#include "mailgun_provider.h"
+#include "postmark_provider.h"
+#include "sendgrid_provider.h"
 #include "test_keys.h"
 
 using namespace mailrelay;

@@ -38,7 +38,8 @@ struct Keys {
   ApiHarness::Extras extras(std::string forward_url = "") {
     ApiHarness::Extras e;
     const std::string forward_key = forward_url.empty() ? "" : "fake-forward-key-0123456789";
-    e.events = {sendgrid.public_base64(), kMailgunSigningKey, kPostmarkCredentials, std::move(forward_url), forward_key};
+    e.events = {{{"sendgrid", sendgrid.public_base64()}, {"mailgun", kMailgunSigningKey}, {"postmark", kPostmarkCredentials}},
+                std::move(forward_url), forward_key};
     return e;
   }
 };

@@ -12,6 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include "delivery_events.h"
+#include "mailgun_provider.h"
+#include "postmark_provider.h"
+#include "sendgrid_provider.h"
 #include "json_depth.h"
 
 namespace {
