@@ -13,7 +13,7 @@
 #include "event_service.h"
 #include "redis_server.h"
 #include "redis_state_store.h"
-#include "sigv4.h"
+#include "hash.h"
 #include "test_keys.h"
 
 using namespace mailrelay;

@@ -13,7 +13,7 @@
 #include "fake_clock.h"
 #include "redis_server.h"
 #include "redis_state_store.h"
-#include "sigv4.h"
+#include "hash.h"
 #include "state_store.h"
 
 using namespace mailrelay;

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon.h"
-#include "sigv4.h"
+#include "hash.h"
 #include "test_helpers.h"
 
 using nlohmann::json;

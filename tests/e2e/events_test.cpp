@@ -12,7 +12,7 @@
 #include "daemon.h"
 #include "fake_provider_server.h"
 #include "redis_server.h"
-#include "sigv4.h"
+#include "hash.h"
 #include "test_helpers.h"
 #include "test_keys.h"
 

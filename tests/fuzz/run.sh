@@ -19,18 +19,21 @@ fi
 s="$src/src"
 max_len=4096
 case "$target" in
-  request) sources="$s/email.cpp $s/base64.cpp $s/mime.cpp $s/sendgrid_provider.cpp $s/mailgun_provider.cpp
-                    $s/message_limits.cpp $s/http_provider.cpp $s/json_depth.cpp" libs="-lcurl" ;;
-  framing) sources="$s/request_framing.cpp" libs="" max_len=131072 ;;  # a 100 KB path included
-  route)   sources="$s/routes.cpp" libs="" max_len=8192 ;;
-  auth)    sources="$s/delivery_events.cpp $s/base64.cpp $s/sigv4.cpp $s/text_helpers.cpp" libs="-lcrypto" ;;
-  webhook) sources="$s/delivery_events.cpp $s/base64.cpp $s/sigv4.cpp $s/text_helpers.cpp $s/json_depth.cpp"
-           libs="-lcrypto" max_len=131072 ;;
+  request) sources="$s/message/email.cpp $s/base/base64.cpp $s/message/mime.cpp $s/providers/sendgrid_provider.cpp
+                    $s/providers/mailgun_provider.cpp $s/message/message_limits.cpp $s/providers/http_provider.cpp
+                    $s/base/json_depth.cpp $s/providers/sendgrid_webhook.cpp $s/providers/mailgun_webhook.cpp
+                    $s/providers/delivery_events.cpp $s/base/hash.cpp $s/base/text_helpers.cpp" libs="-lcurl -lcrypto" ;;
+  framing) sources="$s/http/request_framing.cpp" libs="" max_len=131072 ;;  # a 100 KB path included
+  route)   sources="$s/http/routes.cpp" libs="" max_len=8192 ;;
+  auth)    sources="$s/providers/delivery_events.cpp $s/base/base64.cpp $s/base/text_helpers.cpp" libs="-lcrypto" ;;
+  webhook) sources="$s/providers/delivery_events.cpp $s/providers/sendgrid_webhook.cpp $s/providers/mailgun_webhook.cpp
+                    $s/providers/postmark_webhook.cpp $s/base/base64.cpp $s/base/hash.cpp $s/base/text_helpers.cpp
+                    $s/base/json_depth.cpp" libs="-lcrypto" max_len=131072 ;;
   *) echo "unknown fuzz target $target"; exit 2 ;;
 esac
 # shellcheck disable=SC2086
 clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  $(pkg-config --cflags cpp-httplib) -I"$s" "$src/tests/fuzz/${target}_fuzzer.cpp" $sources $libs -o "$work/fuzzer"
+  $(pkg-config --cflags cpp-httplib) $(for d in "$s"/*/; do printf -- "-I%s " "$d"; done) "$src/tests/fuzz/${target}_fuzzer.cpp" $sources $libs -o "$work/fuzzer"
 rm -rf "$work/corpus" && mkdir -p "$work/corpus" && cp "$src/tests/fuzz/corpus/$target/"* "$work/corpus/"
 # Crashes, leaks, sanitizer reports and the target's own checks make libFuzzer exit non-zero.
 "$work/fuzzer" -max_total_time="$seconds" -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$work/" \

@@ -7,7 +7,7 @@
 #include "ascii.h"
 #include "message_limits.h"  // kRequestIdKey
 #include "provider_registry.h"
-#include "sigv4.h"  // hmac_sha256_hex
+#include "hash.h"
 
 namespace mailrelay {
 

@@ -1,15 +1,7 @@
 #include "routes.h"
 
-#include "provider_registry.h"
-
 namespace mailrelay {
 namespace {
-
-// /v1/events/<provider> exists for the providers that have a webhook.
-bool has_webhook(std::string_view provider) {
-  const ProviderDescriptor* descriptor = find_provider(provider);
-  return descriptor && descriptor->webhook;
-}
 
 const Route kRoutes[] = {
     {"/v1/send", "POST"},
@@ -20,7 +12,7 @@ const Route kRoutes[] = {
     {"/v1/providers/order", "PUT, DELETE"},
     {"/v1/providers/{name}", "PATCH"},
     {"/v1/limits", "GET, HEAD"},
-    {"/v1/events/{provider}", "POST", has_webhook},
+    {"/v1/events/{provider}", "POST"},
     {"/v1/suppressions/{address}", "GET, HEAD, PUT, DELETE"},
     {"/v1/openapi.json", "GET, HEAD"},
 };
@@ -39,13 +31,13 @@ bool matches(std::string_view pattern, std::string_view path, std::string& param
 
 }  // namespace
 
-RouteMatch match_route(std::string_view path) {
+RouteMatch match_route(std::string_view path, SegmentFilter exists) {
   RouteMatch m;
   // Fixed paths first: /v1/providers/order is not a provider named "order".
   for (const bool fixed : {true, false}) {
     for (const Route& route : kRoutes) {
       if ((route.pattern.find('{') == std::string_view::npos) != fixed) continue;
-      if (matches(route.pattern, path, m.param) && (!route.accepts || route.accepts(m.param))) {
+      if (matches(route.pattern, path, m.param) && (fixed || !exists || exists(route.pattern, m.param))) {
         m.route = &route;
         return m;
       }

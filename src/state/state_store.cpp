@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "ascii.h"
-#include "sigv4.h"  // hmac_sha256_hex
+#include "hash.h"
 
 namespace mailrelay {
 

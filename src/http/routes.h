@@ -17,7 +17,6 @@ inline constexpr std::size_t kMaxTarget = 2048;
 struct Route {
   std::string_view pattern;  // "/v1/suppressions/{address}": the metrics label and handler key
   std::string_view methods;  // "GET, HEAD, PUT, DELETE": the Allow header; HEAD wherever GET is
-  bool (*accepts)(std::string_view param) = nullptr;  // which {segment}s exist; null: any
 };
 
 struct RouteMatch {
@@ -25,7 +24,10 @@ struct RouteMatch {
   std::string param;             // the {segment} of a parametric route, as requested
 };
 
-RouteMatch match_route(std::string_view path);
+// Which {segment}s of a parametric route exist (/v1/events/<a provider with a webhook>); null: any.
+using SegmentFilter = bool (*)(std::string_view pattern, std::string_view segment);
+
+RouteMatch match_route(std::string_view path, SegmentFilter exists = nullptr);
 
 // True when `method` is one of `route`'s.
 bool route_allows(const Route& route, std::string_view method);

@@ -18,17 +18,11 @@
 #include "delivery_events.h"
 #include "http_transport.h"
 #include "metrics.h"
+#include "runtime.h"
 #include "state_store.h"
 #include "suppressions.h"
 
 namespace mailrelay {
-
-// Where each provider's webhook is verified and where verified batches go (reloadable).
-struct EventEndpoints {
-  std::map<std::string, std::string> webhook_secrets;  // by provider; without one its endpoint is 404
-  std::string forward_url;                             // "" = not forwarded
-  std::string forward_key;                             // HMAC key of X-Mailrelay-Signature
-};
 
 struct WebhookReport {
   int status = 200;

@@ -5,7 +5,7 @@
 #include <ctime>
 #include <set>
 
-#include "audit_log.h"
+#include "text_helpers.h"
 
 namespace mailrelay {
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "audit_log.h"
+#include "text_helpers.h"
 
 namespace mailrelay {
 

@@ -1,19 +1,15 @@
 // Small text helpers shared by every layer: times as the audit log writes them, and redaction of
-// addresses in provider text. Pure (utc_timestamp reads the clock); thread-safe.
+// addresses in provider text. Pure; thread-safe.
 #pragma once
 
 #include <chrono>
 #include <string>
 #include <string_view>
 
-#include "clock.h"
-
 namespace mailrelay {
 
 // A time as the audit log writes times: 2026-12-03T06:00:00.123Z.
 std::string utc_text(std::chrono::system_clock::time_point when);
-// Now, in that form.
-std::string utc_timestamp(Clock& clock);
 
 // Replaces anything shaped like an email address in provider text with "<address>".
 std::string redact_addresses(std::string_view text);

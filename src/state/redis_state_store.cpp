@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "event_loop.h"
-#include "sigv4.h"  // sha256_hex
+#include "hash.h"  // sha256_hex
 
 namespace mailrelay {
 namespace {
@@ -84,13 +84,7 @@ constexpr const char* kReleaseScript =
 std::string sha1_hex(const std::string& text) {
   unsigned char digest[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : digest) {
-    out += hex[b >> 4];
-    out += hex[b & 15];
-  }
-  return out;
+  return hex_lower(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
 }
 
 // What a key holds while its first request is in flight. Built the same way every time: the

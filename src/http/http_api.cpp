@@ -25,6 +25,13 @@ constexpr std::uint64_t kMaxControlBody = 65536;
 constexpr std::uint64_t kMaxWebhookBody = 1048576;
 constexpr std::string_view kEventsPrefix = "/v1/events/";
 constexpr std::string_view kEventsRoute = "/v1/events/{provider}";
+
+// /v1/events/<provider> exists for the providers that have a webhook (a 404 for the others).
+bool has_webhook(std::string_view pattern, std::string_view provider) {
+  if (pattern != kEventsRoute) return true;
+  const ProviderDescriptor* descriptor = find_provider(provider);
+  return descriptor && descriptor->webhook;
+}
 constexpr std::string_view kSuppressionRoute = "/v1/suppressions/{address}";
 
 // The route label for metrics: one of ours, or "other" (unknown paths must not grow the label set).
@@ -108,7 +115,7 @@ void HttpApi::install(FrontDoor& server) {
   server.set_request_hook([](httplib::Request& req, RequestContext& ctx) {
     ctx.path = req.path;
     ctx.target_too_long = req.target.size() > kMaxTarget;
-    RouteMatch match = ctx.target_too_long ? RouteMatch{} : match_route(req.path);
+    RouteMatch match = ctx.target_too_long ? RouteMatch{} : match_route(req.path, has_webhook);
     ctx.route = match.route;
     ctx.route_param = std::move(match.param);
     req.path = ctx.route ? std::string(ctx.route->pattern) : std::string();

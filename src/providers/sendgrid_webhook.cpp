@@ -10,7 +10,7 @@
 #include "base64.h"
 #include "message_limits.h"  // kRequestIdKey
 #include "provider_registry.h"
-#include "sigv4.h"  // sha256_hex
+#include "hash.h"
 
 namespace mailrelay {
 namespace {

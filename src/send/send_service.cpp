@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "audit_log.h"  // redact_addresses
-#include "sigv4.h"      // sha256_hex
+#include "hash.h"
 
 namespace mailrelay {
 namespace {
@@ -33,13 +33,6 @@ bool is_json_content_type(const std::string& value) {
   constexpr std::string_view kType = "application/json";
   if (v.compare(0, kType.size(), kType) != 0) return false;
   return v.size() == kType.size() || v[kType.size()] == ';' || v[kType.size()] == ' ';
-}
-
-json error_json(const std::string& request_id, const std::string& code, const std::string& message,
-                const std::string& field) {
-  json error{{"code", code}, {"message", message}};
-  if (!field.empty()) error["field"] = field;
-  return json{{"request_id", request_id}, {"error", std::move(error)}};
 }
 
 SendService::SendService(StateStore& store, ProviderControl* control, Suppressions* suppressions, Metrics& metrics,

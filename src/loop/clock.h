@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "event_loop.h"
+#include "text_helpers.h"
 
 namespace mailrelay {
 
@@ -24,6 +25,9 @@ class SystemClock final : public Clock {
   std::chrono::system_clock::time_point wall_now() override { return std::chrono::system_clock::now(); }
   void sleep_for(std::chrono::milliseconds duration) override { mailrelay::sleep_for(duration); }  // a fiber suspends
 };
+
+// Now, as the audit log writes times.
+inline std::string utc_timestamp(Clock& clock) { return utc_text(clock.wall_now()); }
 
 inline double to_ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api_error.h"
 #include "clock.h"
 #include "email.h"
 #include "provider_control.h"
@@ -47,10 +48,6 @@ struct SendReport {
   std::optional<Email> email;          // when the body parsed
   std::optional<RelayResult> relay;    // when the relay ran
 };
-
-// {"request_id", "error": {"code", "message", "field"?}}
-nlohmann::ordered_json error_json(const std::string& request_id, const std::string& code, const std::string& message,
-                                  const std::string& field = "");
 
 // application/json, with or without parameters (case-insensitive).
 bool is_json_content_type(const std::string& value);

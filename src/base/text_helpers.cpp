@@ -38,6 +38,4 @@ std::string utc_text(std::chrono::system_clock::time_point when) {
   return buf;
 }
 
-std::string utc_timestamp(Clock& clock) { return utc_text(clock.wall_now()); }
-
 }  // namespace mailrelay

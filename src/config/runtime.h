@@ -12,7 +12,6 @@
 #include "clock.h"
 #include "config.h"
 #include "email_provider.h"
-#include "event_service.h"
 #include "http_transport.h"
 #include "message_limits.h"
 #include "relay.h"
@@ -20,6 +19,13 @@
 #include "token_store.h"
 
 namespace mailrelay {
+
+// Where each provider's webhook is verified and where verified batches go (reloadable).
+struct EventEndpoints {
+  std::map<std::string, std::string> webhook_secrets;  // by provider; without one its endpoint is 404
+  std::string forward_url;                             // "" = not forwarded
+  std::string forward_key;                             // HMAC key of X-Mailrelay-Signature
+};
 
 struct Runtime {
   std::unique_ptr<TokenStore> tokens;  // null: no --tokens-file

@@ -16,7 +16,7 @@
 #include <set>
 
 #include "ascii.h"
-#include "sigv4.h"  // hmac_sha256_hex
+#include "hash.h"
 
 namespace mailrelay {
 

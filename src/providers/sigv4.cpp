@@ -1,47 +1,14 @@
 #include "sigv4.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/sha.h>
-
 #include <algorithm>
 #include <cctype>
 #include <ctime>
 
+#include "ascii.h"
+#include "hash.h"
+
 namespace mailrelay {
 namespace {
-
-std::string hex(const unsigned char* data, std::size_t size) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < size; ++i) {
-    out += digits[data[i] >> 4];
-    out += digits[data[i] & 15];
-  }
-  return out;
-}
-
-std::string hmac(std::string_view key, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-       data.size(), out, &size);
-  return std::string(reinterpret_cast<char*>(out), size);
-}
-
-}  // namespace
-
-std::string hmac_sha256_hex(std::string_view key, std::string_view data) {
-  const std::string mac = hmac(key, data);
-  return hex(reinterpret_cast<const unsigned char*>(mac.data()), mac.size());
-}
-
-namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
 
 // Canonical header value: leading and trailing spaces trimmed, runs of spaces made one.
 std::string canonical_value(const std::string& value) {
@@ -61,12 +28,6 @@ std::string canonical_value(const std::string& value) {
 
 }  // namespace
 
-std::string sha256_hex(const std::string& data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  return hex(digest, sizeof digest);
-}
-
 std::vector<std::pair<std::string, std::string>> sigv4_sign(const SigV4Request& request, const std::string& region,
                                                             const std::string& service, const AwsCredentials& credentials,
                                                             std::chrono::system_clock::time_point when) {
@@ -82,8 +43,8 @@ std::vector<std::pair<std::string, std::string>> sigv4_sign(const SigV4Request& 
   if (!credentials.session_token.empty()) added.emplace_back("X-Amz-Security-Token", credentials.session_token);
 
   std::vector<std::pair<std::string, std::string>> signed_headers{{"host", canonical_value(request.host)}};
-  for (const auto& [name, value] : request.headers) signed_headers.emplace_back(lower(name), canonical_value(value));
-  for (const auto& [name, value] : added) signed_headers.emplace_back(lower(name), canonical_value(value));
+  for (const auto& [name, value] : request.headers) signed_headers.emplace_back(ascii_lower(name), canonical_value(value));
+  for (const auto& [name, value] : added) signed_headers.emplace_back(ascii_lower(name), canonical_value(value));
   std::sort(signed_headers.begin(), signed_headers.end());
 
   std::string canonical_headers, names;
@@ -96,15 +57,15 @@ std::vector<std::pair<std::string, std::string>> sigv4_sign(const SigV4Request& 
   const std::string scope = date + "/" + region + "/" + service + "/aws4_request";
   const std::string string_to_sign = "AWS4-HMAC-SHA256\n" + amz_date + "\n" + scope + "\n" + sha256_hex(canonical_request);
 
-  std::string key = hmac("AWS4" + credentials.secret_access_key, date);
-  key = hmac(key, region);
-  key = hmac(key, service);
-  key = hmac(key, "aws4_request");
-  const std::string signature = hmac(key, string_to_sign);
+  std::string key = hmac_sha256("AWS4" + credentials.secret_access_key, date);
+  key = hmac_sha256(key, region);
+  key = hmac_sha256(key, service);
+  key = hmac_sha256(key, "aws4_request");
+  const std::string signature = hmac_sha256(key, string_to_sign);
 
   added.emplace_back("Authorization", "AWS4-HMAC-SHA256 Credential=" + credentials.access_key_id + "/" + scope +
                                           ", SignedHeaders=" + names + ", Signature=" +
-                                          hex(reinterpret_cast<const unsigned char*>(signature.data()), signature.size()));
+                                          hex_lower(signature));
   return added;
 }
 

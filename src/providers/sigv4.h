@@ -31,10 +31,4 @@ std::vector<std::pair<std::string, std::string>> sigv4_sign(const SigV4Request& 
                                                             const std::string& service, const AwsCredentials& credentials,
                                                             std::chrono::system_clock::time_point when);
 
-// Lower-case hex SHA-256 of `data` (the payload hash SigV4 signs; also idempotency digests).
-std::string sha256_hex(const std::string& data);
-
-// Lower-case hex HMAC-SHA256 (recipient hashes, Mailgun webhook signatures, forwarded batches).
-std::string hmac_sha256_hex(std::string_view key, std::string_view data);
-
 }  // namespace mailrelay

@@ -2,11 +2,11 @@
 
 #include <cstdlib>
 
+#include "api_error.h"
 #include "delivery_events.h"
 #include "json_depth.h"
 #include "provider_registry.h"
-#include "send_service.h"  // error_json
-#include "sigv4.h"         // hmac_sha256_hex, sha256_hex
+#include "hash.h"
 
 namespace mailrelay {
 namespace {

@@ -1,0 +1,14 @@
+// The API's error body, the same for every route: {"request_id", "error": {"code", "message",
+// "field"?}} (README "Errors"). Pure; thread-safe.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace mailrelay {
+
+nlohmann::ordered_json error_json(const std::string& request_id, const std::string& code, const std::string& message,
+                                  const std::string& field = "");
+
+}  // namespace mailrelay
