@@ -100,4 +100,18 @@ std::optional<Identity> TokenStore::identify(std::string_view authorization) con
   return match->identity;
 }
 
+Authorization authorize(const TokenStore* tokens, std::string_view authorization, unsigned scope) {
+  Authorization a;
+  if (!tokens) return a;
+  auto identity = tokens->identify(authorization);
+  if (!identity) return Authorization{401, "unauthorized", "missing or unknown bearer token", std::nullopt};
+  a.client = identity->name;
+  if ((identity->scopes & scope) != scope) {
+    a.status = 403;
+    a.code = "forbidden";
+    a.message = std::string("this token has no ") + (scope & kScopeAdmin ? "admin" : "send") + " scope";
+  }
+  return a;
+}
+
 }  // namespace mailrelay

@@ -41,4 +41,14 @@ class TokenStore {
   std::vector<Entry> entries_;
 };
 
+// Who is calling, or why not: the one rule for every route that takes a bearer token (README
+// "Other endpoints"). Without a tokens file (`tokens` null: loopback only) every call is allowed.
+struct Authorization {
+  int status = 0;                     // 0: allowed; 401 (no or unknown token) or 403 (without the scope)
+  std::string code, message;          // the API error when refused
+  std::optional<std::string> client;  // the token's name; nullopt without a tokens file
+};
+// `scope` 0: any client's token will do.
+Authorization authorize(const TokenStore* tokens, std::string_view authorization, unsigned scope);
+
 }  // namespace mailrelay

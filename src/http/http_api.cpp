@@ -107,9 +107,7 @@ void HttpApi::finish(const httplib::Request& req, httplib::Response& res, Reques
 void HttpApi::install(FrontDoor& server) {
   door_ = &server;
   server.set_max_body_bytes(settings_.max_body_bytes);
-  const std::uint64_t max_webhook_body = std::min(kMaxWebhookBody, settings_.max_body_bytes);
-  server.set_body_limit(std::string(kEventsPrefix), max_webhook_body);
-
+  server.set_body_limit(std::string(kEventsPrefix), body_limit(BodyRule::kWebhook));
   // Routing is ours (routes.h): cpp-httplib matches handlers with std::regex_match, whose
   // executor recurses once per character of the path. It only ever sees a route's pattern.
   server.set_request_hook([](httplib::Request& req, RequestContext& ctx) {
@@ -120,269 +118,12 @@ void HttpApi::install(FrontDoor& server) {
     ctx.route_param = std::move(match.param);
     req.path = ctx.route ? std::string(ctx.route->pattern) : std::string();
   });
-
-  // Everything that can be refused before the body is read is refused here, and the connection
-  // is then closed: an unread body must never be parsed as the next request (smuggling).
-  server.set_pre_routing_handler([this, max_webhook_body](const httplib::Request& req, httplib::Response& res) {
-    RequestContext& ctx = door_->context(req);
-    ctx.started = clock_.now();
-    std::string id = request_id_of(req, res);
-    auto refuse = [&](int status, const std::string& code, const std::string& message, RequestRecord record = {}) {
-      close_after(ctx, res);
-      finish(req, res, ctx, status, error_json(id, code, message), std::move(record));
-      return httplib::Server::HandlerResponse::Handled;
-    };
-    if (ctx.head_malformed) return refuse(400, "invalid_request", "malformed request headers");
-    if (ctx.target_too_long) {
-      return refuse(414, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes");
-    }
-    if (ctx.incomplete) {
-      ctx.started -= ctx.arriving;  // its latency is the time the client took and failed to send it
-      return refuse(400, "invalid_request", "the request did not arrive whole (the client stopped sending or was too slow)");
-    }
-    const bool chunked = req.has_header("Transfer-Encoding");
-    const std::size_t lengths = req.get_header_value_count("Content-Length");
-    const std::string length_text = header(req, "Content-Length");
-    if (chunked && (req.get_header_value_count("Transfer-Encoding") != 1 ||
-                    !iequals(header(req, "Transfer-Encoding"), "chunked"))) {
-      return refuse(400, "invalid_request", "Transfer-Encoding must be chunked, once");
-    }
-    if (chunked && lengths > 0) return refuse(400, "invalid_request", "Content-Length and Transfer-Encoding together");
-    if (lengths > 1) return refuse(400, "invalid_request", "more than one Content-Length");
-    if (lengths == 1 && (length_text.empty() || length_text.size() > 18 ||
-                         !std::all_of(length_text.begin(), length_text.end(), ::isdigit))) {
-      return refuse(400, "invalid_request", "Content-Length is not a number");
-    }
-    const std::uint64_t length = lengths == 1 ? std::stoull(length_text) : 0;
-    // cpp-httplib would inflate gzip and brotli bodies without bound before any limit applies.
-    if (req.has_header("Content-Encoding")) {
-      return refuse(415, "unsupported_media_type", "Content-Encoding is not accepted; send the body uncompressed");
-    }
-    // Bodies here are JSON; cpp-httplib would parse a multipart one itself, with std::regex.
-    if (header(req, "Content-Type").size() >= 10 && iequals(header(req, "Content-Type").substr(0, 10), "multipart/")) {
-      return refuse(415, "unsupported_media_type", "multipart bodies are not accepted; send application/json");
-    }
-    // A path we do not serve, or a method it does not take: 404 or 405, before any body is read.
-    if (!ctx.route || !route_allows(*ctx.route, req.method)) {
-      if (chunked || length > 0) close_after(ctx, res);
-      answer_unrouted(req, res, ctx);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    const std::string_view route = ctx.route->pattern;
-    const bool is_send = route == "/v1/send";
-    const bool is_event = route.substr(0, kEventsPrefix.size()) == kEventsPrefix;
-    const bool is_control = req.method == "PATCH" || req.method == "PUT";
-    if (!is_send && !is_event && !is_control && (chunked || length > 0)) {
-      return refuse(400, "invalid_request", req.method + " " + path_of(req, ctx) + " takes no request body");
-    }
-    if (is_event && length > max_webhook_body) {
-      return refuse(413, "payload_too_large", "a webhook body is at most " + std::to_string(max_webhook_body) + " bytes");
-    }
-    if (is_control && length > kMaxControlBody) {
-      return refuse(413, "payload_too_large", "a control request body is at most " + std::to_string(kMaxControlBody) + " bytes");
-    }
-    if (is_send && length > settings_.max_body_bytes) {
-      return refuse(413, "payload_too_large", "request body is larger than " + std::to_string(settings_.max_body_bytes) + " bytes");
-    }
-    if ((is_send || is_event) && !chunked && lengths == 0) {
-      return refuse(411, "length_required", "Content-Length or chunked transfer coding required");
-    }
-    // Bodies in memory are bounded (--max-body-bytes-in-flight): this one did not fit and was
-    // not read. Counted, and said in the audit line.
-    if (ctx.over_budget) {
-      metrics_.refused("body_budget");
-      res.set_header("Retry-After", "1");
-      RequestRecord record;
-      record.refused_by = "body_budget";
-      return refuse(503, "overloaded", "too many request bodies in memory; retry in a moment", std::move(record));
-    }
-    // Sends are refused while shutting down (and the connection closed). Health checks and
-    // metrics still answer: they are cheap, and the watchdog relies on them.
-    if (draining_ && is_send) {
-      res.set_header("Retry-After", "1");
-      return refuse(503, "overloaded", "shutting down; retry on another instance or in a moment");
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
+  server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    return before_body(req, res);
   });
-
-  // Bodies are read here, not by cpp-httplib: 0.11.4 applies no limit to a chunked body.
-  auto read_body = [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read,
-                          std::string& body, std::uint64_t limit) {
-    RequestContext& ctx = door_->context(req);
-    body.reserve(req.get_header_value<std::uint64_t>("Content-Length"));  // checked against the limit
-    bool too_large = false;
-    bool complete = read([&](const char* data, std::size_t size) {
-      too_large = body.size() + size > limit;
-      if (!too_large) body.append(data, size);
-      return !too_large;
-    });
-    if (ctx.release_input) ctx.release_input();  // the connection's copy of the body goes now
-    if (complete) return true;
-    close_after(ctx, res);
-    const std::string id = request_id_of(req, res);
-    if (too_large) {
-      finish(req, res, ctx, 413,
-             error_json(id, "payload_too_large", "request body is larger than " + std::to_string(limit) + " bytes"), {});
-    } else {
-      finish(req, res, ctx, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
-    }
-    return false;
-  };
-  // Handlers are registered under their route's pattern (the only path cpp-httplib ever sees).
-  auto at = [](std::string_view pattern) { return literal_regex(pattern); };
-  server.Post(at("/v1/send"), [this, read_body](const httplib::Request& req, httplib::Response& res,
-                                                const httplib::ContentReader& read) {
-    std::string body;
-    if (read_body(req, res, read, body, settings_.max_body_bytes)) {
-      handle_send(req, res, door_->context(req), std::move(body));
-    }
-  });
-  // Providers' webhooks (README "Delivery events and suppressions"): no bearer token; the provider's signature instead.
-  auto event = [this, read_body, max_webhook_body](const httplib::Request& req, httplib::Response& res,
-                                                   const httplib::ContentReader& read) {
-    std::string body;
-    if (read_body(req, res, read, body, max_webhook_body)) handle_event(req, res, std::move(body));
-  };
-  server.Post(at(kEventsRoute), event);
-  auto suppression = [this](const httplib::Request& req, httplib::Response& res) { handle_suppression(req, res); };
-  server.Get(at(kSuppressionRoute), suppression);
-  server.Put(at(kSuppressionRoute), suppression);
-  server.Delete(at(kSuppressionRoute), suppression);
-  // Health, readiness and metrics are not audited: they would drown the requests operators look for.
-  server.Get(at("/healthz"), [this](const httplib::Request& req, httplib::Response& res) {
-    send_json(res, 200, json{{"status", "ok"}, {"request_id", request_id_of(req, res)}});
-    metrics_.request(req.path, res.status, 0, nullptr);
-  });
-  server.Get(at("/metrics"), [this](const httplib::Request& req, httplib::Response& res) {
-    metrics_.request(req.path, 200, 0, nullptr);
-    std::string text = metrics_.render(DoorGauges{door_->queue_depth(), door_->event_threads(), door_->connections(),
-                                                  door_->body_bytes_in_flight()});
-    const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
-    if (runtime->health) {
-      text += "# HELP mailrelay_provider_circuit Circuit state by provider: 1 for the current state.\n"
-              "# TYPE mailrelay_provider_circuit gauge\n";
-      for (const auto& name : runtime->provider_names) {
-        auto now = runtime->health->state(name);
-        for (auto state : {CircuitState::kClosed, CircuitState::kOpen, CircuitState::kHalfOpen, CircuitState::kParked}) {
-          text += "mailrelay_provider_circuit{provider=\"" + name + "\",state=\"" + std::string(to_string(state)) +
-                  "\"} " + (state == now ? "1" : "0") + "\n";
-        }
-      }
-    }
-    auto add = [&text](const char* name, const char* type, const char* help, std::uint64_t value) {
-      text += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
-              std::to_string(value) + "\n";
-    };
-    const AuditCounters audit = audit_.counters();
-    add("mailrelay_audit_write_errors_total", "counter",
-        "Audit lines not written to the file (each went to the operational log).", audit.write_errors);
-    add("mailrelay_audit_rotation_failures_total", "counter", "Audit log rotations that failed (retried with backoff).",
-        audit.rotation_failures);
-    add("mailrelay_audit_reopen_failures_total", "counter", "Audit log reopens that failed (retried with backoff).",
-        audit.reopen_failures);
-    add("mailrelay_max_in_flight", "gauge", "Sends handled at once at most (--max-in-flight); beyond, 503 overloaded.",
-        settings_.max_in_flight);
-    const StateStoreCounters store = store_.counters();
-    add("mailrelay_state_store_up", "gauge", "Whether the last state store operation succeeded (1) or not (0).",
-        store.up ? 1 : 0);
-    add("mailrelay_state_store_errors_total", "counter",
-        "State store operations that failed (unreachable, timed out, refused).", store.errors);
-    add("mailrelay_audit_stream_dropped_total", "counter",
-        "Audit lines not appended to the Redis stream (the file has them).", store.stream_dropped);
-    res.set_content(text, "text/plain; version=0.0.4");
-  });
-  // The /v1 endpoints other than send: a bearer token when tokens are configured.
-  auto refused = [this](const httplib::Request& req, httplib::Response& res, const Runtime& runtime,
-                        const std::string& id) {
-    if (!runtime.tokens || runtime.tokens->authenticate(header(req, "Authorization"))) return false;
-    res.set_header("WWW-Authenticate", "Bearer");
-    finish(req, res, door_->context(req), 401, error_json(id, "unauthorized", "missing or unknown bearer token"), {});
-    return true;
-  };
-  server.Get(at("/v1/providers"), [this, refused](const httplib::Request& req, httplib::Response& res) {
-    const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
-    std::string id = request_id_of(req, res);
-    if (refused(req, res, *runtime, id)) return;
-    metrics_.request(req.path, 200, 0, nullptr);
-    send_json(res, 200, providers_view(*runtime, id));
-  });
-  auto control = [this](const httplib::Request& req, httplib::Response& res) { handle_control(req, res); };
-  server.Patch(at("/v1/providers/{name}"), control);
-  server.Put(at("/v1/providers/order"), control);
-  server.Delete(at("/v1/providers/order"), control);
-
-  // What a message may hold: the configured providers' limits together (README "Providers").
-  server.Get(at("/v1/limits"), [this, refused](const httplib::Request& req, httplib::Response& res) {
-    const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
-    std::string id = request_id_of(req, res);
-    if (refused(req, res, *runtime, id)) return;
-    json body{{"request_id", id}, {"providers", runtime->provider_names}};
-    json limits = runtime->limits.to_json();
-    body["limits"] = std::move(limits["limits"]);
-    body["sources"] = std::move(limits["sources"]);
-    metrics_.request(req.path, 200, 0, nullptr);
-    send_json(res, 200, body);
-  });
-
-  // The API's own description (docs/openapi.yaml): public, like the README.
-  server.Get(at("/v1/openapi.json"), [this](const httplib::Request& req, httplib::Response& res) {
-    request_id_of(req, res);
-    res.set_content(std::string(openapi_document()), kJson);
-    metrics_.request(req.path, 200, 0, nullptr);
-  });
-
-  // Ready while not shutting down, the audit log takes lines, and at least one provider can be
-  // tried: not switched off by an operator, its circuit not open, not parked. Otherwise 503 with
-  // each provider's reason.
-  server.Get(at("/readyz"), [this](const httplib::Request& req, httplib::Response& res) {
-    const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
-    const std::shared_ptr<const ProviderOverrides> overrides =
-        control_ ? control_->current() : std::shared_ptr<const ProviderOverrides>();
-    bool any = false;
-    std::string why;
-    for (const auto& name : runtime->provider_names) {
-      const auto wait = runtime->health ? runtime->health->wait(name) : std::chrono::milliseconds(0);
-      const std::string skipped = overrides && !overrides->enabled(name) ? "switched off by an operator"
-                                  : wait.count() > 0 ? "circuit open or parked for " + std::to_string((wait.count() + 999) / 1000) + " s"
-                                                     : "";
-      any = any || skipped.empty();
-      why += (why.empty() ? "" : "; ") + name + ": " + skipped;
-    }
-    const char* problem = draining_ ? "draining" : !audit_.healthy() ? "audit_unavailable" : !any ? "no_provider_available" : nullptr;
-    json body{{"status", problem ? problem : "ready"}, {"request_id", request_id_of(req, res)}};
-    if (problem && std::string_view(problem) == "no_provider_available") body["reason"] = "no provider can be tried: " + why;
-    send_json(res, problem ? 503 : 200, body);
-    metrics_.request(req.path, res.status, 0, nullptr);
-  });
-
-  // Every 4xx/5xx that a handler did not already answer gets a JSON error body and an audit
-  // line: 404, 405, 413, and the 400s cpp-httplib produces for malformed HTTP.
-  server.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    RequestContext& ctx = door_->context(req);
-    // No pre-routing (malformed request line or headers): the request has no start time.
-    if (!res.has_header(kRequestIdHeader)) ctx.started = clock_.now() - (ctx.incomplete ? ctx.arriving : Clock::TimePoint::duration{});
-    if (res.status == 404) {
-      answer_unrouted(req, res, ctx);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    // What cpp-httplib refused itself (a malformed request line or headers, a bad Range) may
-    // leave bytes that must not be read as a request.
-    close_after(ctx, res);
-    std::string id = request_id_of(req, res);
-    if (res.status == 413) {
-      finish(req, res, ctx, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"), {});
-    } else if (res.status == 414) {  // a request line over cpp-httplib's own 8 KiB limit
-      finish(req, res, ctx, 414,
-             error_json(id, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes"), {});
-    } else if (res.status >= 500) {
-      finish(req, res, ctx, res.status, error_json(id, "internal_error", "internal error"), {});
-    } else {
-      finish(req, res, ctx, res.status, error_json(id, "invalid_request", "malformed HTTP request"), {});
-    }
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-
+  for (const Route& route : route_table()) add_route(server, route);
+  server.set_error_handler(httplib::Server::HandlerWithResponse(
+      [this](const httplib::Request& req, httplib::Response& res) { return answer_error(req, res); }));
   // Last resort: never let exception text reach the client (it would land in a header).
   server.set_exception_handler([this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown exception";
@@ -398,11 +139,276 @@ void HttpApi::install(FrontDoor& server) {
   });
 }
 
+std::uint64_t HttpApi::body_limit(BodyRule rule) const {
+  switch (rule) {
+    case BodyRule::kMessage: return settings_.max_body_bytes;
+    case BodyRule::kWebhook: return std::min(kMaxWebhookBody, settings_.max_body_bytes);
+    case BodyRule::kControl: return kMaxControlBody;
+    case BodyRule::kNone: break;
+  }
+  return 0;
+}
+
+// Handlers are registered under their route's pattern (the only path cpp-httplib ever sees).
+// Bodies of sends and webhooks are read here, not by cpp-httplib: 0.11.4 applies no limit to a
+// chunked body.
+void HttpApi::add_route(FrontDoor& server, const Route& route) {
+  const std::string at = literal_regex(route.pattern);
+  if (route.body == BodyRule::kMessage || route.body == BodyRule::kWebhook) {
+    server.Post(at, [this, &route](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
+      std::string body;
+      if (read_body(req, res, read, body, body_limit(route.body))) serve(route, req, res, std::move(body));
+    });
+    return;
+  }
+  auto handler = [this, &route](const httplib::Request& req, httplib::Response& res) { serve(route, req, res, {}); };
+  if (route.method == "GET") server.Get(at, handler);
+  if (route.method == "PUT") server.Put(at, handler);
+  if (route.method == "PATCH") server.Patch(at, handler);
+  if (route.method == "DELETE") server.Delete(at, handler);
+}
+
+bool HttpApi::read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read,
+                        std::string& body, std::uint64_t limit) {
+  RequestContext& ctx = door_->context(req);
+  body.reserve(req.get_header_value<std::uint64_t>("Content-Length"));  // checked against the limit
+  bool too_large = false;
+  bool complete = read([&](const char* data, std::size_t size) {
+    too_large = body.size() + size > limit;
+    if (!too_large) body.append(data, size);
+    return !too_large;
+  });
+  if (ctx.release_input) ctx.release_input();  // the connection's copy of the body goes now
+  if (complete) return true;
+  close_after(ctx, res);
+  const std::string id = request_id_of(req, res);
+  if (too_large) {
+    finish(req, res, ctx, 413,
+           error_json(id, "payload_too_large", "request body is larger than " + std::to_string(limit) + " bytes"), {});
+  } else {
+    finish(req, res, ctx, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
+  }
+  return false;
+}
+
+// One route's handler. Routes that are not audited (health, readiness, metrics, documents) are
+// counted here; the others count in finish(), with their audit line.
+void HttpApi::serve(const Route& route, const httplib::Request& req, httplib::Response& res, std::string body) {
+  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+  if (route.access == Access::kAnyClient) {
+    const Authorization caller = authorize(runtime->tokens.get(), header(req, "Authorization"), 0);
+    if (caller.status != 0) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      finish(req, res, door_->context(req), caller.status, error_json(request_id_of(req, res), caller.code, caller.message), {});
+      return;
+    }
+  }
+  const std::string id = request_id_of(req, res);
+  switch (route.handler) {
+    case Handler::kSend: return handle_send(req, res, door_->context(req), std::move(body));
+    case Handler::kEvent: return handle_event(req, res, std::move(body));
+    case Handler::kSuppression: return handle_suppression(req, res);
+    case Handler::kControl: return handle_control(req, res);
+    case Handler::kProviders: send_json(res, 200, providers_view(*runtime, id)); break;
+    case Handler::kLimits: send_json(res, 200, limits_view(*runtime, id)); break;
+    case Handler::kOpenApi: res.set_content(std::string(openapi_document()), kJson); break;
+    case Handler::kHealth: send_json(res, 200, json{{"status", "ok"}, {"request_id", id}}); break;
+    case Handler::kReady: answer_ready(*runtime, id, res); break;
+    case Handler::kMetrics: res.set_content(metrics_text(*runtime), "text/plain; version=0.0.4"); break;
+  }
+  metrics_.request(req.path, res.status, 0, nullptr);
+}
+
+// What a message may hold: the configured providers' limits together (README "Providers").
+json HttpApi::limits_view(const Runtime& runtime, const std::string& id) const {
+  json body{{"request_id", id}, {"providers", runtime.provider_names}};
+  json limits = runtime.limits.to_json();
+  body["limits"] = std::move(limits["limits"]);
+  body["sources"] = std::move(limits["sources"]);
+  return body;
+}
+
+// Ready while not shutting down, the audit log takes lines, and at least one provider can be
+// tried: not switched off by an operator, its circuit not open, not parked. Otherwise 503 with
+// each provider's reason.
+void HttpApi::answer_ready(const Runtime& runtime, const std::string& id, httplib::Response& res) const {
+  const std::shared_ptr<const ProviderOverrides> overrides =
+      control_ ? control_->current() : std::shared_ptr<const ProviderOverrides>();
+  bool any = false;
+  std::string why;
+  for (const auto& name : runtime.provider_names) {
+    const auto wait = runtime.health ? runtime.health->wait(name) : std::chrono::milliseconds(0);
+    const std::string skipped = overrides && !overrides->enabled(name) ? "switched off by an operator"
+                                : wait.count() > 0 ? "circuit open or parked for " + std::to_string((wait.count() + 999) / 1000) + " s"
+                                                   : "";
+    any = any || skipped.empty();
+    why += (why.empty() ? "" : "; ") + name + ": " + skipped;
+  }
+  const char* problem = draining_ ? "draining" : !audit_.healthy() ? "audit_unavailable" : !any ? "no_provider_available" : nullptr;
+  json body{{"status", problem ? problem : "ready"}, {"request_id", id}};
+  if (problem && std::string_view(problem) == "no_provider_available") body["reason"] = "no provider can be tried: " + why;
+  send_json(res, problem ? 503 : 200, body);
+}
+
+std::string HttpApi::metrics_text(const Runtime& runtime) const {
+  MetricsSnapshot now;
+  now.door = DoorGauges{door_->queue_depth(), door_->event_threads(), door_->connections(), door_->body_bytes_in_flight()};
+  if (runtime.health) {
+    for (const auto& name : runtime.provider_names) now.circuits.emplace_back(name, runtime.health->state(name));
+  }
+  now.audit = audit_.counters();
+  now.store = store_.counters();
+  now.max_in_flight = settings_.max_in_flight;
+  return metrics_.render(now);
+}
+
+// Every 4xx/5xx that a handler did not already answer gets a JSON error body and an audit
+// line: 404, 405, 413, and the 400s cpp-httplib produces for malformed HTTP.
+httplib::Server::HandlerResponse HttpApi::answer_error(const httplib::Request& req, httplib::Response& res) {
+  if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+  RequestContext& ctx = door_->context(req);
+  // No pre-routing (malformed request line or headers): the request has no start time.
+  if (!res.has_header(kRequestIdHeader)) ctx.started = clock_.now() - (ctx.incomplete ? ctx.arriving : Clock::TimePoint::duration{});
+  if (res.status == 404) {
+    answer_unrouted(req, res, ctx);
+    return httplib::Server::HandlerResponse::Handled;
+  }
+  // What cpp-httplib refused itself (a malformed request line or headers, a bad Range) may
+  // leave bytes that must not be read as a request.
+  close_after(ctx, res);
+  std::string id = request_id_of(req, res);
+  if (res.status == 413) {
+    finish(req, res, ctx, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"), {});
+  } else if (res.status == 414) {  // a request line over cpp-httplib's own 8 KiB limit
+    finish(req, res, ctx, 414,
+           error_json(id, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes"), {});
+  } else if (res.status >= 500) {
+    finish(req, res, ctx, res.status, error_json(id, "internal_error", "internal error"), {});
+  } else {
+    finish(req, res, ctx, res.status, error_json(id, "invalid_request", "malformed HTTP request"), {});
+  }
+  return httplib::Server::HandlerResponse::Handled;
+}
+
+// Everything that can be refused before the body is read is refused here, and the connection
+// is then closed: an unread body must never be parsed as the next request (smuggling).
+httplib::Server::HandlerResponse HttpApi::before_body(const httplib::Request& req, httplib::Response& res) {
+  RequestContext& ctx = door_->context(req);
+  ctx.started = clock_.now();
+  std::optional<Refusal> refusal = refusal_of_head(ctx);
+  const Framing framing = framing_of(req);
+  if (!refusal) refusal = framing.refusal;
+  if (!refusal) refusal = refusal_of_content(req);
+  // A path we do not serve, or a method it does not take: 404 or 405, before any body is read.
+  const Route* row = ctx.route ? route_for(*ctx.route, req.method) : nullptr;
+  if (!refusal && !row) {
+    if (framing.chunked || framing.length > 0) close_after(ctx, res);
+    answer_unrouted(req, res, ctx);
+    return httplib::Server::HandlerResponse::Handled;
+  }
+  if (!refusal) refusal = refusal_for_route(req, ctx, *row, framing, res);
+  if (!refusal) return httplib::Server::HandlerResponse::Unhandled;
+  close_after(ctx, res);
+  finish(req, res, ctx, refusal->status, error_json(request_id_of(req, res), refusal->code, refusal->message),
+         std::move(refusal->record));
+  return httplib::Server::HandlerResponse::Handled;
+}
+
+// The body's framing from the headers: one Content-Length that is a number, or chunked once.
+HttpApi::Framing HttpApi::framing_of(const httplib::Request& req) {
+  Framing f;
+  f.chunked = req.has_header("Transfer-Encoding");
+  f.lengths = req.get_header_value_count("Content-Length");
+  const std::string length_text = header(req, "Content-Length");
+  auto refuse = [&f](const char* message) {
+    f.refusal = Refusal{400, "invalid_request", message, {}};
+    return f;
+  };
+  if (f.chunked && (req.get_header_value_count("Transfer-Encoding") != 1 ||
+                    !iequals(header(req, "Transfer-Encoding"), "chunked"))) {
+    return refuse("Transfer-Encoding must be chunked, once");
+  }
+  if (f.chunked && f.lengths > 0) return refuse("Content-Length and Transfer-Encoding together");
+  if (f.lengths > 1) return refuse("more than one Content-Length");
+  if (f.lengths == 1 && (length_text.empty() || length_text.size() > 18 ||
+                         !std::all_of(length_text.begin(), length_text.end(), ::isdigit))) {
+    return refuse("Content-Length is not a number");
+  }
+  f.length = f.lengths == 1 ? std::stoull(length_text) : 0;
+  return f;
+}
+
+// A head that did not parse or did not arrive, a target too long: whatever the route.
+std::optional<HttpApi::Refusal> HttpApi::refusal_of_head(RequestContext& ctx) {
+  if (ctx.head_malformed) return Refusal{400, "invalid_request", "malformed request headers", {}};
+  if (ctx.target_too_long) {
+    return Refusal{414, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes", {}};
+  }
+  if (ctx.incomplete) {
+    ctx.started -= ctx.arriving;  // its latency is the time the client took and failed to send it
+    return Refusal{400, "invalid_request", "the request did not arrive whole (the client stopped sending or was too slow)", {}};
+  }
+  return std::nullopt;
+}
+
+// A compressed or multipart body, whatever the route.
+std::optional<HttpApi::Refusal> HttpApi::refusal_of_content(const httplib::Request& req) {
+  // cpp-httplib would inflate gzip and brotli bodies without bound before any limit applies.
+  if (req.has_header("Content-Encoding")) {
+    return Refusal{415, "unsupported_media_type", "Content-Encoding is not accepted; send the body uncompressed", {}};
+  }
+  // Bodies here are JSON; cpp-httplib would parse a multipart one itself, with std::regex.
+  const std::string type = header(req, "Content-Type");
+  if (type.size() >= 10 && iequals(type.substr(0, 10), "multipart/")) {
+    return Refusal{415, "unsupported_media_type", "multipart bodies are not accepted; send application/json", {}};
+  }
+  return std::nullopt;
+}
+
+// The route's body rule, the memory budget for bodies, and draining.
+std::optional<HttpApi::Refusal> HttpApi::refusal_for_route(const httplib::Request& req, const RequestContext& ctx,
+                                                           const Route& route, const Framing& framing,
+                                                           httplib::Response& res) {
+  const bool has_body = framing.chunked || framing.length > 0;
+  const std::uint64_t limit = body_limit(route.body);
+  if (route.body == BodyRule::kNone && has_body) {
+    return Refusal{400, "invalid_request", req.method + " " + path_of(req, ctx) + " takes no request body", {}};
+  }
+  if (route.body != BodyRule::kNone && framing.length > limit) {
+    const std::string n = std::to_string(limit);
+    return Refusal{413, "payload_too_large",
+                   route.body == BodyRule::kWebhook   ? "a webhook body is at most " + n + " bytes"
+                   : route.body == BodyRule::kControl ? "a control request body is at most " + n + " bytes"
+                                                      : "request body is larger than " + n + " bytes",
+                   {}};
+  }
+  const bool required = route.body == BodyRule::kMessage || route.body == BodyRule::kWebhook;
+  if (required && !framing.chunked && framing.lengths == 0) {
+    return Refusal{411, "length_required", "Content-Length or chunked transfer coding required", {}};
+  }
+  // Bodies in memory are bounded (--max-body-bytes-in-flight): this one did not fit and was
+  // not read. Counted, and said in the audit line.
+  if (ctx.over_budget) {
+    metrics_.refused("body_budget");
+    res.set_header("Retry-After", "1");
+    RequestRecord record;
+    record.refused_by = "body_budget";
+    return Refusal{503, "overloaded", "too many request bodies in memory; retry in a moment", std::move(record)};
+  }
+  // Sends are refused while shutting down (and the connection closed). Health checks and
+  // metrics still answer: they are cheap, and the watchdog relies on them.
+  if (draining_ && route.body == BodyRule::kMessage) {
+    res.set_header("Retry-After", "1");
+    return Refusal{503, "overloaded", "shutting down; retry on another instance or in a moment", {}};
+  }
+  return std::nullopt;
+}
+
 // 405 on one of our paths with another method, 404 elsewhere.
 void HttpApi::answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx) {
   std::string id = request_id_of(req, res);
   if (ctx.route) {
-    const std::string methods(ctx.route->methods);
+    const std::string methods = allowed_methods(*ctx.route);
     res.set_header("Allow", methods);
     finish(req, res, ctx, 405,
            error_json(id, "method_not_allowed", req.method + " is not allowed on " + path_of(req, ctx) + "; use " + methods), {});
@@ -461,17 +467,11 @@ json HttpApi::providers_view(const Runtime& runtime, const std::string& id) cons
 
 std::optional<HttpApi::AdminCall> HttpApi::admin_call(const httplib::Request& req, httplib::Response& res) {
   AdminCall call{std::atomic_load(&runtime_), request_id_of(req, res), std::nullopt};
-  // Admin scope (README "Other endpoints"); without a tokens file only loopback is served, with every scope.
-  if (!call.runtime->tokens) return call;
-  auto identity = call.runtime->tokens->identify(header(req, "Authorization"));
-  if (!identity) {
-    res.set_header("WWW-Authenticate", "Bearer");
-    fail_admin(req, res, call, 401, "unauthorized", "missing or unknown bearer token");
-    return std::nullopt;
-  }
-  call.client = identity->name;
-  if (identity->scopes & kScopeAdmin) return call;
-  fail_admin(req, res, call, 403, "forbidden", "this token has no admin scope");
+  const Authorization caller = authorize(call.runtime->tokens.get(), header(req, "Authorization"), kScopeAdmin);
+  call.client = caller.client;
+  if (caller.status == 0) return call;
+  if (caller.status == 401) res.set_header("WWW-Authenticate", "Bearer");
+  fail_admin(req, res, call, caller.status, caller.code, caller.message);
   return std::nullopt;
 }
 

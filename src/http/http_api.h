@@ -1,5 +1,6 @@
-// HttpApi: the HTTP surface (README "API"): routes, JSON in and out, status mapping. Nothing
-// else: sending is SendService's, validation email.*'s, connections FrontDoor's. Thread-safe;
+// HttpApi: the HTTP surface (README "API"): the route table's handlers, JSON in and out, status
+// mapping. Sending is SendService's, webhooks EventService's, validation email.*'s, connections
+// FrontDoor's. Thread-safe;
 // one instance serves all event loops.
 #pragma once
 
@@ -16,6 +17,7 @@
 #include "clock.h"
 #include "event_service.h"
 #include "front_door.h"
+#include "routes.h"
 #include "metrics.h"
 #include "provider_control.h"
 #include "runtime.h"
@@ -51,6 +53,34 @@ class HttpApi {
   const SendService& sends() const { return sends_; }
 
  private:
+  // What a request is refused with before its body is read (and the audit line's extras).
+  struct Refusal {
+    int status;
+    std::string code, message;
+    RequestRecord record;
+  };
+  struct Framing {
+    bool chunked = false;
+    std::size_t lengths = 0;    // Content-Length headers
+    std::uint64_t length = 0;   // the one Content-Length's value
+    std::optional<Refusal> refusal;
+  };
+  httplib::Server::HandlerResponse before_body(const httplib::Request& req, httplib::Response& res);
+  static Framing framing_of(const httplib::Request& req);
+  static std::optional<Refusal> refusal_of_head(RequestContext& ctx);
+  static std::optional<Refusal> refusal_of_content(const httplib::Request& req);
+  std::optional<Refusal> refusal_for_route(const httplib::Request& req, const RequestContext& ctx, const Route& route,
+                                           const Framing& framing, httplib::Response& res);
+  std::uint64_t body_limit(BodyRule rule) const;
+  void add_route(FrontDoor& server, const Route& route);
+  // Reads a body of at most `limit` bytes; else answers 413 or 400 and returns false.
+  bool read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read,
+                 std::string& body, std::uint64_t limit);
+  void serve(const Route& route, const httplib::Request& req, httplib::Response& res, std::string body);
+  httplib::Server::HandlerResponse answer_error(const httplib::Request& req, httplib::Response& res);
+  void answer_ready(const Runtime& runtime, const std::string& id, httplib::Response& res) const;
+  std::string metrics_text(const Runtime& runtime) const;
+  nlohmann::ordered_json limits_view(const Runtime& runtime, const std::string& id) const;
   void handle_send(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body);
   void answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx);
   // PATCH /v1/providers/{name}, PUT and DELETE /v1/providers/order (README "Other endpoints").

@@ -3,19 +3,33 @@
 namespace mailrelay {
 namespace {
 
-const Route kRoutes[] = {
-    {"/v1/send", "POST"},
-    {"/healthz", "GET, HEAD"},
-    {"/readyz", "GET, HEAD"},
-    {"/metrics", "GET, HEAD"},
-    {"/v1/providers", "GET, HEAD"},
-    {"/v1/providers/order", "PUT, DELETE"},
-    {"/v1/providers/{name}", "PATCH"},
-    {"/v1/limits", "GET, HEAD"},
-    {"/v1/events/{provider}", "POST"},
-    {"/v1/suppressions/{address}", "GET, HEAD, PUT, DELETE"},
-    {"/v1/openapi.json", "GET, HEAD"},
-};
+using B = BodyRule;
+using A = Access;
+using H = Handler;
+
+}  // namespace
+
+const std::vector<Route>& route_table() {
+  static const std::vector<Route> kRoutes = {
+      {"POST", "/v1/send", B::kMessage, A::kSender, true, H::kSend},
+      {"GET", "/healthz", B::kNone, A::kPublic, false, H::kHealth},
+      {"GET", "/readyz", B::kNone, A::kPublic, false, H::kReady},
+      {"GET", "/metrics", B::kNone, A::kPublic, false, H::kMetrics},
+      {"GET", "/v1/providers", B::kNone, A::kAnyClient, false, H::kProviders},
+      {"PUT", "/v1/providers/order", B::kControl, A::kAdmin, true, H::kControl},
+      {"DELETE", "/v1/providers/order", B::kNone, A::kAdmin, true, H::kControl},
+      {"PATCH", "/v1/providers/{name}", B::kControl, A::kAdmin, true, H::kControl},
+      {"GET", "/v1/limits", B::kNone, A::kAnyClient, false, H::kLimits},
+      {"POST", "/v1/events/{provider}", B::kWebhook, A::kProvider, true, H::kEvent},
+      {"GET", "/v1/suppressions/{address}", B::kNone, A::kAdmin, true, H::kSuppression},
+      {"PUT", "/v1/suppressions/{address}", B::kControl, A::kAdmin, true, H::kSuppression},
+      {"DELETE", "/v1/suppressions/{address}", B::kNone, A::kAdmin, true, H::kSuppression},
+      {"GET", "/v1/openapi.json", B::kNone, A::kPublic, false, H::kOpenApi},
+  };
+  return kRoutes;
+}
+
+namespace {
 
 // `path` against `pattern`: equal, or (for "prefix{name}") the prefix then one non-empty segment.
 bool matches(std::string_view pattern, std::string_view path, std::string& param) {
@@ -35,7 +49,7 @@ RouteMatch match_route(std::string_view path, SegmentFilter exists) {
   RouteMatch m;
   // Fixed paths first: /v1/providers/order is not a provider named "order".
   for (const bool fixed : {true, false}) {
-    for (const Route& route : kRoutes) {
+    for (const Route& route : route_table()) {
       if ((route.pattern.find('{') == std::string_view::npos) != fixed) continue;
       if (matches(route.pattern, path, m.param) && (fixed || !exists || exists(route.pattern, m.param))) {
         m.route = &route;
@@ -47,15 +61,21 @@ RouteMatch match_route(std::string_view path, SegmentFilter exists) {
   return m;
 }
 
-bool route_allows(const Route& route, std::string_view method) {
-  std::string_view rest = route.methods;
-  while (!rest.empty()) {
-    const std::size_t comma = rest.find(',');
-    if (rest.substr(0, comma) == method) return true;
-    if (comma == std::string_view::npos) break;
-    rest = rest.substr(comma + 2);  // ", "
+const Route* route_for(const Route& route, std::string_view method) {
+  if (method == "HEAD") method = "GET";
+  for (const Route& row : route_table()) {
+    if (row.pattern == route.pattern && row.method == method) return &row;
   }
-  return false;
+  return nullptr;
+}
+
+std::string allowed_methods(const Route& route) {
+  std::string out;
+  for (const Route& row : route_table()) {
+    if (row.pattern != route.pattern) continue;
+    out += (out.empty() ? "" : ", ") + std::string(row.method) + (row.method == "GET" ? ", HEAD" : "");
+  }
+  return out;
 }
 
 std::string literal_regex(std::string_view pattern) {

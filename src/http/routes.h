@@ -1,4 +1,5 @@
-// Routes: the paths the daemon serves and the methods each takes, matched by comparing text:
+// Routes: the route table (each method on each path: body rule, access, audited, handler) and the
+// matching of paths, by comparing text:
 // no regular expression, nothing that recurses or backtracks, time linear in the path. A route
 // is a fixed path or a fixed prefix followed by one non-empty segment ("{address}"). Pure;
 // thread-safe.
@@ -7,6 +8,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace mailrelay {
 
@@ -14,13 +16,30 @@ namespace mailrelay {
 // longest thing a path carries is an address (254 characters, percent-encoded at most 762).
 inline constexpr std::size_t kMaxTarget = 2048;
 
+// What a route's body may be, and so its limit (refused before the body is read).
+enum class BodyRule { kNone, kMessage, kWebhook, kControl };
+// Who may call it: anyone; any client's token; a token with the admin scope; the sender of mail
+// (a token with the send scope, checked by SendService); the provider (its webhook's signature,
+// checked by EventService).
+enum class Access { kPublic, kAnyClient, kAdmin, kSender, kProvider };
+// Which of HttpApi's handlers answers it.
+enum class Handler { kSend, kEvent, kSuppression, kControl, kProviders, kLimits, kOpenApi, kHealth, kReady, kMetrics };
+
+// One row of the route table: everything the HTTP API knows of a method on a path.
 struct Route {
+  std::string_view method;   // HEAD is answered wherever GET is
   std::string_view pattern;  // "/v1/suppressions/{address}": the metrics label and handler key
-  std::string_view methods;  // "GET, HEAD, PUT, DELETE": the Allow header; HEAD wherever GET is
+  BodyRule body;
+  Access access;
+  bool audited;              // writes an audit line (health, readiness, metrics and documents do not)
+  Handler handler;
 };
 
+// The table, in the order the API lists it.
+const std::vector<Route>& route_table();
+
 struct RouteMatch {
-  const Route* route = nullptr;  // null: a path we do not serve
+  const Route* route = nullptr;  // the first row of the path's pattern; null: a path we do not serve
   std::string param;             // the {segment} of a parametric route, as requested
 };
 
@@ -29,8 +48,10 @@ using SegmentFilter = bool (*)(std::string_view pattern, std::string_view segmen
 
 RouteMatch match_route(std::string_view path, SegmentFilter exists = nullptr);
 
-// True when `method` is one of `route`'s.
-bool route_allows(const Route& route, std::string_view method);
+// The row for `method` on `route`'s path (HEAD as GET), or null (405).
+const Route* route_for(const Route& route, std::string_view method);
+// The methods `route`'s path takes, for Allow: "GET, HEAD, PUT, DELETE".
+std::string allowed_methods(const Route& route);
 
 // `pattern` as a regular expression that matches exactly that text (cpp-httplib registers
 // handlers by regex; every request path it sees is a route's pattern, never the client's path).

@@ -79,9 +79,32 @@ void Metrics::request(const std::string& route, int status, double seconds, cons
   }
 }
 
-std::string Metrics::render(const DoorGauges& door) const {
-  std::lock_guard<std::mutex> lock(mutex_);
+namespace {
+
+void add_metric(std::string& out, const char* name, const char* type, const char* help, std::uint64_t value) {
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+         std::to_string(value) + "\n";
+}
+
+}  // namespace
+
+std::string Metrics::render(const MetricsSnapshot& now) const {
   std::string out;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    render_traffic(out);
+    add_metric(out, "mailrelay_in_flight", "gauge", "Sends being handled now.", static_cast<std::uint64_t>(in_flight_.load()));
+    add_metric(out, "mailrelay_queue_depth", "gauge", "Fibers ready to run, waiting for their event loop.", now.door.queue_depth);
+    add_metric(out, "mailrelay_event_threads", "gauge", "Event-loop threads.", now.door.event_threads);
+    add_metric(out, "mailrelay_connections", "gauge", "Open client connections.", now.door.connections);
+    add_metric(out, "mailrelay_body_bytes_in_flight", "gauge", "Request bodies held in memory.", now.door.body_bytes);
+    render_refusals_and_events(out);
+  }
+  render_gauges(out, now);
+  return out;
+}
+
+void Metrics::render_traffic(std::string& out) const {
   out += "# HELP mailrelay_requests_total HTTP requests answered, by route and status.\n"
          "# TYPE mailrelay_requests_total counter\n";
   for (const auto& [key, n] : requests_) {
@@ -95,12 +118,9 @@ std::string Metrics::render(const DoorGauges& door) const {
       out += "mailrelay_attempts_total{provider=\"" + provider + "\",outcome=\"" + outcome + "\"} " + std::to_string(n) + "\n";
     }
   }
-  out += "# HELP mailrelay_failovers_total Sends that asked more than one provider.\n"
-         "# TYPE mailrelay_failovers_total counter\n"
-         "mailrelay_failovers_total " + std::to_string(failovers_) + "\n";
-  out += "# HELP mailrelay_idempotency_replays_total Answers replayed for a repeated Idempotency-Key.\n"
-         "# TYPE mailrelay_idempotency_replays_total counter\n"
-         "mailrelay_idempotency_replays_total " + std::to_string(replays_.load()) + "\n";
+  add_metric(out, "mailrelay_failovers_total", "counter", "Sends that asked more than one provider.", failovers_);
+  add_metric(out, "mailrelay_idempotency_replays_total", "counter", "Answers replayed for a repeated Idempotency-Key.",
+             replays_.load());
   out += "# HELP mailrelay_provider_latency_seconds Duration of provider attempts.\n"
          "# TYPE mailrelay_provider_latency_seconds histogram\n";
   for (const auto& [provider, stats] : providers_) {
@@ -109,23 +129,14 @@ std::string Metrics::render(const DoorGauges& door) const {
   out += "# HELP mailrelay_send_duration_seconds Duration of POST /v1/send that called a provider, end to end.\n"
          "# TYPE mailrelay_send_duration_seconds histogram\n";
   send_duration_.write(out, "mailrelay_send_duration_seconds", "");
-  out += "# HELP mailrelay_in_flight Sends being handled now.\n# TYPE mailrelay_in_flight gauge\n"
-         "mailrelay_in_flight " + std::to_string(in_flight_.load()) + "\n";
-  out += "# HELP mailrelay_queue_depth Fibers ready to run, waiting for their event loop.\n# TYPE mailrelay_queue_depth gauge\n"
-         "mailrelay_queue_depth " + std::to_string(door.queue_depth) + "\n";
-  out += "# HELP mailrelay_event_threads Event-loop threads.\n# TYPE mailrelay_event_threads gauge\n"
-         "mailrelay_event_threads " + std::to_string(door.event_threads) + "\n";
-  out += "# HELP mailrelay_connections Open client connections.\n# TYPE mailrelay_connections gauge\n"
-         "mailrelay_connections " + std::to_string(door.connections) + "\n";
-  out += "# HELP mailrelay_body_bytes_in_flight Request bodies held in memory.\n# TYPE mailrelay_body_bytes_in_flight gauge\n"
-         "mailrelay_body_bytes_in_flight " + std::to_string(door.body_bytes) + "\n";
-  {
-    out += "# HELP mailrelay_refused_total Requests refused by a limit, by limit.\n# TYPE mailrelay_refused_total counter\n";
-    for (const char* limit : {"max_in_flight", "body_budget", "rate_limit"}) {
-      auto it = refused_.find(limit);
-      out += std::string("mailrelay_refused_total{limit=\"") + limit + "\"} " +
-             std::to_string(it == refused_.end() ? 0 : it->second) + "\n";
-    }
+}
+
+void Metrics::render_refusals_and_events(std::string& out) const {
+  out += "# HELP mailrelay_refused_total Requests refused by a limit, by limit.\n# TYPE mailrelay_refused_total counter\n";
+  for (const char* limit : {"max_in_flight", "body_budget", "rate_limit"}) {
+    auto it = refused_.find(limit);
+    out += std::string("mailrelay_refused_total{limit=\"") + limit + "\"} " +
+           std::to_string(it == refused_.end() ? 0 : it->second) + "\n";
   }
   // A counter by provider and one more label.
   auto by_provider = [&out](const std::string& name, const std::string& help, const std::string& label,
@@ -139,12 +150,38 @@ std::string Metrics::render(const DoorGauges& door) const {
               delivery_events_);
   by_provider("mailrelay_webhook_requests_total", "Provider webhook requests, by provider and outcome.", "outcome",
               webhooks_);
-  out += "# HELP mailrelay_suppressed_sends_total Sends refused because a recipient is suppressed.\n"
-         "# TYPE mailrelay_suppressed_sends_total counter\n"
-         "mailrelay_suppressed_sends_total " + std::to_string(suppressed_sends_.load()) + "\n";
+  add_metric(out, "mailrelay_suppressed_sends_total", "counter", "Sends refused because a recipient is suppressed.",
+             suppressed_sends_.load());
   out += "# HELP mailrelay_build_info Build information.\n# TYPE mailrelay_build_info gauge\n"
          "mailrelay_build_info{version=\"" + version_ + "\"} 1\n";
-  return out;
+}
+
+// What the other parts counted: circuits, the audit log, the state store, the admission limit.
+void Metrics::render_gauges(std::string& out, const MetricsSnapshot& now) {
+  if (!now.circuits.empty()) {
+    out += "# HELP mailrelay_provider_circuit Circuit state by provider: 1 for the current state.\n"
+           "# TYPE mailrelay_provider_circuit gauge\n";
+    for (const auto& [name, current] : now.circuits) {
+      for (auto state : {CircuitState::kClosed, CircuitState::kOpen, CircuitState::kHalfOpen, CircuitState::kParked}) {
+        out += "mailrelay_provider_circuit{provider=\"" + name + "\",state=\"" + std::string(to_string(state)) +
+               "\"} " + (state == current ? "1" : "0") + "\n";
+      }
+    }
+  }
+  add_metric(out, "mailrelay_audit_write_errors_total", "counter",
+             "Audit lines not written to the file (each went to the operational log).", now.audit.write_errors);
+  add_metric(out, "mailrelay_audit_rotation_failures_total", "counter",
+             "Audit log rotations that failed (retried with backoff).", now.audit.rotation_failures);
+  add_metric(out, "mailrelay_audit_reopen_failures_total", "counter", "Audit log reopens that failed (retried with backoff).",
+             now.audit.reopen_failures);
+  add_metric(out, "mailrelay_max_in_flight", "gauge", "Sends handled at once at most (--max-in-flight); beyond, 503 overloaded.",
+             now.max_in_flight);
+  add_metric(out, "mailrelay_state_store_up", "gauge", "Whether the last state store operation succeeded (1) or not (0).",
+             now.store.up ? 1 : 0);
+  add_metric(out, "mailrelay_state_store_errors_total", "counter",
+             "State store operations that failed (unreachable, timed out, refused).", now.store.errors);
+  add_metric(out, "mailrelay_audit_stream_dropped_total", "counter",
+             "Audit lines not appended to the Redis stream (the file has them).", now.store.stream_dropped);
 }
 
 nlohmann::ordered_json Metrics::provider_json(const std::string& provider) const {

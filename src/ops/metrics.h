@@ -9,11 +9,14 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "audit_log.h"
 #include "relay.h"
+#include "state_store.h"
 
 namespace mailrelay {
 
@@ -40,6 +43,15 @@ struct DoorGauges {
   std::uint64_t body_bytes = 0;    // request bodies held in memory
 };
 
+// What the other parts report at render time (each counts its own; Metrics writes the text).
+struct MetricsSnapshot {
+  DoorGauges door;
+  std::vector<std::pair<std::string, CircuitState>> circuits;  // by provider, in order; empty without health
+  AuditCounters audit;
+  StateStoreCounters store;
+  std::size_t max_in_flight = 0;
+};
+
 class Metrics final : public AttemptObserver {
  public:
   explicit Metrics(std::string version) : version_(std::move(version)) {}
@@ -60,8 +72,8 @@ class Metrics final : public AttemptObserver {
   void begin_send() { ++in_flight_; }
   void end_send() { --in_flight_; }
 
-  // Prometheus text exposition.
-  std::string render(const DoorGauges& door) const;
+  // Prometheus text exposition (GET /metrics).
+  std::string render(const MetricsSnapshot& now) const;
   // Counters and last error of one provider, for /v1/providers.
   nlohmann::ordered_json provider_json(const std::string& provider) const;
 
@@ -73,8 +85,13 @@ class Metrics final : public AttemptObserver {
     Histogram latency;
   };
 
-  std::string version_;
-  mutable std::mutex mutex_;
+  // Each appends part of render()'s text.
+  void render_traffic(std::string& out) const;          // REQUIRES: mutex_ held
+  void render_refusals_and_events(std::string& out) const;  // REQUIRES: mutex_ held
+  static void render_gauges(std::string& out, const MetricsSnapshot& now);
+
+  const std::string version_;  // constant after construction
+  mutable std::mutex mutex_;   // guards requests_, providers_, failovers_, refused_, delivery_events_, webhooks_
   std::map<std::pair<std::string, int>, std::uint64_t> requests_;
   std::map<std::string, ProviderStats> providers_;
   std::uint64_t failovers_ = 0;

@@ -47,17 +47,10 @@ std::vector<std::string> SendService::in_flight_ids() const {
 SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
   const std::string& id = request.request_id;
   SendReport report;
-  if (runtime.tokens) {
-    auto identity = runtime.tokens->identify(request.authorization);
-    if (!identity) {
-      report.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return refusal(std::move(report), 401, id, "unauthorized", "missing or unknown bearer token");
-    }
-    report.client = identity->name;
-    if (!(identity->scopes & kScopeSend)) {
-      return refusal(std::move(report), 403, id, "forbidden", "this token has no send scope");
-    }
-  }
+  const Authorization caller = authorize(runtime.tokens.get(), request.authorization, kScopeSend);
+  report.client = caller.client;
+  if (caller.status == 401) report.headers.emplace_back("WWW-Authenticate", "Bearer");
+  if (caller.status != 0) return refusal(std::move(report), caller.status, id, caller.code, caller.message);
   if (!is_json_content_type(request.content_type)) {
     return refusal(std::move(report), 415, id, "unsupported_media_type", "Content-Type must be application/json");
   }
