@@ -258,6 +258,7 @@ std::string HttpApi::metrics_text(const Runtime& runtime) const {
   }
   now.audit = audit_.counters();
   now.store = store_.counters();
+  now.in_flight = sends_.in_flight();
   now.max_in_flight = settings_.max_in_flight;
   return metrics_.render(now);
 }

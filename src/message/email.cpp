@@ -238,7 +238,14 @@ Result<Address> parse_address(std::string_view text, const std::string& field) {
   return address;
 }
 
-Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
+namespace {
+
+using Problem = std::optional<Error>;  // nullopt: that part is fine
+
+bool present(const json& doc, const char* key) { return doc.contains(key) && !doc.at(key).is_null(); }
+
+// The body as a JSON object of known fields.
+Result<json> parse_document(std::string_view body) {
   if (json_nesting_depth(body, kMaxJsonDepth) > kMaxJsonDepth) {
     return invalid("", "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   }
@@ -251,35 +258,37 @@ Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
     return invalid("", std::string("body is not valid JSON: ") + e.what());
   }
   if (!doc.is_object()) return invalid("", "body must be a JSON object");
-
   static const std::set<std::string, std::less<>> kKnown = {
       "from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
       "headers", "attachments", "tags", "metadata", "sandbox"};
   for (const auto& item : doc.items()) {
     if (!kKnown.count(item.key())) return invalid(item.key(), "unknown field");
   }
-  auto present = [&](const char* key) { return doc.contains(key) && !doc.at(key).is_null(); };
+  return doc;
+}
 
-  Email email;
-  if (!present("from")) return invalid("from", "is required");
+Problem parse_senders(const json& doc, Email& email) {
+  if (!present(doc, "from")) return invalid("from", "is required");
   auto from = address_from_json(doc.at("from"), "from");
   if (!from) return from.error();
   email.from = std::move(from).value();
-
-  if (present("reply_to")) {
+  if (present(doc, "reply_to")) {
     auto reply_to = address_from_json(doc.at("reply_to"), "reply_to");
     if (!reply_to) return reply_to.error();
     email.reply_to = std::move(reply_to).value();
   }
+  return std::nullopt;
+}
 
-  // Recipients. SendGrid rejects a message whose personalizations name one address twice (400,
-  // "Each unique email address in the personalizations array should only be included once"), so
-  // duplicates across to/cc/bcc are dropped here, first occurrence wins, compared case-insensitively.
+// Recipients. SendGrid rejects a message whose personalizations name one address twice (400,
+// "Each unique email address in the personalizations array should only be included once"), so
+// duplicates across to/cc/bcc are dropped here, first occurrence wins, compared case-insensitively.
+Problem parse_recipients(const json& doc, const MessageLimits& limits, Email& email) {
   const std::size_t max_recipients = limits.recipients ? limits.recipients->max : kMaxRecipients;
   std::size_t raw_count = 0;
   std::set<std::string> seen;
   for (const char* list : {"to", "cc", "bcc"}) {
-    if (!present(list)) continue;
+    if (!present(doc, list)) continue;
     const json& arr = doc.at(list);
     if (!arr.is_array()) return invalid(list, "must be an array of addresses");
     raw_count += arr.size();
@@ -299,136 +308,155 @@ Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
   if (email.to.empty()) {
     return invalid("to", "at least one \"to\" recipient is required (SendGrid and Mailgun refuse a message without one)");
   }
+  return std::nullopt;
+}
 
-  if (!present("subject")) return invalid("subject", "is required");
+Problem parse_content(const json& doc, Email& email) {
+  if (!present(doc, "subject")) return invalid("subject", "is required");
   auto subject = header_text(doc.at("subject"), "subject", true);
   if (!subject) return subject.error();
   email.subject = std::move(subject).value();
-
   for (const char* part : {"text", "html"}) {
-    if (!present(part)) continue;
+    if (!present(doc, part)) continue;
     if (!doc.at(part).is_string()) return invalid(part, "must be a string");
     (std::string_view(part) == "text" ? email.text : email.html) = doc.at(part).get<std::string>();
   }
   if (email.text.empty() && email.html.empty()) {
     return invalid("text", "at least one of \"text\" and \"html\" is required and must not be empty");
   }
+  return std::nullopt;
+}
 
-  if (present("headers")) {
-    const json& headers = doc.at("headers");
-    if (!headers.is_object()) return invalid("headers", "must be an object of name: value strings");
-    for (const auto& item : headers.items()) {
-      std::string field = "headers." + item.key();
-      if (!is_field_name(item.key())) {
-        return invalid(field, "is not a valid header name (printable ASCII without ':' or spaces)");
-      }
-      if (is_reserved_header(item.key())) {
-        return invalid(field, "is set by the relay and cannot be overridden; use the matching field");
-      }
-      if (is_reserved_prefix(item.key())) {
-        return invalid(field, "is reserved: providers or mail servers act on headers named so (Content-*, Resent-*, "
-                              "X-SES-*, X-Mailgun-*, X-PM-*, X-SMTPAPI, X-Mailrelay-*)");
-      }
-      auto value = header_text(item.value(), field, false);
-      if (!value) return value.error();
-      email.headers.emplace_back(item.key(), std::move(value).value());
+Problem parse_headers(const json& doc, Email& email) {
+  if (!present(doc, "headers")) return std::nullopt;
+  const json& headers = doc.at("headers");
+  if (!headers.is_object()) return invalid("headers", "must be an object of name: value strings");
+  for (const auto& item : headers.items()) {
+    std::string field = "headers." + item.key();
+    if (!is_field_name(item.key())) {
+      return invalid(field, "is not a valid header name (printable ASCII without ':' or spaces)");
     }
+    if (is_reserved_header(item.key())) {
+      return invalid(field, "is set by the relay and cannot be overridden; use the matching field");
+    }
+    if (is_reserved_prefix(item.key())) {
+      return invalid(field, "is reserved: providers or mail servers act on headers named so (Content-*, Resent-*, "
+                            "X-SES-*, X-Mailgun-*, X-PM-*, X-SMTPAPI, X-Mailrelay-*)");
+    }
+    auto value = header_text(item.value(), field, false);
+    if (!value) return value.error();
+    email.headers.emplace_back(item.key(), std::move(value).value());
   }
+  return std::nullopt;
+}
 
+// attachments[i]; `content_ids` collects the inline parts' ids across the message.
+Result<Attachment> parse_attachment(const json& a, const std::string& field, const MessageLimits& limits,
+                                    std::set<std::string>& content_ids) {
+  if (!a.is_object()) return invalid(field, "must be an object");
+  static const std::set<std::string, std::less<>> kAttachmentFields = {
+      "filename", "content_type", "content", "disposition", "content_id"};
+  for (const auto& item : a.items()) {
+    if (!kAttachmentFields.count(item.key())) return invalid(field + "." + item.key(), "unknown field");
+  }
+  Attachment attachment;
+  if (!a.contains("filename")) return invalid(field + ".filename", "is required");
+  auto filename = header_text(a.at("filename"), field + ".filename", true);
+  if (!filename) return filename.error();
+  attachment.filename = std::move(filename).value();
+  attachment.content_type = "application/octet-stream";
+  if (a.contains("content_type") && !a.at("content_type").is_null()) {
+    const json& type = a.at("content_type");
+    if (!type.is_string() || !is_mime_type(type.get_ref<const std::string&>())) {
+      return invalid(field + ".content_type", "must be a MIME type such as \"application/pdf\"");
+    }
+    attachment.content_type = type.get<std::string>();
+  }
+  if (!a.contains("content") || !a.at("content").is_string()) {
+    return invalid(field + ".content", "is required: the file's bytes in standard base64");
+  }
+  auto bytes = base64_decode(a.at("content").get_ref<const std::string&>());
+  if (!bytes) return invalid(field + ".content", "is not valid base64 (standard alphabet, padded)");
+  attachment.content = std::move(*bytes);
+  if (limits.attachment_min_bytes && attachment.content.size() < limits.attachment_min_bytes->max) {
+    return invalid(field + ".content", "must not be empty (SendGrid refuses an empty attachment)");
+  }
+  auto inline_part = inline_fields(a, field, content_ids);
+  if (!inline_part) return inline_part.error();
+  attachment.content_id = std::move(inline_part).value();
+  attachment.is_inline = !attachment.content_id.empty();
+  if (attachment.is_inline && limits.inline_attachments && content_ids.size() > limits.inline_attachments->max) {
+    return invalid(field + ".disposition", "at most " + std::to_string(limits.inline_attachments->max) +
+                                               " inline attachments with the providers configured (see GET /v1/limits)");
+  }
+  return attachment;
+}
+
+Problem parse_attachments(const json& doc, const MessageLimits& limits, Email& email) {
+  if (!present(doc, "attachments")) return std::nullopt;
+  const json& list = doc.at("attachments");
+  if (!list.is_array()) return invalid("attachments", "must be an array");
   std::set<std::string> content_ids;
-  if (present("attachments")) {
-    const json& list = doc.at("attachments");
-    if (!list.is_array()) return invalid("attachments", "must be an array");
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      std::string field = "attachments[" + std::to_string(i) + "]";
-      const json& a = list[i];
-      if (!a.is_object()) return invalid(field, "must be an object");
-      static const std::set<std::string, std::less<>> kAttachmentFields = {
-          "filename", "content_type", "content", "disposition", "content_id"};
-      for (const auto& item : a.items()) {
-        if (!kAttachmentFields.count(item.key())) return invalid(field + "." + item.key(), "unknown field");
-      }
-      Attachment attachment;
-      if (!a.contains("filename")) return invalid(field + ".filename", "is required");
-      auto filename = header_text(a.at("filename"), field + ".filename", true);
-      if (!filename) return filename.error();
-      attachment.filename = std::move(filename).value();
-      attachment.content_type = "application/octet-stream";
-      if (a.contains("content_type") && !a.at("content_type").is_null()) {
-        const json& type = a.at("content_type");
-        if (!type.is_string() || !is_mime_type(type.get_ref<const std::string&>())) {
-          return invalid(field + ".content_type", "must be a MIME type such as \"application/pdf\"");
-        }
-        attachment.content_type = type.get<std::string>();
-      }
-      if (!a.contains("content") || !a.at("content").is_string()) {
-        return invalid(field + ".content", "is required: the file's bytes in standard base64");
-      }
-      auto bytes = base64_decode(a.at("content").get_ref<const std::string&>());
-      if (!bytes) return invalid(field + ".content", "is not valid base64 (standard alphabet, padded)");
-      attachment.content = std::move(*bytes);
-      if (limits.attachment_min_bytes && attachment.content.size() < limits.attachment_min_bytes->max) {
-        return invalid(field + ".content", "must not be empty (SendGrid refuses an empty attachment)");
-      }
-      auto inline_part = inline_fields(a, field, content_ids);
-      if (!inline_part) return inline_part.error();
-      attachment.content_id = std::move(inline_part).value();
-      attachment.is_inline = !attachment.content_id.empty();
-      if (attachment.is_inline && limits.inline_attachments &&
-          content_ids.size() > limits.inline_attachments->max) {
-        return invalid(field + ".disposition", "at most " + std::to_string(limits.inline_attachments->max) +
-                                                   " inline attachments with the providers configured (see GET /v1/limits)");
-      }
-      email.attachments.push_back(std::move(attachment));
-    }
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    auto attachment = parse_attachment(list[i], "attachments[" + std::to_string(i) + "]", limits, content_ids);
+    if (!attachment) return attachment.error();
+    email.attachments.push_back(std::move(attachment).value());
   }
+  return std::nullopt;
+}
 
-  if (present("tags")) {
-    const json& tags = doc.at("tags");
-    if (!tags.is_array()) return invalid("tags", "must be an array of strings");
-    const std::size_t max_length = limits.tag_length ? limits.tag_length->max : kMaxHeaderValue;
-    for (std::size_t i = 0; i < tags.size(); ++i) {
-      std::string field = "tags[" + std::to_string(i) + "]";
-      if (!tags[i].is_string()) return invalid(field, "must be a string");
-      const auto& tag = tags[i].get_ref<const std::string&>();
-      bool printable = std::all_of(tag.begin(), tag.end(), [](char c) { return c >= 32 && c <= 126; });
-      if (tag.empty() || tag.size() > max_length || !printable) {
-        return invalid(field, "must be 1 to " + std::to_string(max_length) + " printable ASCII characters");
-      }
-      // A tag given twice is one tag: SendGrid refuses repeated categories (uniqueItems).
-      if (std::find(email.tags.begin(), email.tags.end(), tag) == email.tags.end()) email.tags.push_back(tag);
+Problem parse_tags(const json& doc, const MessageLimits& limits, Email& email) {
+  if (!present(doc, "tags")) return std::nullopt;
+  const json& tags = doc.at("tags");
+  if (!tags.is_array()) return invalid("tags", "must be an array of strings");
+  const std::size_t max_length = limits.tag_length ? limits.tag_length->max : kMaxHeaderValue;
+  for (std::size_t i = 0; i < tags.size(); ++i) {
+    std::string field = "tags[" + std::to_string(i) + "]";
+    if (!tags[i].is_string()) return invalid(field, "must be a string");
+    const auto& tag = tags[i].get_ref<const std::string&>();
+    bool printable = std::all_of(tag.begin(), tag.end(), [](char c) { return c >= 32 && c <= 126; });
+    if (tag.empty() || tag.size() > max_length || !printable) {
+      return invalid(field, "must be 1 to " + std::to_string(max_length) + " printable ASCII characters");
     }
-    if (limits.tags && email.tags.size() > limits.tags->max) {
-      return invalid("tags", "at most " + std::to_string(limits.tags->max) + " distinct tags (see GET /v1/limits)");
-    }
+    // A tag given twice is one tag: SendGrid refuses repeated categories (uniqueItems).
+    if (std::find(email.tags.begin(), email.tags.end(), tag) == email.tags.end()) email.tags.push_back(tag);
   }
+  if (limits.tags && email.tags.size() > limits.tags->max) {
+    return invalid("tags", "at most " + std::to_string(limits.tags->max) + " distinct tags (see GET /v1/limits)");
+  }
+  return std::nullopt;
+}
 
-  if (present("metadata")) {
-    const json& metadata = doc.at("metadata");
-    if (!metadata.is_object()) return invalid("metadata", "must be an object");
-    for (const auto& item : metadata.items()) {
-      std::string field = "metadata." + item.key();
-      if (!is_metadata_key(item.key())) {
-        return invalid(field, "key must be 1 to 64 characters of A-Z a-z 0-9 _ - .");
-      }
-      if (item.key() == kRequestIdKey) {
-        return invalid(field, "is set by the relay (the request id, handed back in delivery events)");
-      }
-      const json& v = item.value();
-      std::string value;
-      if (v.is_string()) value = v.get<std::string>();
-      else if (v.is_number() || v.is_boolean()) value = v.dump();
-      else return invalid(field, "must be a string, number or boolean");
-      // Mailgun carries v: variables in a message header, so the header rules apply.
-      if (has_control_chars(value)) return invalid(field, "must not contain control characters");
-      email.metadata.emplace_back(item.key(), std::move(value));
+Problem parse_metadata(const json& doc, const MessageLimits& limits, Email& email) {
+  if (!present(doc, "metadata")) return std::nullopt;
+  const json& metadata = doc.at("metadata");
+  if (!metadata.is_object()) return invalid("metadata", "must be an object");
+  for (const auto& item : metadata.items()) {
+    std::string field = "metadata." + item.key();
+    if (!is_metadata_key(item.key())) {
+      return invalid(field, "key must be 1 to 64 characters of A-Z a-z 0-9 _ - .");
     }
-    if (limits.metadata_bytes && metadata_size(email.metadata) + request_id_stamp_size() > limits.metadata_bytes->max) {
-      return invalid("metadata", "is " + std::to_string(metadata_size(email.metadata)) + " bytes; at most " +
-                                     std::to_string(limits.metadata_bytes->max - request_id_stamp_size()) +
-                                     " (see GET /v1/limits and the README's Limits)");
+    if (item.key() == kRequestIdKey) {
+      return invalid(field, "is set by the relay (the request id, handed back in delivery events)");
     }
+    const json& v = item.value();
+    std::string value;
+    if (v.is_string()) value = v.get<std::string>();
+    else if (v.is_number() || v.is_boolean()) value = v.dump();
+    else return invalid(field, "must be a string, number or boolean");
+    // Mailgun carries v: variables in a message header, so the header rules apply.
+    if (has_control_chars(value)) return invalid(field, "must not contain control characters");
+    email.metadata.emplace_back(item.key(), std::move(value));
   }
+  if (limits.metadata_bytes && metadata_size(email.metadata) + request_id_stamp_size() > limits.metadata_bytes->max) {
+    return invalid("metadata", "is " + std::to_string(metadata_size(email.metadata)) + " bytes; at most " +
+                                   std::to_string(limits.metadata_bytes->max - request_id_stamp_size()) +
+                                   " (see GET /v1/limits and the README's Limits)");
+  }
+  return std::nullopt;
+}
+
+Problem check_options(const MessageLimits& limits, const Email& email) {
   if (const std::size_t options = limits.options_bytes ? options_size(email) : 0;
       limits.options_bytes && options > limits.options_bytes->max) {
     return invalid(email.metadata.empty() ? "headers" : "metadata",
@@ -436,9 +464,26 @@ Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
                        " bytes as Mailgun options; at most " + std::to_string(limits.options_bytes->max) +
                        " (see GET /v1/limits)");
   }
-  if (present("sandbox")) {
-    if (!doc.at("sandbox").is_boolean()) return invalid("sandbox", "must be true or false");
-    email.sandbox = doc.at("sandbox").get<bool>();
+  return std::nullopt;
+}
+
+}  // namespace
+
+// Each part in the order a client reads the document; the first problem is the answer.
+Result<Email> parse_email(std::string_view body, const MessageLimits& limits) {
+  auto doc = parse_document(body);
+  if (!doc) return doc.error();
+  const json& d = doc.value();
+  Email email;
+  Problem p;
+  if ((p = parse_senders(d, email)) || (p = parse_recipients(d, limits, email)) || (p = parse_content(d, email)) ||
+      (p = parse_headers(d, email)) || (p = parse_attachments(d, limits, email)) || (p = parse_tags(d, limits, email)) ||
+      (p = parse_metadata(d, limits, email)) || (p = check_options(limits, email))) {
+    return *p;
+  }
+  if (present(d, "sandbox")) {
+    if (!d.at("sandbox").is_boolean()) return invalid("sandbox", "must be true or false");
+    email.sandbox = d.at("sandbox").get<bool>();
   }
   return email;
 }

@@ -93,7 +93,7 @@ std::string Metrics::render(const MetricsSnapshot& now) const {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     render_traffic(out);
-    add_metric(out, "mailrelay_in_flight", "gauge", "Sends being handled now.", static_cast<std::uint64_t>(in_flight_.load()));
+    add_metric(out, "mailrelay_in_flight", "gauge", "Sends being handled now.", now.in_flight);
     add_metric(out, "mailrelay_queue_depth", "gauge", "Fibers ready to run, waiting for their event loop.", now.door.queue_depth);
     add_metric(out, "mailrelay_event_threads", "gauge", "Event-loop threads.", now.door.event_threads);
     add_metric(out, "mailrelay_connections", "gauge", "Open client connections.", now.door.connections);

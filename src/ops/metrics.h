@@ -49,6 +49,7 @@ struct MetricsSnapshot {
   std::vector<std::pair<std::string, CircuitState>> circuits;  // by provider, in order; empty without health
   AuditCounters audit;
   StateStoreCounters store;
+  std::size_t in_flight = 0;      // sends being handled now (SendService counts them)
   std::size_t max_in_flight = 0;
 };
 
@@ -69,8 +70,6 @@ class Metrics final : public AttemptObserver {
   void delivery_event(const std::string& provider, const std::string& type);
   void webhook(const std::string& provider, const std::string& outcome);
   void suppressed_send() { ++suppressed_sends_; }
-  void begin_send() { ++in_flight_; }
-  void end_send() { --in_flight_; }
 
   // Prometheus text exposition (GET /metrics).
   std::string render(const MetricsSnapshot& now) const;
@@ -100,7 +99,6 @@ class Metrics final : public AttemptObserver {
   std::map<std::pair<std::string, std::string>, std::uint64_t> webhooks_;         // by provider, outcome
   std::atomic<std::uint64_t> suppressed_sends_{0};
   Histogram send_duration_;
-  std::atomic<long> in_flight_{0};
   std::atomic<std::uint64_t> replays_{0};
 };
 

@@ -54,47 +54,12 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
   if (!is_json_content_type(request.content_type)) {
     return refusal(std::move(report), 415, id, "unsupported_media_type", "Content-Type must be application/json");
   }
-  // Client rate limits (README "Other endpoints"): per client name, "*" for the others; they fail open
-  // when the store is unreachable (the audit line says so).
-  if (!runtime.client_rates.empty()) {
-    const std::string name = report.client.value_or("");
-    auto rate = runtime.client_rates.find(name);
-    if (rate == runtime.client_rates.end()) rate = runtime.client_rates.find("*");
-    if (rate != runtime.client_rates.end()) {
-      // A loopback caller without a token: a bucket no client name can collide with.
-      auto verdict = store_.take(name.empty() ? "(loopback)" : name, rate->second);
-      if (!verdict) {
-        report.store_unavailable = true;
-      } else if (!verdict.value().allowed) {
-        metrics_.refused("rate_limit");
-        report.refused_by = "rate_limit";
-        const auto wait = verdict.value().retry_after.count();
-        report.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, (wait + 999) / 1000)));
-        return refusal(std::move(report), 429, id, "rate_limited",
-                       "client " + (name.empty() ? std::string("(loopback)") : name) +
-                           " is over its rate limit; retry after Retry-After seconds");
-      }
-    }
-  }
-  // Admission (README "Operating"): beyond --max-in-flight a send is answered at once; it is counted.
-  if (in_flight_.fetch_add(1) >= max_in_flight_) {
-    --in_flight_;
-    metrics_.refused("max_in_flight");
-    report.refused_by = "max_in_flight";
-    report.headers.emplace_back("Retry-After", "1");
-    return refusal(std::move(report), 503, id, "overloaded", "too many sends in progress; retry in a moment");
-  }
-  {
-    std::lock_guard<std::mutex> lock(ids_mutex_);
-    ids_.insert(id);
-  }
-  metrics_.begin_send();
+  if (refused_by_rate_limit(runtime, id, report) || !admit(id, report)) return report;
   // Released however the send ends (an exception goes on to the HTTP layer's last-resort handler).
   struct Release {
     SendService& service;
     const std::string& id;
     ~Release() {
-      service.metrics_.end_send();
       --service.in_flight_;
       std::lock_guard<std::mutex> lock(service.ids_mutex_);
       service.ids_.erase(service.ids_.find(id));
@@ -108,11 +73,52 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
   return report;
 }
 
+// Client rate limits (README "Other endpoints"): per client name, "*" for the others; they fail
+// open when the store is unreachable (the audit line says so).
+bool SendService::refused_by_rate_limit(const Runtime& runtime, const std::string& id, SendReport& report) {
+  if (runtime.client_rates.empty()) return false;
+  const std::string name = report.client.value_or("");
+  auto rate = runtime.client_rates.find(name);
+  if (rate == runtime.client_rates.end()) rate = runtime.client_rates.find("*");
+  if (rate == runtime.client_rates.end()) return false;
+  // A loopback caller without a token: a bucket no client name can collide with.
+  auto verdict = store_.take(name.empty() ? "(loopback)" : name, rate->second);
+  if (!verdict) {
+    report.store_unavailable = true;
+    return false;
+  }
+  if (verdict.value().allowed) return false;
+  metrics_.refused("rate_limit");
+  report.refused_by = "rate_limit";
+  const auto wait = verdict.value().retry_after.count();
+  report.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, (wait + 999) / 1000)));
+  report = refusal(std::move(report), 429, id, "rate_limited",
+                   "client " + (name.empty() ? std::string("(loopback)") : name) +
+                       " is over its rate limit; retry after Retry-After seconds");
+  return true;
+}
+
+// Admission (README "Operating"): beyond --max-in-flight a send is answered at once; it is counted.
+bool SendService::admit(const std::string& id, SendReport& report) {
+  std::size_t now = in_flight_.load();
+  do {
+    if (now >= max_in_flight_) {
+      metrics_.refused("max_in_flight");
+      report.refused_by = "max_in_flight";
+      report.headers.emplace_back("Retry-After", "1");
+      report = refusal(std::move(report), 503, id, "overloaded", "too many sends in progress; retry in a moment");
+      return false;
+    }
+  } while (!in_flight_.compare_exchange_weak(now, now + 1));
+  std::lock_guard<std::mutex> lock(ids_mutex_);
+  ids_.insert(id);
+  return true;
+}
+
 SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, const std::string& client) {
   const std::string& id = request.request_id;
   SendReport report;
-  // Idempotency-Key (README "POST /v1/send"), scoped to the client. The guard forgets the key if this
-  // ends without storing an answer (an exception): a stuck "in flight" would block it.
+  // Idempotency-Key (README "POST /v1/send"), scoped to the client.
   const bool keyed = request.idempotency_key.has_value();
   const std::string key = request.idempotency_key.value_or("");
   if (keyed && !is_acceptable_idempotency_key(key)) {
@@ -127,78 +133,104 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
     return refusal(std::move(report), 400, id, e.code, e.message, e.field);
   }
   report.email = std::move(email).value();
-  // Suppressed recipients (README "Delivery events and suppressions") get no provider call. The check fails open: with the
-  // store unreachable the send goes out, and the audit line says the store was unavailable.
-  if (suppressions_) {
-    auto suppressed = suppressions_->first_suppressed(*report.email);
-    if (!suppressed) {
-      report.store_unavailable = true;
-    } else if (suppressed.value()) {
-      const SuppressedRecipient& r = *suppressed.value();
-      metrics_.suppressed_send();
-      return refusal(std::move(report), 422, id, "recipient_suppressed",
-                     "this recipient is suppressed (" + r.why.type + (r.why.provider.empty() ? "" : " at " + r.why.provider) +
-                         " since " + r.why.since + "); see GET /v1/suppressions/{address}",
-                     r.field);
-    }
-  }
+  if (refused_as_suppressed(id, report)) return report;
   // A claim whose holder vanished (a crash) blocks the key no longer than a request can last.
   const auto claim_ttl = runtime.relay->settings().deadline + std::chrono::seconds(60);
-  if (keyed) {
-    auto begun = store_.begin_idempotent(client, key, digest, claim_ttl);
-    if (!begun) {
-      // The caller asked for a guarantee the relay cannot give now (README "Running several instances").
-      report.store_unavailable = true;
-      report.headers.emplace_back("Retry-After", "1");
-      return refusal(std::move(report), 503, id, "state_store_unavailable",
-                     "the state store holding Idempotency-Keys is unreachable, so nothing was sent; retry in a moment");
-    }
-    auto lookup = std::move(begun).value();
-    switch (lookup.verdict) {
-      case IdempotencyCache::Verdict::kReplay:
-        metrics_.idempotent_replay();
-        report.headers.emplace_back("Idempotent-Replayed", "true");
-        report.status = lookup.answer.status;
-        report.body = std::move(lookup.answer.body);
-        report.outcome = "replayed";
-        report.replay_of = lookup.answer.request_id;
-        return report;
-      case IdempotencyCache::Verdict::kInFlight:
-        return refusal(std::move(report), 409, id, "idempotency_in_flight",
-                       "a request with this Idempotency-Key is still being processed; retry later");
-      case IdempotencyCache::Verdict::kMismatch:
-        return refusal(std::move(report), 422, id, "idempotency_mismatch",
-                       "this Idempotency-Key was used with a different request body");
-      case IdempotencyCache::Verdict::kProceed:
-        break;
-    }
-  }
+  if (keyed && !claimed(IdempotencyClaim{client, key, digest}, claim_ttl, id, report)) return report;
+  // The guard forgets the key if this ends without storing an answer (an exception): a stuck
+  // "in flight" would block it.
   struct ForgetKeyUnlessAnswered {
     StateStore* store;
-    const std::string& client;
-    const std::string& key;
-    const std::string& digest;
+    const IdempotencyClaim claim;
     ~ForgetKeyUnlessAnswered() {
-      if (store) store->release_idempotent(client, key, digest);
+      if (store) store->release_idempotent(claim.client, claim.key, claim.digest);
     }
-  } forget{keyed ? &store_ : nullptr, client, key, digest};
-  // The answer kept for replays holds no address: provider text is redacted as in the audit log.
-  auto remember = [&](int status) {
-    const bool redact = report.body.contains("attempts") &&
-                        std::any_of(report.body["attempts"].begin(), report.body["attempts"].end(),
-                                    [](const json& a) { return a.contains("error"); });
-    if (redact) {
-      json body = report.body;
-      for (auto& a : body["attempts"]) {
-        if (a.contains("error")) a["error"] = redact_addresses(a["error"].get<std::string>());
-      }
-      store_.complete_idempotent(client, key, digest, status, body, id);
-    } else {
-      store_.complete_idempotent(client, key, digest, status, report.body, id);
-    }
+  } forget{keyed ? &store_ : nullptr, IdempotencyClaim{client, key, digest}};
+  relay(runtime, request, report);
+  // Remembered only when a provider may have the message; when surely nothing went out, the key
+  // is forgotten so that a retry with it can still send.
+  const auto& attempts = report.relay->attempts;
+  const bool may_have_been_sent = report.status == 200 ||
+                                  std::any_of(attempts.begin(), attempts.end(),
+                                              [](const Attempt& a) { return a.result.may_have_been_sent; });
+  if (keyed && may_have_been_sent) {
+    remember(forget.claim, id, report);
     forget.store = nullptr;
-  };
+  }
+  return report;
+}
 
+// Suppressed recipients (README "Delivery events and suppressions") get no provider call. The
+// check fails open: with the store unreachable the send goes out, and the audit line says the
+// store was unavailable.
+bool SendService::refused_as_suppressed(const std::string& id, SendReport& report) {
+  if (!suppressions_) return false;
+  auto suppressed = suppressions_->first_suppressed(*report.email);
+  if (!suppressed) {
+    report.store_unavailable = true;
+    return false;
+  }
+  if (!suppressed.value()) return false;
+  const SuppressedRecipient& r = *suppressed.value();
+  metrics_.suppressed_send();
+  report = refusal(std::move(report), 422, id, "recipient_suppressed",
+                   "this recipient is suppressed (" + r.why.type + (r.why.provider.empty() ? "" : " at " + r.why.provider) +
+                       " since " + r.why.since + "); see GET /v1/suppressions/{address}",
+                   r.field);
+  return true;
+}
+
+// Claims the key for this request; false (and the report is the answer) for a replay, a request
+// still in flight, another body under the key, or a store that cannot say.
+bool SendService::claimed(const IdempotencyClaim& claim, std::chrono::milliseconds ttl, const std::string& id,
+                          SendReport& report) {
+  auto begun = store_.begin_idempotent(claim.client, claim.key, claim.digest, ttl);
+  if (!begun) {
+    // The caller asked for a guarantee the relay cannot give now (README "Running several instances").
+    report.store_unavailable = true;
+    report.headers.emplace_back("Retry-After", "1");
+    report = refusal(std::move(report), 503, id, "state_store_unavailable",
+                     "the state store holding Idempotency-Keys is unreachable, so nothing was sent; retry in a moment");
+    return false;
+  }
+  auto lookup = std::move(begun).value();
+  switch (lookup.verdict) {
+    case IdempotencyCache::Verdict::kReplay:
+      metrics_.idempotent_replay();
+      report.headers.emplace_back("Idempotent-Replayed", "true");
+      report.status = lookup.answer.status;
+      report.body = std::move(lookup.answer.body);
+      report.outcome = "replayed";
+      report.replay_of = lookup.answer.request_id;
+      return false;
+    case IdempotencyCache::Verdict::kInFlight:
+      report = refusal(std::move(report), 409, id, "idempotency_in_flight",
+                       "a request with this Idempotency-Key is still being processed; retry later");
+      return false;
+    case IdempotencyCache::Verdict::kMismatch:
+      report = refusal(std::move(report), 422, id, "idempotency_mismatch",
+                       "this Idempotency-Key was used with a different request body");
+      return false;
+    case IdempotencyCache::Verdict::kProceed:
+      break;
+  }
+  return true;
+}
+
+// The answer kept for replays holds no address: provider text is redacted as in the audit log.
+void SendService::remember(const IdempotencyClaim& claim, const std::string& id, const SendReport& report) {
+  json body = report.body;
+  if (body.contains("attempts")) {
+    for (auto& a : body["attempts"]) {
+      if (a.contains("error")) a["error"] = redact_addresses(a["error"].get<std::string>());
+    }
+  }
+  store_.complete_idempotent(claim.client, claim.key, claim.digest, report.status, body, id);
+}
+
+// Sends through the relay; the report is the answer: sent, or why not (with every attempt).
+void SendService::relay(const Runtime& runtime, const SendRequest& request, SendReport& report) {
+  const std::string& id = request.request_id;
   const std::shared_ptr<const ProviderOverrides> overrides =
       control_ ? control_->current() : std::shared_ptr<const ProviderOverrides>();
   report.relay = runtime.relay->send(*report.email, id, request.started, overrides.get());
@@ -206,54 +238,47 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
   json attempts = attempts_to_json(result);
   if (const Attempt* sent = result.accepted()) {
     report.outcome = "sent";
+    report.status = 200;
     report.body = json{{"request_id", id},
                        {"status", "sent"},
                        {"provider", sent->provider},
                        {"provider_message_id",
                         sent->result.message_id.empty() ? json(nullptr) : json(sent->result.message_id)},
                        {"attempts", std::move(attempts)}};
-    if (report.email->sandbox) report.body["sandbox"] = true;
-    if (keyed) remember(200);
-    return report;
+  } else {
+    const Failure failure = failure_of(runtime, result);
+    if (!failure.retry_after.empty()) report.headers.emplace_back("Retry-After", failure.retry_after);
+    report = refusal(std::move(report), failure.status, id, failure.code, failure.message);
+    report.body["attempts"] = std::move(attempts);
   }
+  if (report.email->sandbox) report.body["sandbox"] = true;
+}
+
+// Why no provider took the message, as the API answers it.
+SendService::Failure SendService::failure_of(const Runtime& runtime, const RelayResult& result) {
   switch (result.reason) {
     case StopReason::kDeadline:
-      report = refusal(std::move(report), 504, id, "deadline_exceeded",
-                       "no provider accepted the message within the request deadline");
-      break;
+      return {504, "deadline_exceeded", "no provider accepted the message within the request deadline", ""};
     case StopReason::kNoProviderAvailable: {
       auto wait = std::chrono::milliseconds::max();
       for (const auto& name : runtime.provider_names) {
         if (runtime.health) wait = std::min(wait, runtime.health->wait(name));
       }
-      report.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, (wait.count() + 999) / 1000)));
-      report = refusal(std::move(report), 503, id, "no_provider_available",
-                       "every provider is skipped (switched off by an operator, circuit open or parked); see attempts");
-      break;
+      return {503, "no_provider_available",
+              "every provider is skipped (switched off by an operator, circuit open or parked); see attempts",
+              std::to_string(std::max<long long>(1, (wait.count() + 999) / 1000))};
     }
     case StopReason::kAuditUnavailable:
-      report.headers.emplace_back("Retry-After", "1");
-      report = refusal(std::move(report), 503, id, "audit_unavailable",
-                       "the audit log cannot be written, so nothing was sent; retry in a moment");
-      break;
+      return {503, "audit_unavailable", "the audit log cannot be written, so nothing was sent; retry in a moment", "1"};
     case StopReason::kAmbiguousTimeout:
-      report = refusal(std::move(report), 504, id, "deadline_exceeded",
-                       "provider " + result.attempts.back().provider +
-                           " may have accepted the message (no answer in time, or a 502/504 from its gateway); "
-                           "not failing over (--failover-on-timeout=false)");
-      break;
+      return {504, "deadline_exceeded",
+              "provider " + result.attempts.back().provider +
+                  " may have accepted the message (no answer in time, or a 502/504 from its gateway); "
+                  "not failing over (--failover-on-timeout=false)",
+              ""};
     default:
-      report = refusal(std::move(report), 502, id, "all_providers_failed", "every provider refused or failed; see attempts");
-      break;
+      return {502, "all_providers_failed", "every provider refused or failed; see attempts", ""};
   }
-  report.body["attempts"] = std::move(attempts);
-  if (report.email->sandbox) report.body["sandbox"] = true;
-  // Remembered only when a provider may have the message; when surely nothing went out, the key
-  // is forgotten so that a retry with it can still send.
-  bool may_have_been_sent = std::any_of(result.attempts.begin(), result.attempts.end(),
-                                        [](const Attempt& a) { return a.result.may_have_been_sent; });
-  if (keyed && may_have_been_sent) remember(report.status);
-  return report;
 }
 
 }  // namespace mailrelay

@@ -61,12 +61,28 @@ class SendService {
 
   SendReport handle(const Runtime& runtime, SendRequest request);
 
+  // Sends being handled now (the mailrelay_in_flight gauge).
   std::size_t in_flight() const { return in_flight_; }
   // Request ids of the sends being handled now (logged when a shutdown abandons them).
   std::vector<std::string> in_flight_ids() const;
 
  private:
+  // The steps of a send once admitted (in flight, not rate limited).
+  struct IdempotencyClaim {
+    std::string client, key, digest;
+  };
+  struct Failure {
+    int status;
+    std::string code, message, retry_after;  // retry_after "" for none
+  };
+  bool refused_by_rate_limit(const Runtime& runtime, const std::string& id, SendReport& report);
+  bool admit(const std::string& id, SendReport& report);
   SendReport admitted(const Runtime& runtime, SendRequest& request, const std::string& client);
+  bool refused_as_suppressed(const std::string& id, SendReport& report);
+  bool claimed(const IdempotencyClaim& claim, std::chrono::milliseconds ttl, const std::string& id, SendReport& report);
+  void remember(const IdempotencyClaim& claim, const std::string& id, const SendReport& report);
+  void relay(const Runtime& runtime, const SendRequest& request, SendReport& report);
+  static Failure failure_of(const Runtime& runtime, const RelayResult& result);
 
   StateStore& store_;
   ProviderControl* control_;
