@@ -34,46 +34,141 @@ int print_exit(const ConfigExit& exit) {
   return exit.code;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  // The process holds API keys and signing keys: no core dump of it, and no ptrace or
-  // /proc/<pid>/mem by other processes of the same user (README "Hostile input"; the unit also sets LimitCORE=0).
+// The process holds API keys and signing keys: no core dump of it, and no ptrace or
+// /proc/<pid>/mem by other processes of the same user (README "Hostile input"; the unit also sets
+// LimitCORE=0). Signals are blocked before any thread starts, so every thread inherits the mask
+// and only the sigwait loop ever sees them (no async handlers). A SIGTERM during start-up stays
+// pending.
+void harden(sigset_t& signals) {
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  // Signals are blocked before any thread starts, so every thread inherits the mask and only the
-  // sigwait loop below ever sees them (no async handlers). A SIGTERM during start-up stays pending.
-  sigset_t signals;
   sigemptyset(&signals);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-
   // Bodies of megabytes are allocated and freed all the time: with a fixed mmap threshold they go
   // back to the kernel when freed (glibc's default threshold grows after the first large free,
   // after which such buffers stay in the heap and RSS never comes down after a load).
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+}
 
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (!args.empty() && args[0] == "hash-address") {
-    auto command = parse_hash_address(std::vector<std::string>(args.begin() + 1, args.end()));
+// hash-address, reload and check-config: their exit status; nullopt for the daemon itself.
+std::optional<int> run_command(const std::vector<std::string>& args) {
+  if (args.empty()) return std::nullopt;
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "hash-address") {
+    auto command = parse_hash_address(rest);
     if (!command) return print_exit(command.error());
     std::printf("%s\n", hash_address(command.value().key, command.value().address).c_str());
     return 0;
   }
-  if (!args.empty() && args[0] == "reload") {
+  if (args[0] == "reload") {
     // The unit's ExecReload: `mailrelayd reload --pid $MAINPID`.
-    if (args.size() != 3 || args[1] != "--pid") {
-      return print_exit(ConfigExit{2, "usage: mailrelayd reload --pid PID"});
-    }
+    if (args.size() != 3 || args[1] != "--pid") return print_exit(ConfigExit{2, "usage: mailrelayd reload --pid PID"});
     return reload_and_wait(std::strtol(args[2].c_str(), nullptr, 10), std::chrono::seconds(60));
   }
-  if (!args.empty() && args[0] == "check-config") {
+  if (args[0] == "check-config") {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    auto report = check_config(std::vector<std::string>(args.begin() + 1, args.end()));
+    auto report = check_config(rest);
     curl_global_cleanup();
     return print_exit(report ? ConfigExit{0, report.value()} : report.error());
   }
+  return std::nullopt;
+}
+
+// Feeds systemd's watchdog only while the server answers its own /healthz: a wedged server (all
+// workers stuck) stops the pings and systemd restarts it.
+class Watchdog {
+ public:
+  Watchdog(ServiceNotifier& notifier, const Config& config, int port, spdlog::logger& log) {
+    auto interval = notifier.watchdog_interval();
+    if (!interval) return;
+    std::string self = config.listen_host == "0.0.0.0" ? "127.0.0.1" : config.listen_host == "::" ? "::1" : config.listen_host;
+    thread_ = std::thread([this, &notifier, &log, interval = *interval, self, port] {
+      httplib::Client client(self, port);
+      client.set_connection_timeout(1, 0);
+      client.set_read_timeout(std::max<time_t>(1, interval.count() / 1000), 0);
+      std::unique_lock<std::mutex> lock(mutex_);
+      while (!stop_cv_.wait_for(lock, interval, [&] { return stopping_; })) {
+        lock.unlock();
+        auto r = client.Get("/healthz");
+        if (r && r->status == 200) notifier.watchdog();
+        else log.warn("watchdog: /healthz did not answer; not pinging systemd");
+        lock.lock();
+      }
+    });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    stop_cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;  // guarded by mutex_
+  std::thread thread_;
+};
+
+// SIGHUP: same flags and environment, the config and tokens files read again. A broken new
+// configuration is reported and the running one kept. The verdict goes to the log, to systemd's
+// status line and to the file `mailrelayd reload` waits on.
+void reload(Daemon& daemon, const std::vector<std::string>& args, ServiceNotifier& notifier, ReloadStatusFile& status,
+            spdlog::logger& log) {
+  auto verdict = [&](bool ok, const std::string& text) {
+    status.record(ok, ok ? "" : text);
+    notifier.ready(ok ? "serving on " + daemon.where() + ", providers " + text
+                      : "reload failed, running the previous configuration: " + text);
+  };
+  notifier.reloading();
+  auto reloaded = load_config(args);
+  std::string problem = reloaded ? "" : reloaded.error().text;
+  if (reloaded) {
+    auto report = daemon.reload(reloaded.value());
+    if (report) {
+      log.info("reloaded configuration: providers={}", report.value().providers);
+      return verdict(true, report.value().providers);
+    }
+    problem = report.error().message;
+  }
+  log.error("reload failed, keeping the running configuration: {}", problem);
+  verdict(false, problem);
+}
+
+// Until SIGTERM or SIGINT: SIGHUP reloads, SIGUSR1 reopens the audit log.
+void serve_signals(const sigset_t& signals, Daemon& daemon, const std::vector<std::string>& args,
+                   ServiceNotifier& notifier, ReloadStatusFile& status, spdlog::logger& log) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGTERM || sig == SIGINT) {
+      log.info("received {}, finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      notifier.stopping("finishing in-flight requests");
+      return;
+    }
+    if (sig == SIGUSR1) {
+      const std::string failed = daemon.reopen_audit();
+      if (failed.empty()) log.info("received SIGUSR1, reopened the audit log");
+      else log.error("received SIGUSR1, could not reopen the audit log: {}", failed);
+      continue;
+    }
+    reload(daemon, args, notifier, status, log);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sigset_t signals;
+  harden(signals);
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (auto status = run_command(args)) return *status;
   auto loaded = load_config(args);
   if (!loaded) return print_exit(loaded.error());
   const Config config = std::move(loaded).value();
@@ -92,74 +187,14 @@ int main(int argc, char** argv) {
     return started.error().code;
   }
   std::unique_ptr<Daemon> daemon = std::move(started).value();
-  const int port = daemon->port();
   ServiceNotifier notifier;
   ReloadStatusFile reload_status;
   notifier.ready("serving on " + daemon->where() + ", providers " + daemon->providers());
-
-  // The watchdog is fed only while the server answers its own /healthz: a wedged server (all
-  // workers stuck) stops the pings and systemd restarts it.
-  std::mutex stop_mutex;
-  std::condition_variable stop_cv;
-  bool stopping = false;
-  std::thread watchdog;
-  if (auto interval = notifier.watchdog_interval()) {
-    std::string self = config.listen_host == "0.0.0.0" ? "127.0.0.1" : config.listen_host == "::" ? "::1" : config.listen_host;
-    watchdog = std::thread([&, interval = *interval, self] {
-      httplib::Client client(self, port);
-      client.set_connection_timeout(1, 0);
-      client.set_read_timeout(std::max<time_t>(1, interval.count() / 1000), 0);
-      std::unique_lock<std::mutex> lock(stop_mutex);
-      while (!stop_cv.wait_for(lock, interval, [&] { return stopping; })) {
-        lock.unlock();
-        auto r = client.Get("/healthz");
-        if (r && r->status == 200) notifier.watchdog();
-        else log->warn("watchdog: /healthz did not answer; not pinging systemd");
-        lock.lock();
-      }
-    });
-  }
-
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
-    if (sig == SIGTERM || sig == SIGINT) {
-      log->info("received {}, finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-      notifier.stopping("finishing in-flight requests");
-      break;
-    }
-    if (sig == SIGUSR1) {
-      const std::string failed = daemon->reopen_audit();
-      if (failed.empty()) log->info("received SIGUSR1, reopened the audit log");
-      else log->error("received SIGUSR1, could not reopen the audit log: {}", failed);
-      continue;
-    }
-    // SIGHUP: same flags and environment, the config and tokens files read again. A broken new
-    // configuration is reported and the running one kept.
-    notifier.reloading();
-    auto reloaded = load_config(args);
-    std::string problem = reloaded ? "" : reloaded.error().text;
-    if (reloaded) {
-      auto report = daemon->reload(reloaded.value());
-      if (report) {
-        log->info("reloaded configuration: providers={}", report.value().providers);
-        reload_status.record(true, "");
-        notifier.ready("serving on " + daemon->where() + ", providers " + report.value().providers);
-        continue;
-      }
-      problem = report.error().message;
-    }
-    log->error("reload failed, keeping the running configuration: {}", problem);
-    reload_status.record(false, problem);
-    notifier.ready("reload failed, running the previous configuration: " + problem);
-  }
-  if (!daemon->stop()) std::_Exit(1);  // the stuck threads cannot be joined
   {
-    std::lock_guard<std::mutex> lock(stop_mutex);
-    stopping = true;
+    Watchdog watchdog(notifier, config, daemon->port(), *log);
+    serve_signals(signals, *daemon, args, notifier, reload_status, *log);
+    if (!daemon->stop()) std::_Exit(1);  // the stuck threads cannot be joined
   }
-  stop_cv.notify_all();
-  if (watchdog.joinable()) watchdog.join();
   daemon.reset();
   curl_global_cleanup();
   log->info("stopped");

@@ -355,61 +355,46 @@ bool is_loopback_host(const std::string& host) {
   return host == "localhost" || host == "::1";
 }
 
-Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
-  // CLI11 applies a config file before the environment, so the file would beat the environment.
-  // The contract is flags > environment > file. So: parse flags and environment once to learn
-  // what they set, turn the file's remaining entries into flags, and parse everything again.
-  Config first;
-  CLI::App probe("mailrelayd");
-  declare_options(probe, first);
-  if (auto exit = parse(probe, args)) return explained(*exit, args, {}, "");
+namespace {
 
-  std::vector<std::string> merged;
-  std::map<std::string, int> file_lines;  // option -> its line in --config, for messages
-  if (!first.config_file.empty()) {
-    std::vector<CLI::ConfigItem> items;
-    try {
-      items = CLI::ConfigTOML().from_file(first.config_file);
-    } catch (const CLI::Error& e) {
-      return ConfigExit{2, "cannot read --config " + first.config_file + ": " + e.what()};
-    }
-    const std::vector<std::string> lines = option_lines(first.config_file);
-    for (const auto& item : items) {
-      if (item.name == "++" || item.name == "--") continue;  // section markers
-      if (!item.parents.empty()) {
-        return ConfigExit{2, "--config " + first.config_file + ": sections are not supported ('" + item.fullname() + "')"};
-      }
-      std::string name = item.name;
-      std::replace(name.begin(), name.end(), '_', '-');
-      const int line = line_of(lines, name, file_lines.count(name) ? file_lines[name] : 0);
-      const std::string where = "--config " + first.config_file + " line " + std::to_string(line) + ": ";
-      const CLI::Option* option = probe.get_option_no_throw("--" + name);
-      if (!option || name == "config") return ConfigExit{2, where + "unknown option '" + item.name + "'"};
-      if (file_lines.count(name)) {
-        return ConfigExit{2, where + "'" + name + "' is already set on line " + std::to_string(file_lines[name])};
-      }
-      file_lines[name] = line;
-      if (option->count() > 0) continue;  // set by a flag or the environment: they win
-      std::string joined;
-      for (const auto& input : item.inputs) joined += (joined.empty() ? "" : ",") + input;
-      merged.push_back("--" + name + "=" + joined);
-    }
+// The --config file's entries as flags, for those that no flag or variable set (`probe` parsed
+// those); `file_lines` gets each option's line for messages.
+std::optional<ConfigExit> file_options(const CLI::App& probe, const std::string& path, std::vector<std::string>& merged,
+                                       std::map<std::string, int>& file_lines) {
+  const std::string& config_file = path;
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_file(config_file);
+  } catch (const CLI::Error& e) {
+    return ConfigExit{2, "cannot read --config " + config_file + ": " + e.what()};
   }
-  merged.insert(merged.end(), args.begin(), args.end());
+  const std::vector<std::string> lines = option_lines(config_file);
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // section markers
+    if (!item.parents.empty()) {
+      return ConfigExit{2, "--config " + config_file + ": sections are not supported ('" + item.fullname() + "')"};
+    }
+    std::string name = item.name;
+    std::replace(name.begin(), name.end(), '_', '-');
+    const int line = line_of(lines, name, file_lines.count(name) ? file_lines[name] : 0);
+    const std::string where = "--config " + config_file + " line " + std::to_string(line) + ": ";
+    const CLI::Option* option = probe.get_option_no_throw("--" + name);
+    if (!option || name == "config") return ConfigExit{2, where + "unknown option '" + item.name + "'"};
+    if (file_lines.count(name)) {
+      return ConfigExit{2, where + "'" + name + "' is already set on line " + std::to_string(file_lines[name])};
+    }
+    file_lines[name] = line;
+    if (option->count() > 0) continue;  // set by a flag or the environment: they win
+    std::string joined;
+    for (const auto& input : item.inputs) joined += (joined.empty() ? "" : ",") + input;
+    merged.push_back("--" + name + "=" + joined);
+  }
+  return std::nullopt;
+}
 
-  Config config;
-  CLI::App app("mailrelayd");
-  declare_options(app, config);
-  if (auto exit = parse(app, merged)) return explained(*exit, args, file_lines, first.config_file);
-  config.warnings = unknown_environment(app);
-  // Under the unit the tokens file is the credential `tokens` (changed by a restart, not a reload).
-  if (config.tokens_file.empty()) config.tokens_file = credential_path("tokens");
-  if (auto problem = validate(config)) {
-    // "--max-retries must be ..." about a value from --config: say on which line.
-    const std::string name = problem->rfind("--", 0) == 0 ? problem->substr(2, problem->find_first_of(" :", 2) - 2) : "";
-    const std::string where = name.empty() ? "" : origin(name, args, file_lines, first.config_file);
-    return ConfigExit{2, (where.rfind("--config", 0) == 0 ? where : "") + *problem};
-  }
+// The recipient key, the state store's password, the forwarding key and each provider's webhook
+// secret (optional: its endpoint is off without it).
+std::optional<ConfigExit> load_secrets(Config& config) {
   if (auto key = load_recipient_key(config.audit_recipient_key_file); !key) {
     return key.error();
   } else {
@@ -438,6 +423,10 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
     }
     config.webhook_secrets[p->name] = std::move(value).value();
   }
+  return std::nullopt;
+}
+
+std::optional<ConfigExit> check_events(const Config& config) {
   if (!config.events_forward_url.empty()) {
     if (auto problem = check_base_url("events-forward-url", config.events_forward_url)) return ConfigExit{2, *problem};
     if (config.events_forward_key.size() < 16) {
@@ -445,6 +434,10 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
                            "MAILRELAY_EVENTS_FORWARD_KEY or the credential events_forward_key"};
     }
   }
+  return std::nullopt;
+}
+
+std::optional<ConfigExit> parse_rates_and_strategy(Config& config) {
   auto rates = parse_rate_limits(config.rate_limits);
   if (!rates) return ConfigExit{2, rates.error().message};
   config.client_rates = std::move(rates).value();
@@ -467,8 +460,12 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   if (std::all_of(config.provider_weights.begin(), config.provider_weights.end(), [](double w) { return w == 0; })) {
     return ConfigExit{2, "--weights: at least one provider needs a weight above 0"};
   }
-  // Each listed provider must be usable, checked in the order given so the first problem an
-  // operator sees is about the first provider.
+  return std::nullopt;
+}
+
+// Each listed provider must be usable, checked in the order given so the first problem an
+// operator sees is about the first provider.
+std::optional<ConfigExit> load_providers(Config& config) {
   for (const auto& name : config.providers) {
     const ProviderDescriptor& d = *find_provider(name);
     ProviderConfig pc{name, {}, {}};
@@ -492,6 +489,44 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
       if (!value.value().empty()) pc.secrets[secret.key] = std::move(value).value();
     }
     config.provider_configs[name] = std::move(pc);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
+  // CLI11 applies a config file before the environment, so the file would beat the environment.
+  // The contract is flags > environment > file. So: parse flags and environment once to learn
+  // what they set, turn the file's remaining entries into flags, and parse everything again.
+  Config first;
+  CLI::App probe("mailrelayd");
+  declare_options(probe, first);
+  if (auto exit = parse(probe, args)) return explained(*exit, args, {}, "");
+  std::vector<std::string> merged;
+  std::map<std::string, int> file_lines;  // option -> its line in --config, for messages
+  if (!first.config_file.empty()) {
+    if (auto exit = file_options(probe, first.config_file, merged, file_lines)) return *exit;
+  }
+  merged.insert(merged.end(), args.begin(), args.end());
+
+  Config config;
+  CLI::App app("mailrelayd");
+  declare_options(app, config);
+  if (auto exit = parse(app, merged)) return explained(*exit, args, file_lines, first.config_file);
+  config.warnings = unknown_environment(app);
+  // Under the unit the tokens file is the credential `tokens` (changed by a restart, not a reload).
+  if (config.tokens_file.empty()) config.tokens_file = credential_path("tokens");
+  if (auto problem = validate(config)) {
+    // "--max-retries must be ..." about a value from --config: say on which line.
+    const std::string name = problem->rfind("--", 0) == 0 ? problem->substr(2, problem->find_first_of(" :", 2) - 2) : "";
+    const std::string where = name.empty() ? "" : origin(name, args, file_lines, first.config_file);
+    return ConfigExit{2, (where.rfind("--config", 0) == 0 ? where : "") + *problem};
+  }
+  std::optional<ConfigExit> exit;
+  if ((exit = load_secrets(config)) || (exit = check_events(config)) || (exit = parse_rates_and_strategy(config)) ||
+      (exit = load_providers(config))) {
+    return *exit;
   }
   return config;
 }
