@@ -28,7 +28,13 @@ std::string env_name(const std::string& option) {
 }
 
 // Declares every option on `app`, bound to `c`. Used twice by load_config (see there).
-void declare_options(CLI::App& app, Config& c) {
+// --name (and MAILRELAY_NAME) bound to `target`.
+template <class T>
+CLI::Option* add(CLI::App& app, const std::string& name, T& target, const std::string& help) {
+  return app.add_option("--" + name, target, help)->envname(env_name(name));
+}
+
+void describe(CLI::App& app) {
   app.name("mailrelayd");
   app.description(
       "mailrelayd: a synchronous HTTP relay for transactional email, through the first healthy provider of --providers.\n"
@@ -41,80 +47,101 @@ void declare_options(CLI::App& app, Config& c) {
       "  mailrelayd hash-address ADDRESS     the keyed hash the audit log writes for ADDRESS\n"
       "  mailrelayd reload --pid PID         SIGHUP the daemon and wait for its verdict (the unit's ExecReload)");
   app.set_help_flag("-h,--help", "Print this help and exit");
-  auto opt = [&](const std::string& name, auto& target, const std::string& help) {
-    return app.add_option("--" + name, target, help)->envname(env_name(name));
-  };
-  opt("config", c.config_file, "INI/TOML file with option = value lines")->check(CLI::ExistingFile);
-  opt("listen", c.listen, "HOST:PORT to serve on ([::1]:8080 for IPv6; port 0 picks a free one)")->capture_default_str();
-  opt("event-threads", c.event_threads,
+}
+
+// The listening side and admission.
+void declare_serving_options(CLI::App& app, Config& c) {
+  add(app, "config", c.config_file, "INI/TOML file with option = value lines")->check(CLI::ExistingFile);
+  add(app, "listen", c.listen, "HOST:PORT to serve on ([::1]:8080 for IPv6; port 0 picks a free one)")->capture_default_str();
+  add(app, "event-threads", c.event_threads,
       "event loops: threads that own the connections, the provider calls and the timers (0: one per core)")
       ->capture_default_str();
-  opt("threads", c.threads, "deprecated and ignored: there is no thread per request; see --event-threads");
-  opt("max-queue", c.max_queue, "deprecated and ignored: admission is --max-in-flight");
-  opt("max-in-flight", c.max_in_flight, "sends handled at once; a send beyond it gets 503 overloaded at once")
+  add(app, "threads", c.threads, "deprecated and ignored: there is no thread per request; see --event-threads");
+  add(app, "max-queue", c.max_queue, "deprecated and ignored: admission is --max-in-flight");
+  add(app, "max-in-flight", c.max_in_flight, "sends handled at once; a send beyond it gets 503 overloaded at once")
       ->capture_default_str();
-  opt("max-body-bytes-in-flight", c.max_body_bytes_in_flight,
+  add(app, "max-body-bytes-in-flight", c.max_body_bytes_in_flight,
       "request bodies held in memory at once; a request beyond it gets 503 overloaded")->capture_default_str();
-  opt("providers", c.providers, "provider order, comma separated: " + provider_names())
+  add(app, "providers", c.providers, "provider order, comma separated: " + provider_names())
       ->delimiter(',')->capture_default_str();
-  // Each provider's own options, from the registry. The map's nodes stay put, so CLI11 can bind them.
+}
+
+// Each provider's own options and secrets, from the registry. The map's nodes stay put, so CLI11
+// can bind them.
+void declare_provider_options(CLI::App& app, Config& c) {
   for (const auto* p : provider_registry()) {
     for (const auto& o : p->options) {
       std::string flag = p->name + "-" + o.key;
       auto [it, fresh] = c.provider_flags.emplace(flag, o.default_value);
-      auto* option = opt(flag, it->second, o.help);
+      auto* option = add(app, flag, it->second, o.help);
       if (!o.default_value.empty()) option->capture_default_str();
     }
     for (const auto& secret : p->secrets) {
       std::string flag = p->name + "-" + secret.key + "-file";
       auto [it, fresh] = c.provider_flags.emplace(flag, "");
-      opt(flag, it->second, "file holding the " + p->name + " " + secret.label + " (else env " + secret.env +
+      add(app, flag, it->second, "file holding the " + p->name + " " + secret.label + " (else env " + secret.env +
                                 ", else credential " + secret.credential + ")" + (secret.required ? "" : "; optional"));
     }
     if (const auto& w = p->webhook) {
       std::string flag = p->name + "-" + w->secret.key + "-file";
       auto [it, fresh] = c.provider_flags.emplace(flag, "");
-      opt(flag, it->second, w->help + " (else env " + w->secret.env + ", else credential " + w->secret.credential +
+      add(app, flag, it->second, w->help + " (else env " + w->secret.env + ", else credential " + w->secret.credential +
                                 "); without it /v1/events/" + p->name + " is 404");
     }
   }
-  opt("strategy", c.strategy,
+}
+
+// The relay's policy: order, strategy, timeouts, retries.
+void declare_relay_options(CLI::App& app, Config& c) {
+  add(app, "strategy", c.strategy,
       "which provider goes first: failover (the order given), round-robin, or weighted; the rest of the order is the fallback")
       ->capture_default_str();
-  opt("weights", c.weights, "for --strategy weighted: sendgrid=3,mailgun=1 (unlisted providers weigh 1)");
-  opt("attempt-timeout-ms", c.attempt_timeout_ms, "one provider call, connect to last byte")->capture_default_str();
-  opt("deadline-ms", c.deadline_ms, "whole request: all attempts and backoff")->capture_default_str();
-  opt("max-retries", c.max_retries, "extra tries on the same provider for retryable failures")->capture_default_str();
-  opt("failover-on-timeout", c.failover_on_timeout,
+  add(app, "weights", c.weights, "for --strategy weighted: sendgrid=3,mailgun=1 (unlisted providers weigh 1)");
+  add(app, "attempt-timeout-ms", c.attempt_timeout_ms, "one provider call, connect to last byte")->capture_default_str();
+  add(app, "deadline-ms", c.deadline_ms, "whole request: all attempts and backoff")->capture_default_str();
+  add(app, "max-retries", c.max_retries, "extra tries on the same provider for retryable failures")->capture_default_str();
+  add(app, "failover-on-timeout", c.failover_on_timeout,
       "after an ambiguous timeout, try the next provider (true) or answer 504 (false)")->capture_default_str();
-  opt("max-body-bytes", c.max_body_bytes, "larger request bodies get 413")->capture_default_str();
-  opt("tokens-file", c.tokens_file,
+  add(app, "max-body-bytes", c.max_body_bytes, "larger request bodies get 413")->capture_default_str();
+}
+
+// Clients, the audit log, the state store, rate limits, delivery events.
+void declare_other_options(CLI::App& app, Config& c) {
+  add(app, "tokens-file", c.tokens_file,
       "client tokens, one name:token a line (else credential tokens); without it only loopback is served");
-  opt("audit-log", c.audit_log, "audit log path, - for stdout")->capture_default_str();
-  opt("audit-log-max-bytes", c.audit_log_max_bytes, "rotate the audit log at this size; 0 = never")->capture_default_str();
-  opt("audit-log-max-files", c.audit_log_max_files, "rotated audit logs kept")->capture_default_str();
-  opt("audit-recipient-key-file", c.audit_recipient_key_file,
+  add(app, "audit-log", c.audit_log, "audit log path, - for stdout")->capture_default_str();
+  add(app, "audit-log-max-bytes", c.audit_log_max_bytes, "rotate the audit log at this size; 0 = never")->capture_default_str();
+  add(app, "audit-log-max-files", c.audit_log_max_files, "rotated audit logs kept")->capture_default_str();
+  add(app, "audit-recipient-key-file", c.audit_recipient_key_file,
       "secret key (16+ bytes) for recipient hashes in the audit log (else credential audit_recipient_key); "
       "without it only counts and domains");
-  opt("ca-file", c.ca_file, "CA bundle for provider TLS (default: the system store)");
-  opt("proxy", c.proxy, "HTTP(S) proxy for provider calls; proxy environment variables are ignored");
-  opt("state-store", c.state_store,
+  add(app, "ca-file", c.ca_file, "CA bundle for provider TLS (default: the system store)");
+  add(app, "proxy", c.proxy, "HTTP(S) proxy for provider calls; proxy environment variables are ignored");
+  add(app, "state-store", c.state_store,
       "shared state (idempotency keys, provider overrides, rate limits): memory (this process), "
       "redis://[user@]host:port[/db] or unix:///path/redis.sock")->capture_default_str();
-  opt("state-store-password-file", c.state_store_password_file,
+  add(app, "state-store-password-file", c.state_store_password_file,
       "file holding the Redis password (else env MAILRELAY_STATE_STORE_PASSWORD, else credential state_store_password)");
-  opt("state-store-prefix", c.state_store_prefix, "prefix of every key in the store (fleets sharing one Redis)")
+  add(app, "state-store-prefix", c.state_store_prefix, "prefix of every key in the store (fleets sharing one Redis)")
       ->capture_default_str();
-  opt("state-store-timeout-ms", c.state_store_timeout_ms, "each store operation on the request path")->capture_default_str();
-  opt("audit-stream", c.audit_stream, "redis: also append every audit line to the stream <prefix>audit");
-  opt("audit-stream-max-len", c.audit_stream_max_len, "the stream's length, approximately (XADD MAXLEN ~)")
+  add(app, "state-store-timeout-ms", c.state_store_timeout_ms, "each store operation on the request path")->capture_default_str();
+  add(app, "audit-stream", c.audit_stream, "redis: also append every audit line to the stream <prefix>audit");
+  add(app, "audit-stream-max-len", c.audit_stream_max_len, "the stream's length, approximately (XADD MAXLEN ~)")
       ->capture_default_str();
-  opt("rate-limits", c.rate_limits, "per client: billing=20/s,signup=300/m,*=50/s (* for any other client); 429 beyond");
-  opt("events-forward-url", c.events_forward_url,
+  add(app, "rate-limits", c.rate_limits, "per client: billing=20/s,signup=300/m,*=50/s (* for any other client); 429 beyond");
+  add(app, "events-forward-url", c.events_forward_url,
       "POST each verified batch of delivery events here (https, or http on loopback); when it fails the provider retries");
-  opt("events-forward-key-file", c.events_forward_key_file,
+  add(app, "events-forward-key-file", c.events_forward_key_file,
       "HMAC key of X-Mailrelay-Signature on forwarded events (else env MAILRELAY_EVENTS_FORWARD_KEY, else credential "
       "events_forward_key)");
+}
+
+void declare_options(CLI::App& app, Config& c) {
+  describe(app);
+  declare_serving_options(app, c);
+  declare_provider_options(app, c);
+  declare_relay_options(app, c);
+  declare_other_options(app, c);
 }
 
 std::string trim(std::string s) {

@@ -49,99 +49,118 @@ WebhookReport EventService::handle(const EventEndpoints& endpoints, const Webhoo
   if (!descriptor || !descriptor->webhook || secret == endpoints.webhook_secrets.end()) {
     return refusal(404, id, "not_found", "no webhook endpoint for '" + provider + "' is configured");
   }
-  const ProviderWebhook& webhook = *descriptor->webhook;
-  auto refuse = [&](int status, const std::string& code, const std::string& message) {
-    metrics_.webhook(provider, code);
-    return refusal(status, id, code, message);
-  };
-  // Nothing deeper than any provider nests is parsed, signed or not (a body of a million '[').
-  if (json_nesting_depth(request.body, kMaxWebhookDepth) > kMaxWebhookDepth) {
-    return refuse(400, "invalid_request", "JSON nested deeper than " + std::to_string(kMaxWebhookDepth) + " levels");
+  InFlight batch{request, {}, {}, {}, 0};
+  if (auto refused = verify(*descriptor->webhook, secret->second, batch)) return *refused;
+  // Replays, then suppressions before anything else is told (a failure leaves nothing half done),
+  // then the app takes the batch or the provider retries it (its retries are the queue).
+  if (!claim_fresh(batch) || !suppress(batch)) {
+    forget_claims(batch);
+    WebhookReport r = refuse(batch, 503, "state_store_unavailable", "the state store is unreachable; retry later");
+    r.headers.emplace_back("Retry-After", "60");
+    return r;
   }
-  // Verify first: nothing from an unverified request is recorded, not even a replay id.
-  const Result<std::string> timestamp = webhook.verify(secret->second, request);
+  if (const std::string problem = forward(endpoints, batch); !problem.empty()) {
+    forget_claims(batch);
+    log_.warn("events: forwarding {} {} event(s) failed ({}); answering 503 so that {} retries", batch.fresh.size(),
+              provider, problem, provider);
+    return refuse(batch, 503, "forward_failed", "the application did not take the events (" + problem + "); retry later");
+  }
+  for (const DeliveryEvent* event : batch.fresh) {
+    audit_.delivery(*event);
+    metrics_.delivery_event(provider, event->type);
+  }
+  const std::string outcome = batch.fresh.empty() && batch.duplicates > 0 ? "duplicate" : "accepted";
+  metrics_.webhook(provider, outcome);
+  return answer(200, outcome,
+                json{{"request_id", id},
+                     {"accepted", batch.fresh.size()},
+                     {"duplicates", batch.duplicates},
+                     {"ignored", batch.parsed.ignored}});
+}
+
+WebhookReport EventService::refuse(const InFlight& batch, int status, const std::string& code, const std::string& message) {
+  metrics_.webhook(batch.request.provider, code);
+  return refusal(status, batch.request.request_id, code, message);
+}
+
+// Verify first: nothing from an unverified request is recorded, not even a replay id. Nothing
+// deeper than any provider nests is parsed, signed or not (a body of a million '[').
+std::optional<WebhookReport> EventService::verify(const ProviderWebhook& webhook, const std::string& secret,
+                                                  InFlight& batch) {
+  const WebhookRequest& request = batch.request;
+  if (json_nesting_depth(request.body, kMaxWebhookDepth) > kMaxWebhookDepth) {
+    return refuse(batch, 400, "invalid_request", "JSON nested deeper than " + std::to_string(kMaxWebhookDepth) + " levels");
+  }
+  const Result<std::string> timestamp = webhook.verify(secret, request);
   if (!timestamp) {
-    WebhookReport r = refuse(401, "invalid_signature", timestamp.error().message);
+    WebhookReport r = refuse(batch, 401, "invalid_signature", timestamp.error().message);
     if (!webhook.challenge.empty()) r.headers.emplace_back("WWW-Authenticate", webhook.challenge);
     return r;
   }
   const auto signed_at = unix_seconds(timestamp.value());
-  const std::int64_t now =
-      std::chrono::duration_cast<std::chrono::seconds>(clock_.wall_now().time_since_epoch()).count();
-  if (webhook.signed_timestamp && (!signed_at || std::llabs(now - *signed_at) > kMaxSkew.count())) {
-    return refuse(401, "invalid_signature",
+  if (webhook.signed_timestamp && (!signed_at || std::llabs(unix_now() - *signed_at) > kMaxSkew.count())) {
+    return refuse(batch, 401, "invalid_signature",
                   "the signed timestamp is more than " + std::to_string(kMaxSkew.count()) + " s from now (stale or replayed)");
   }
-  const Result<WebhookBatch> batch = webhook.parse(request, signed_at.value_or(0));
-  if (!batch) return refuse(400, "invalid_request", batch.error().message);
+  Result<WebhookBatch> parsed = webhook.parse(request, signed_at.value_or(0));
+  if (!parsed) return refuse(batch, 400, "invalid_request", parsed.error().message);
+  batch.parsed = std::move(parsed).value();
+  return std::nullopt;
+}
 
-  // Replays: an event id seen within the window is answered 200 and ignored.
-  std::vector<const DeliveryEvent*> fresh;
-  std::vector<std::string> claimed;
-  auto forget_claims = [&] {
-    for (const auto& key : claimed) store_.forget_event(key);
-  };
-  auto unavailable = [&] {
-    forget_claims();
-    WebhookReport r = refuse(503, "state_store_unavailable", "the state store is unreachable; retry later");
-    r.headers.emplace_back("Retry-After", "60");
-    return r;
-  };
-  std::size_t duplicates = 0;
-  for (const auto& event : batch.value().events) {
+// Replays: an event id seen within the window is answered 200 and ignored. False when the store
+// cannot say.
+bool EventService::claim_fresh(InFlight& batch) {
+  for (const auto& event : batch.parsed.events) {
     if (!event.replay_key.empty()) {
-      const std::string key = sha256_hex(provider + "\n" + event.replay_key);
+      const std::string key = sha256_hex(batch.request.provider + "\n" + event.replay_key);
       auto first = store_.claim_event(key, kReplayWindow);
-      if (!first) return unavailable();
+      if (!first) return false;
       if (!first.value()) {
-        ++duplicates;
+        ++batch.duplicates;
         continue;
       }
-      claimed.push_back(key);
+      batch.claimed.push_back(key);
     }
-    fresh.push_back(&event);
+    batch.fresh.push_back(&event);
   }
-  // Suppressions before anything else is told: a failure here leaves nothing half done.
-  for (const DeliveryEvent* event : fresh) {
+  return true;
+}
+
+void EventService::forget_claims(const InFlight& batch) {
+  for (const auto& key : batch.claimed) store_.forget_event(key);
+}
+
+bool EventService::suppress(const InFlight& batch) {
+  for (const DeliveryEvent* event : batch.fresh) {
     if (!event->suppresses || event->recipient.find('@') == std::string::npos) continue;
-    Suppression why{event->type, redact_addresses(event->reason), provider, event->occurred_at};
+    Suppression why{event->type, redact_addresses(event->reason), batch.request.provider, event->occurred_at};
     if (why.since.empty()) why.since = utc_timestamp(clock_);
-    if (!suppressions_.add(event->recipient, why)) return unavailable();
+    if (!suppressions_.add(event->recipient, why)) return false;
   }
-  // The app takes the batch or the provider retries it (its retries are the queue).
-  if (!endpoints.forward_url.empty() && !fresh.empty()) {
-    json events = json::array();
-    for (const DeliveryEvent* event : fresh) events.push_back(event->to_json(audit_.recipient_hash(event->recipient)));
-    HttpRequest post;
-    post.url = endpoints.forward_url;
-    post.content_type = "application/json";
-    post.body = events.dump(-1, ' ', false, json::error_handler_t::replace);
-    post.headers.emplace_back("X-Mailrelay-Signature", forward_signature(endpoints.forward_key, now, post.body));
-    post.headers.emplace_back("X-Request-Id", id);
-    std::string problem = "no transport";
-    if (transport_) {
-      auto sent = transport_->post(post, kForwardTimeout);
-      problem = !sent ? std::string(sent.error().message)
-                      : sent.value().status / 100 != 2 ? "HTTP " + std::to_string(sent.value().status) : "";
-    }
-    if (!problem.empty()) {
-      forget_claims();
-      log_.warn("events: forwarding {} {} event(s) failed ({}); answering 503 so that {} retries", fresh.size(),
-                provider, problem, provider);
-      return refuse(503, "forward_failed", "the application did not take the events (" + problem + "); retry later");
-    }
-  }
-  for (const DeliveryEvent* event : fresh) {
-    audit_.delivery(*event);
-    metrics_.delivery_event(provider, event->type);
-  }
-  const std::string outcome = fresh.empty() && duplicates > 0 ? "duplicate" : "accepted";
-  metrics_.webhook(provider, outcome);
-  return answer(200, outcome,
-                json{{"request_id", id},
-                     {"accepted", fresh.size()},
-                     {"duplicates", duplicates},
-                     {"ignored", batch.value().ignored}});
+  return true;
+}
+
+// Posts the fresh events to --events-forward-url: "" when the app took them (or there is no
+// app), else what went wrong.
+std::string EventService::forward(const EventEndpoints& endpoints, const InFlight& batch) {
+  if (endpoints.forward_url.empty() || batch.fresh.empty()) return "";
+  json events = json::array();
+  for (const DeliveryEvent* event : batch.fresh) events.push_back(event->to_json(audit_.recipient_hash(event->recipient)));
+  HttpRequest post;
+  post.url = endpoints.forward_url;
+  post.content_type = "application/json";
+  post.body = events.dump(-1, ' ', false, json::error_handler_t::replace);
+  post.headers.emplace_back("X-Mailrelay-Signature", forward_signature(endpoints.forward_key, unix_now(), post.body));
+  post.headers.emplace_back("X-Request-Id", batch.request.request_id);
+  if (!transport_) return "no transport";
+  auto sent = transport_->post(post, kForwardTimeout);
+  return !sent ? std::string(sent.error().message)
+               : sent.value().status / 100 != 2 ? "HTTP " + std::to_string(sent.value().status) : "";
+}
+
+std::int64_t EventService::unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(clock_.wall_now().time_since_epoch()).count();
 }
 
 }  // namespace mailrelay

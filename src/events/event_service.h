@@ -18,6 +18,7 @@
 #include "delivery_events.h"
 #include "http_transport.h"
 #include "metrics.h"
+#include "provider_registry.h"
 #include "runtime.h"
 #include "state_store.h"
 #include "suppressions.h"
@@ -47,6 +48,22 @@ class EventService {
   WebhookReport handle(const EventEndpoints& endpoints, const WebhookRequest& request);
 
  private:
+  // One webhook request on its way through the steps.
+  struct InFlight {
+    const WebhookRequest& request;
+    WebhookBatch parsed;
+    std::vector<const DeliveryEvent*> fresh;  // not seen within the replay window
+    std::vector<std::string> claimed;         // their replay keys, forgotten again if the request fails
+    std::size_t duplicates;
+  };
+  WebhookReport refuse(const InFlight& batch, int status, const std::string& code, const std::string& message);
+  std::optional<WebhookReport> verify(const ProviderWebhook& webhook, const std::string& secret, InFlight& batch);
+  bool claim_fresh(InFlight& batch);
+  void forget_claims(const InFlight& batch);
+  bool suppress(const InFlight& batch);
+  std::string forward(const EventEndpoints& endpoints, const InFlight& batch);
+  std::int64_t unix_now();
+
   StateStore& store_;
   Suppressions& suppressions_;
   AuditLog& audit_;
