@@ -80,8 +80,9 @@ HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metric
                  ProviderControl* control, ApiSettings settings, Clock& clock, spdlog::logger& log)
     : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics), store_(store), control_(control),
       suppressions_(store, settings.recipient_key), sends_(store, control, &suppressions_, metrics, settings.max_in_flight),
-      events_(store, suppressions_, audit, metrics, settings.transport, clock, log), settings_(settings), clock_(clock),
-      log_(log) {}
+      events_(store, suppressions_, audit, metrics, settings.transport, clock, log),
+      control_service_(control, audit, metrics, clock, log), suppression_service_(suppressions_, audit, clock),
+      settings_(settings), clock_(clock), log_(log) {}
 
 void HttpApi::finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status,
                      const json& body, RequestRecord record) {
@@ -207,9 +208,9 @@ void HttpApi::serve(const Route& route, const httplib::Request& req, httplib::Re
   switch (route.handler) {
     case Handler::kSend: return handle_send(req, res, door_->context(req), std::move(body));
     case Handler::kEvent: return handle_event(req, res, std::move(body));
-    case Handler::kSuppression: return handle_suppression(req, res);
-    case Handler::kControl: return handle_control(req, res);
-    case Handler::kProviders: send_json(res, 200, providers_view(*runtime, id)); break;
+    case Handler::kSuppression:
+    case Handler::kControl: return handle_admin(route, req, res);
+    case Handler::kProviders: send_json(res, 200, control_service_.view(*runtime, id)); break;
     case Handler::kLimits: send_json(res, 200, limits_view(*runtime, id)); break;
     case Handler::kOpenApi: res.set_content(std::string(openapi_document()), kJson); break;
     case Handler::kHealth: send_json(res, 200, json{{"status", "ok"}, {"request_id", id}}); break;
@@ -441,62 +442,8 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, R
   finish(req, res, ctx, report.status, report.body, std::move(record));  // record points into the body
 }
 
-json HttpApi::providers_view(const Runtime& runtime, const std::string& id) const {
-  const std::shared_ptr<const ProviderOverrides> overrides =
-      control_ ? control_->current() : std::make_shared<const ProviderOverrides>();
-  json providers = json::array();
-  for (const auto& name : runtime.provider_names) {
-    json p = metrics_.provider_json(name);
-    std::string circuit = runtime.health ? std::string(to_string(runtime.health->state(name))) : "closed";
-    auto change = overrides->providers.find(name);
-    const bool switched = change != overrides->providers.end();
-    const bool enabled = !switched || change->second.enabled;
-    json item{{"name", name}, {"enabled", enabled}};
-    item["disabled_by"] = enabled || change->second.disabled_by.empty() ? json(nullptr) : json(change->second.disabled_by);
-    item["reason"] = switched && !change->second.reason.empty() ? json(change->second.reason) : json(nullptr);
-    item["since"] = switched ? json(change->second.since) : json(nullptr);
-    item["circuit"] = circuit;
-    item["counters"] = p["counters"];
-    item["last_error"] = p["last_error"];
-    providers.push_back(std::move(item));
-  }
-  return json{{"request_id", id},
-              {"providers", providers},
-              {"order", effective_order(runtime.provider_names, *overrides)},
-              {"order_overridden", !overrides->order.empty()}};
-}
-
-std::optional<HttpApi::AdminCall> HttpApi::admin_call(const httplib::Request& req, httplib::Response& res) {
-  AdminCall call{std::atomic_load(&runtime_), request_id_of(req, res), std::nullopt};
-  const Authorization caller = authorize(call.runtime->tokens.get(), header(req, "Authorization"), kScopeAdmin);
-  call.client = caller.client;
-  if (caller.status == 0) return call;
-  if (caller.status == 401) res.set_header("WWW-Authenticate", "Bearer");
-  fail_admin(req, res, call, caller.status, caller.code, caller.message);
-  return std::nullopt;
-}
-
-void HttpApi::fail_admin(const httplib::Request& req, httplib::Response& res, const AdminCall& call, int status,
-                         const std::string& code, const std::string& message, const std::string& field) {
-  RequestRecord r;
-  r.client = call.client;
-  finish(req, res, door_->context(req), status, error_json(call.id, code, message, field), std::move(r));
-}
-
 // A "reason" member of a control body: at most 200 characters, no control characters. Returns the
 // problem, or "" (reason set, or left empty when absent).
-std::string HttpApi::reason_of(const json& body, std::string& reason) {
-  if (!body.contains("reason")) return "";
-  const json& value = body["reason"];
-  if (!value.is_string() || value.get<std::string>().size() > 200 ||
-      std::any_of(value.get_ref<const std::string&>().begin(), value.get_ref<const std::string&>().end(),
-                  [](char c) { return static_cast<unsigned char>(c) < 32; })) {
-    return "must be a string of at most 200 characters, no control characters";
-  }
-  reason = value.get<std::string>();
-  return "";
-}
-
 void HttpApi::handle_event(const httplib::Request& req, httplib::Response& res, std::string body) {
   const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
   WebhookRequest request;
@@ -513,131 +460,29 @@ void HttpApi::handle_event(const httplib::Request& req, httplib::Response& res, 
   finish(req, res, door_->context(req), report.status, report.body, std::move(record));
 }
 
-void HttpApi::handle_suppression(const httplib::Request& req, httplib::Response& res) {
-  const auto call = admin_call(req, res);
-  if (!call) return;
-  const std::string& id = call->id;
-  const std::optional<std::string>& client = call->client;
+// Provider control and suppressions: the admin scope, then the service.
+void HttpApi::handle_admin(const Route& route, const httplib::Request& req, httplib::Response& res) {
+  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
   RequestContext& ctx = door_->context(req);
-  auto fail = [&](int status, const std::string& code, const std::string& message, const std::string& field = "") {
-    fail_admin(req, res, *call, status, code, message, field);
-  };
-  const std::string& address = ctx.route_param;
-  if (!is_valid_addr_spec(address)) return fail(400, "invalid_request", "must be an email address", "address");
-  ControlRecord record{id, ctx.client_ip, client, "", "", {}, address, ""};
-  auto unavailable = [&] {
-    res.set_header("Retry-After", "1");
-    fail(503, "state_store_unavailable", "the state store is unreachable; nothing was changed");
-  };
-  RequestRecord done;
-  done.client = client;
-  if (req.method == "GET" || req.method == "HEAD") {  // HEAD is GET without the body; only DELETE deletes
-    auto found = suppressions_.find(address);
-    if (!found) return unavailable();
-    if (!found.value()) return fail(404, "not_found", "this address is not suppressed");
-    const Suppression& s = *found.value();
-    done.outcome = "suppressed";
-    return finish(req, res, ctx, 200,
-                  json{{"request_id", id},
-                       {"suppressed", true},
-                       {"reason", s.reason.empty() ? json(nullptr) : json(s.reason)},
-                       {"type", s.type},
-                       {"provider", s.provider.empty() ? json(nullptr) : json(s.provider)},
-                       {"since", s.since}},
-                  std::move(done));
-  }
-  if (req.method == "PUT") {
-    if (!req.body.empty() || req.has_header("Content-Type")) {
-      if (!is_json_content_type(header(req, "Content-Type"))) {
-        return fail(415, "unsupported_media_type", "Content-Type must be application/json");
-      }
-      const json body = json::parse(req.body, nullptr, false);
-      if (!body.is_object()) return fail(400, "invalid_request", "the body must be a JSON object");
-      if (auto problem = reason_of(body, record.reason); !problem.empty()) return fail(400, "invalid_request", problem, "reason");
-    }
-    record.action = "suppress";
-    if (!suppressions_.add(address, {"manual", redact_addresses(record.reason), "", utc_timestamp(clock_)})) {
-      return unavailable();
-    }
-  } else if (req.method == "DELETE") {
-    record.action = "unsuppress";
-    auto removed = suppressions_.remove(address);
-    if (!removed) return unavailable();
-    if (!removed.value()) return fail(404, "not_found", "this address is not suppressed");
+  AdminRequest request{request_id_of(req, res), ctx.client_ip, std::nullopt, req.method, ctx.route_param,
+                       req.has_header("Content-Type") ? std::optional<std::string>(header(req, "Content-Type")) : std::nullopt,
+                       req.body};
+  const Authorization caller = authorize(runtime->tokens.get(), header(req, "Authorization"), kScopeAdmin);
+  request.client = caller.client;
+  AdminAnswer answer;
+  if (caller.status != 0) {
+    answer = admin_error(request, caller.status, caller.code, caller.message);
+    if (caller.status == 401) answer.headers.emplace_back("WWW-Authenticate", "Bearer");
+  } else if (route.handler == Handler::kControl) {
+    answer = control_service_.handle(*runtime, request);
   } else {
-    return answer_unrouted(req, res, ctx);
+    answer = suppression_service_.handle(request);
   }
-  audit_.control(record);
-  done.outcome = record.action;
-  finish(req, res, ctx, 200, json{{"request_id", id}, {"suppressed", record.action == "suppress"}}, std::move(done));
-}
-
-void HttpApi::handle_control(const httplib::Request& req, httplib::Response& res) {
-  const auto call = admin_call(req, res);
-  if (!call) return;
-  const std::shared_ptr<const Runtime>& runtime = call->runtime;
-  const std::string& id = call->id;
-  const std::optional<std::string>& client = call->client;
-  RequestContext& ctx = door_->context(req);
-  auto fail = [&](int status, const std::string& code, const std::string& message, const std::string& field = "") {
-    fail_admin(req, res, *call, status, code, message, field);
-  };
-  if (!control_) return fail(503, "state_store_unavailable", "runtime control is not available");
-  ControlRecord record{id, ctx.client_ip, client, "", "", {}, "", ""};
-  const auto& names = runtime->provider_names;
-  auto known = [&](const std::string& name) { return std::find(names.begin(), names.end(), name) != names.end(); };
-  json body;
-  if (req.method != "DELETE") {
-    if (!is_json_content_type(header(req, "Content-Type"))) {
-      return fail(415, "unsupported_media_type", "Content-Type must be application/json");
-    }
-    body = json::parse(req.body, nullptr, false);
-    if (!body.is_object()) return fail(400, "invalid_request", "the body must be a JSON object");
-    if (auto problem = reason_of(body, record.reason); !problem.empty()) return fail(400, "invalid_request", problem, "reason");
-  }
-  Result<bool> done = true;
-  if (req.method == "PATCH") {
-    record.provider = ctx.route_param;
-    if (!known(record.provider)) return fail(404, "not_found", "no provider '" + record.provider + "' is configured");
-    if (!body.contains("enabled") || !body["enabled"].is_boolean()) {
-      return fail(400, "invalid_request", "must be true or false", "enabled");
-    }
-    const bool enabled = body["enabled"].get<bool>();
-    record.action = enabled ? "enable" : "disable";
-    done = control_->switch_provider(record.provider, {enabled, client.value_or(""), record.reason, utc_timestamp(clock_)});
-  } else if (req.method == "PUT") {
-    record.action = "set_order";
-    if (!body.contains("order") || !body["order"].is_array() || body["order"].empty()) {
-      return fail(400, "invalid_request", "must be a non-empty array of provider names", "order");
-    }
-    for (std::size_t i = 0; i < body["order"].size(); ++i) {
-      const json& name = body["order"][i];
-      const std::string field = "order[" + std::to_string(i) + "]";
-      if (!name.is_string()) return fail(400, "invalid_request", "must be a provider name", field);
-      if (!known(name.get<std::string>())) {
-        return fail(404, "not_found", "no provider '" + name.get<std::string>() + "' is configured", field);
-      }
-      if (std::find(record.order.begin(), record.order.end(), name.get<std::string>()) != record.order.end()) {
-        return fail(400, "invalid_request", "names a provider twice", field);
-      }
-      record.order.push_back(name.get<std::string>());
-    }
-    done = control_->set_order(record.order);
-  } else {
-    record.action = "reset_order";
-    done = control_->set_order({});
-  }
-  if (!done) {
-    res.set_header("Retry-After", "1");
-    return fail(503, "state_store_unavailable", "the state store is unreachable; nothing was changed");
-  }
-  audit_.control(record);
-  log_.info("control: {} {} by {}{}", record.action, record.provider, client.value_or("(loopback)"),
-            record.reason.empty() ? "" : " (" + record.reason + ")");
-  RequestRecord r;
-  r.client = client;
-  r.outcome = record.action;
-  finish(req, res, ctx, 200, providers_view(*runtime, id), std::move(r));
+  for (const auto& [name, value] : answer.headers) res.set_header(name, value);
+  RequestRecord record;
+  record.client = request.client;
+  record.outcome = answer.outcome;
+  finish(req, res, ctx, answer.status, answer.body, std::move(record));
 }
 
 }  // namespace mailrelay

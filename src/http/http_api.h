@@ -14,6 +14,7 @@
 #include <spdlog/logger.h>
 
 #include "audit_log.h"
+#include "control_service.h"
 #include "clock.h"
 #include "event_service.h"
 #include "front_door.h"
@@ -23,6 +24,7 @@
 #include "runtime.h"
 #include "send_service.h"
 #include "state_store.h"
+#include "suppression_service.h"
 #include "suppressions.h"
 
 namespace mailrelay {
@@ -83,26 +85,11 @@ class HttpApi {
   nlohmann::ordered_json limits_view(const Runtime& runtime, const std::string& id) const;
   void handle_send(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body);
   void answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx);
-  // PATCH /v1/providers/{name}, PUT and DELETE /v1/providers/order (README "Other endpoints").
-  void handle_control(const httplib::Request& req, httplib::Response& res);
-  // POST /v1/events/{provider}, and GET, PUT, DELETE /v1/suppressions/{address} (README "Delivery events and suppressions").
+  // PATCH /v1/providers/{name}, PUT and DELETE /v1/providers/order, GET, PUT and DELETE
+  // /v1/suppressions/{address}: ControlService's and SuppressionService's, for the admin scope.
+  void handle_admin(const Route& route, const httplib::Request& req, httplib::Response& res);
+  // POST /v1/events/{provider} (README "Delivery events and suppressions").
   void handle_event(const httplib::Request& req, httplib::Response& res, std::string body);
-  void handle_suppression(const httplib::Request& req, httplib::Response& res);
-  // An admin request (provider control, suppressions): what its handler starts from.
-  struct AdminCall {
-    std::shared_ptr<const Runtime> runtime;
-    std::string id;
-    std::optional<std::string> client;  // the token's name; none for a loopback caller
-  };
-  // The call when the caller may use the admin endpoints; else the refusal is answered (401/403).
-  std::optional<AdminCall> admin_call(const httplib::Request& req, httplib::Response& res);
-  // Answers an error to an admin call; the audit line names its client.
-  void fail_admin(const httplib::Request& req, httplib::Response& res, const AdminCall& call, int status,
-                  const std::string& code, const std::string& message, const std::string& field = "");
-  // The optional "reason" of a control body: the problem with it, or "" (and `reason` set).
-  static std::string reason_of(const nlohmann::ordered_json& body, std::string& reason);
-  // The GET /v1/providers answer.
-  nlohmann::ordered_json providers_view(const Runtime& runtime, const std::string& id) const;
   // Writes the audit line, then the answer.
   void finish(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, int status,
               const nlohmann::ordered_json& body, RequestRecord record);
@@ -115,6 +102,8 @@ class HttpApi {
   Suppressions suppressions_;
   SendService sends_;
   EventService events_;
+  ControlService control_service_;
+  SuppressionService suppression_service_;
   ApiSettings settings_;
   Clock& clock_;
   spdlog::logger& log_;

@@ -27,13 +27,6 @@ SendReport refusal(SendReport report, int status, const std::string& id, const s
 
 }  // namespace
 
-bool is_json_content_type(const std::string& value) {
-  std::string v;
-  for (char c : value) v += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  constexpr std::string_view kType = "application/json";
-  if (v.compare(0, kType.size(), kType) != 0) return false;
-  return v.size() == kType.size() || v[kType.size()] == ';' || v[kType.size()] == ' ';
-}
 
 SendService::SendService(StateStore& store, ProviderControl* control, Suppressions* suppressions, Metrics& metrics,
                          std::size_t max_in_flight)

@@ -49,8 +49,6 @@ struct SendReport {
   std::optional<RelayResult> relay;    // when the relay ran
 };
 
-// application/json, with or without parameters (case-insensitive).
-bool is_json_content_type(const std::string& value);
 
 class SendService {
  public:
