@@ -284,47 +284,14 @@ void EventLoop::run() {
   std::vector<Callback> posted;
   std::vector<Fiber*> batch;
   while (!stopping_) {
-    int timeout = kMaxWait;
-    if (!runnable_.empty() || !urgent_.empty()) {
-      timeout = 0;
-    } else {
-      while (!timer_heap_.empty() && timers_.count(timer_heap_.top().second) == 0) timer_heap_.pop();
-      if (!timer_heap_.empty()) {
-        auto wait = std::chrono::ceil<std::chrono::milliseconds>(timer_heap_.top().first - SteadyClock::now()).count();
-        timeout = static_cast<int>(std::clamp<long long>(wait, 0, kMaxWait));
-      }
-    }
-    const int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), timeout);
-    for (int i = 0; i < n; ++i) {
-      const int fd = events[i].data.fd;
-      if (fd == wake_fd_) {
-        std::uint64_t count;
-        (void)!::read(wake_fd_, &count, sizeof(count));
-        continue;
-      }
-      auto it = watchers_.find(fd);
-      if (it == watchers_.end()) continue;  // unwatched by an earlier callback of this round
-      std::shared_ptr<Watcher> w = it->second;  // alive through its callback even if unwatched
-      w->cb(events[i].events);
-    }
+    poll_once(events);
     if (woken_.exchange(false)) {
       std::lock_guard<std::mutex> lock(post_mutex_);
       posted.swap(posted_);
     }
     for (auto& fn : posted) fn();
     posted.clear();
-    if (!timer_heap_.empty()) {
-      const auto now = SteadyClock::now();
-      while (!timer_heap_.empty() && timer_heap_.top().first <= now) {
-        const TimerId id = timer_heap_.top().second;
-        timer_heap_.pop();
-        auto it = timers_.find(id);
-        if (it == timers_.end()) continue;
-        Callback fn = std::move(it->second);
-        timers_.erase(it);
-        fn();
-      }
-    }
+    run_due_timers();
     // Urgent fibers first, then at most kBatch of the others in the order they became
     // runnable; the rest wait a round, so sockets and timers are looked at between them.
     batch.swap(urgent_);
@@ -337,6 +304,47 @@ void EventLoop::run() {
     batch.clear();
   }
   this_loop = nullptr;
+}
+
+// Waits for sockets (not at all when fibers are runnable; at most until the next timer) and runs
+// their watchers.
+void EventLoop::poll_once(std::vector<epoll_event>& events) {
+  int timeout = kMaxWait;
+  if (!runnable_.empty() || !urgent_.empty()) {
+    timeout = 0;
+  } else {
+    while (!timer_heap_.empty() && timers_.count(timer_heap_.top().second) == 0) timer_heap_.pop();
+    if (!timer_heap_.empty()) {
+      auto wait = std::chrono::ceil<std::chrono::milliseconds>(timer_heap_.top().first - SteadyClock::now()).count();
+      timeout = static_cast<int>(std::clamp<long long>(wait, 0, kMaxWait));
+    }
+  }
+  const int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), timeout);
+  for (int i = 0; i < n; ++i) {
+    const int fd = events[i].data.fd;
+    if (fd == wake_fd_) {
+      std::uint64_t count;
+      (void)!::read(wake_fd_, &count, sizeof(count));
+      continue;
+    }
+    auto it = watchers_.find(fd);
+    if (it == watchers_.end()) continue;  // unwatched by an earlier callback of this round
+    std::shared_ptr<Watcher> w = it->second;  // alive through its callback even if unwatched
+    w->cb(events[i].events);
+  }
+}
+
+void EventLoop::run_due_timers() {
+  const auto now = SteadyClock::now();
+  while (!timer_heap_.empty() && timer_heap_.top().first <= now) {
+    const TimerId id = timer_heap_.top().second;
+    timer_heap_.pop();
+    auto it = timers_.find(id);
+    if (it == timers_.end()) continue;
+    Callback fn = std::move(it->second);
+    timers_.erase(it);
+    fn();
+  }
 }
 
 // ---- what code on a fiber calls ----

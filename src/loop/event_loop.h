@@ -75,6 +75,8 @@ class EventLoop {
   friend void suspend();
   friend Fiber* current_fiber();
   void run();
+  void poll_once(std::vector<epoll_event>& events);  // one epoll_wait and its watchers
+  void run_due_timers();
   void switch_to(Fiber* fiber);
   void finished(Fiber* fiber);
 

@@ -91,6 +91,7 @@ TransportError classify(CURLcode code, CURL* curl, bool overflow) {
   bool request_started = pretransfer > 0;
   TransportError e;
   e.message = curl_easy_strerror(code);
+  e.may_have_been_sent = request_started;  // unless the failure says otherwise
   switch (code) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
@@ -113,7 +114,6 @@ TransportError classify(CURLcode code, CURL* curl, bool overflow) {
       break;
     case CURLE_OPERATION_TIMEDOUT:
       e.kind = TransportFailure::kTimeout;
-      e.may_have_been_sent = request_started;
       break;
     case CURLE_SEND_FAIL_REWIND:  // the connection died and libcurl wanted to re-send (see above)
       e.kind = TransportFailure::kConnectionLost;
@@ -125,12 +125,10 @@ TransportError classify(CURLcode code, CURL* curl, bool overflow) {
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
       e.kind = TransportFailure::kConnectionLost;
-      e.may_have_been_sent = request_started;
       break;
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_UNSUPPORTED_PROTOCOL:
       e.kind = TransportFailure::kProtocol;
-      e.may_have_been_sent = request_started;
       break;
     case CURLE_WRITE_ERROR:
       e.kind = overflow ? TransportFailure::kResponseTooLarge : TransportFailure::kOther;
@@ -139,7 +137,6 @@ TransportError classify(CURLcode code, CURL* curl, bool overflow) {
       break;
     default:
       e.kind = TransportFailure::kOther;
-      e.may_have_been_sent = request_started;
       break;
   }
   return e;
