@@ -56,8 +56,8 @@ std::shared_ptr<OpenFile> open_path(const std::string& path, std::string& error)
   return file;
 }
 
-// The audit file (or stdout): each line is one write(2) on an O_APPEND descriptor, in the file
-// before the answer it describes is sent. No writer ever waits for another writer or for
+// The audit file (or stdout): each line is written whole (write(2) on an O_APPEND descriptor,
+// again for what a short write left), in the file before the answer it describes is sent. No writer ever waits for another writer or for
 // maintenance: rotation and reopen happen on one writer's thread (or the signal thread) while
 // the others keep appending to the descriptor they hold, whose lines land in the rotated file.
 // A rotation or reopen that fails is reported once, counted, and retried with backoff (1 s

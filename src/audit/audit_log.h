@@ -128,7 +128,6 @@ class AuditLog final : public AttemptObserver {
   // Reopens the file by name (after logrotate moved it away). "" on success, else why not (the
   // log keeps writing to the file it had and retries by itself). No-op on stdout.
   std::string reopen();
-  void flush() {}
 
   // False while lines are failing (/readyz turns 503); true again once the sink looks writable.
   bool healthy();

@@ -130,7 +130,7 @@ class FrontDoor final : public httplib::Server {
   std::atomic<std::size_t> connections_{0};
   std::atomic<std::size_t> waiting_count_{0};
   std::atomic<std::size_t> serving_{0};  // requests on fibers
-  std::mutex accept_mutex_;
+  std::mutex accept_mutex_;  // orders connections_'s changes with accept_room_'s waits (no lost wake-up)
   std::condition_variable accept_room_;  // a connection closed; guarded by accept_mutex_
 };
 

@@ -444,7 +444,7 @@ class BlockingPool {
       }).detach();
     }
   }
-  std::mutex mutex_;
+  std::mutex mutex_;  // guards jobs_
   std::condition_variable ready_;
   std::deque<std::function<void()>> jobs_;  // guarded by mutex_
 };

@@ -91,7 +91,7 @@ class EventLoop {
   std::thread::id thread_id_;
   std::atomic<bool> stopping_{false};
 
-  std::mutex post_mutex_;
+  std::mutex post_mutex_;  // guards posted_
   std::vector<Callback> posted_;  // guarded by post_mutex_
   std::atomic<bool> woken_{false};
 

@@ -41,7 +41,7 @@ class CurlTransport final : public HttpTransport {
 
   CurlTransportOptions options_;
   using Idle = std::pair<void*, std::chrono::steady_clock::time_point>;  // CURL*, when it came back
-  std::mutex mutex_;
+  std::mutex mutex_;  // guards idle_
   std::deque<Idle> idle_;  // guarded by mutex_; oldest first; each handle has its own connection cache
 };
 

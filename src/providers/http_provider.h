@@ -1,5 +1,5 @@
 // HttpProvider: an EmailProvider that speaks to an HTTP API through an HttpTransport, with the
-// provider's wire format supplied by a pure ProviderApi translator (SendGrid, Mailgun).
+// provider's wire format supplied by a pure ProviderApi translator (every provider but the outbox).
 // Thread-safe when the transport is.
 #pragma once
 

@@ -69,7 +69,7 @@ class ProviderHealth {
   BreakerSettings settings_;
   Clock& clock_;
   spdlog::logger& log_;
-  std::mutex mutex_;
+  std::mutex mutex_;  // guards breakers_
   std::map<std::string, Breaker> breakers_;  // guarded by mutex_
 };
 

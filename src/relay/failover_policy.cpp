@@ -4,18 +4,6 @@
 
 namespace mailrelay {
 
-std::string_view to_string(StopReason reason) {
-  switch (reason) {
-    case StopReason::kAccepted: return "accepted";
-    case StopReason::kAllProvidersFailed: return "all_providers_failed";
-    case StopReason::kDeadline: return "deadline";
-    case StopReason::kAmbiguousTimeout: return "ambiguous_no_failover";
-    case StopReason::kNoProviderAvailable: return "no_provider_available";
-    case StopReason::kAuditUnavailable: return "audit_unavailable";
-  }
-  return "unknown";
-}
-
 std::chrono::milliseconds FailoverPolicy::backoff(int try_number, double jitter) const {
   std::chrono::milliseconds ceiling = backoff_base * (1LL << std::min(try_number - 1, 16));
   ceiling = std::min(ceiling, backoff_cap);

@@ -18,8 +18,6 @@ enum class StopReason {
   kAuditUnavailable,   // an attempt line could not be written, so no provider was called
 };
 
-std::string_view to_string(StopReason reason);
-
 enum class NextStep { kStop, kRetrySameProvider, kNextProvider };
 
 struct Decision {

@@ -33,7 +33,7 @@ class ProviderControl {
  private:
   StateStore& store_;
   std::shared_ptr<const ProviderOverrides> current_;  // std::atomic_load/atomic_store only
-  std::mutex mutex_;
+  std::mutex mutex_;  // guards stopping_ (and wake_'s waits)
   std::condition_variable wake_;
   bool stopping_ = false;  // guarded by mutex_
   std::thread poller_;

@@ -24,13 +24,13 @@ class RetryBudget {
   bool try_spend();
 
  private:
-  void roll();
+  void roll();  // REQUIRES: mutex_ held
   RetryBudgetSettings settings_;
   Clock& clock_;
-  std::mutex mutex_;
-  Clock::TimePoint window_start_;
-  long requests_ = 0, retries_ = 0;            // current window
-  long last_requests_ = 0, last_retries_ = 0;  // previous window
+  std::mutex mutex_;  // guards the window below (settings_ is constant)
+  Clock::TimePoint window_start_;              // guarded by mutex_
+  long requests_ = 0, retries_ = 0;            // guarded by mutex_; current window
+  long last_requests_ = 0, last_retries_ = 0;  // guarded by mutex_; previous window
 };
 
 }  // namespace mailrelay

@@ -88,7 +88,7 @@ class SendService {
   Metrics& metrics_;
   const std::size_t max_in_flight_;
   std::atomic<std::size_t> in_flight_{0};
-  mutable std::mutex ids_mutex_;
+  mutable std::mutex ids_mutex_;  // guards ids_
   std::multiset<std::string> ids_;  // guarded by ids_mutex_
 };
 

@@ -61,9 +61,9 @@ class IdempotencyCache {
   std::size_t capacity_;
   std::chrono::seconds ttl_;
   Clock& clock_;
-  mutable std::mutex mutex_;
-  std::map<Id, Entry> entries_;
-  std::list<Id> oldest_;  // front = oldest
+  mutable std::mutex mutex_;  // guards entries_ and oldest_ (capacity_, ttl_ are constant)
+  std::map<Id, Entry> entries_;  // guarded by mutex_
+  std::list<Id> oldest_;         // guarded by mutex_; front = oldest
 };
 
 }  // namespace mailrelay

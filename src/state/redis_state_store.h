@@ -105,14 +105,14 @@ class RedisStateStore final : public StateStore {
   const RedisSettings settings_;
   const RedisAddress address_;
   spdlog::logger& log_;
-  std::mutex pool_mutex_;
+  std::mutex pool_mutex_;  // guards idle_
   std::vector<Pooled> idle_;  // guarded by pool_mutex_
   std::atomic<bool> up_{true};
   std::atomic<std::int64_t> retry_at_{0};  // steady-clock ns: no new connection before this
   std::atomic<std::uint64_t> errors_{0}, dropped_{0};
   std::string rate_script_sha_;
 
-  std::mutex stream_mutex_;
+  std::mutex stream_mutex_;  // guards stream_queue_ and stopping_
   std::condition_variable stream_cv_;
   std::deque<std::string> stream_queue_;  // guarded by stream_mutex_
   bool stopping_ = false;                  // guarded by stream_mutex_

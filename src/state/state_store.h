@@ -1,7 +1,9 @@
 // StateStore: what the instances of a fleet share (README "Running several instances"): idempotency keys, provider
 // overrides, rate-limit buckets, suppressions, webhook event ids. Two implementations: MemoryStateStore (this process only, the
-// default) and RedisStateStore (redis_state_store.h). Every call that can fail says so with an
-// Error (code "state_store_unavailable"); none blocks longer than the store's timeout. Thread-safe.
+// default) and RedisStateStore (redis_state_store.h). Every call whose answer matters says when it
+// fails with an Error (code "state_store_unavailable"); the three that only clean up
+// (complete_idempotent, release_idempotent, forget_event) fail silently, counted in the store's
+// error counter, and their keys expire. None blocks longer than the store's timeout. Thread-safe.
 #pragma once
 
 #include <chrono>
@@ -148,7 +150,7 @@ class MemoryStateStore final : public StateStore {
   Clock& clock_;
   // 24 hours of keys, as Stripe and the IETF draft suggest; 100k entries of a few hundred bytes.
   IdempotencyCache idempotency_;
-  std::mutex mutex_;
+  std::mutex mutex_;  // guards the five members below
   ProviderOverrides overrides_;                  // guarded by mutex_
   std::map<std::string, std::int64_t> buckets_;  // guarded by mutex_: bucket -> TAT (µs)
   std::unordered_map<std::string, Suppression> suppressions_;  // guarded by mutex_
