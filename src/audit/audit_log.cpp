@@ -344,8 +344,7 @@ json AuditLog::request_json(const RequestRecord& r) const {
     json hashes = json::array();
     for (const auto* list : {&r.email->to, &r.email->cc, &r.email->bcc}) {
       for (const auto& a : *list) {
-        std::string domain = a.email.substr(a.email.rfind('@') + 1);
-        for (auto& c : domain) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        const std::string domain = ascii_lower(a.email.substr(a.email.rfind('@') + 1));
         domains.insert(domain);
         if (!recipient_key_.empty()) hashes.push_back(hash_address(recipient_key_, a.email));
       }

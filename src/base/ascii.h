@@ -1,4 +1,4 @@
-// ASCII helpers for protocol text (header names, tokens): locale-independent.
+// ASCII helpers for protocol text (header names, tokens, values): locale-independent. Pure.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +20,21 @@ inline std::string ascii_lower(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
+}
+
+// `s` without the spaces and tabs at either end (header values, display names).
+inline std::string_view trim_blanks(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// `s` without spaces, tabs, CRs and LFs at either end (secret files, config lines, header lines).
+inline std::string_view trim_space(std::string_view s) {
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  return s;
 }
 
 }  // namespace mailrelay

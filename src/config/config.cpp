@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
 
+#include "ascii.h"
 #include "redis_state_store.h"
 
 namespace mailrelay {
@@ -144,14 +145,6 @@ void declare_options(CLI::App& app, Config& c) {
   declare_other_options(app, c);
 }
 
-std::string trim(std::string s) {
-  auto ws = [](char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; };
-  while (!s.empty() && ws(s.back())) s.pop_back();
-  std::size_t i = 0;
-  while (i < s.size() && ws(s[i])) ++i;
-  return s.substr(i);
-}
-
 // Where the systemd credential `name` is: $CREDENTIALS_DIRECTORY/<name> inside the unit; outside it
 // (check-config or hash-address run by hand, as root), where the unit's LoadCredential= lines
 // take it from: systemd's credential stores, as mailrelay.<name>. "" when it is nowhere.
@@ -183,7 +176,7 @@ Result<std::string, ConfigExit> read_secret_file(const std::string& path, const 
   }
   std::stringstream ss;
   ss << in.rdbuf();
-  std::string value = trim(ss.str());
+  std::string value = std::string(trim_space(ss.str()));
   if (value.empty()) return ConfigExit{2, what + " file " + path + " (" + source + ") is empty"};
   return value;
 }
@@ -194,7 +187,7 @@ Result<std::string, ConfigExit> load_secret(const std::string& provider, const P
                                             const std::string& file, const std::string& flag) {
   std::string what = provider + " " + secret.label;
   if (!file.empty()) return read_secret_file(file, what, "--" + flag, secret.credential);
-  if (const char* v = std::getenv(secret.env.c_str()); v && *v) return trim(v);
+  if (const char* v = std::getenv(secret.env.c_str()); v && *v) return std::string(trim_space(v));
   if (auto path = credential_path(secret.credential); !path.empty()) {
     return read_secret_file(path, what, "credential " + secret.credential, secret.credential);
   }
@@ -307,7 +300,7 @@ std::vector<std::string> option_lines(const std::string& path) {
 // The 1-based line after line `after` that sets `name` (dashes or underscores), or 0.
 int line_of(const std::vector<std::string>& lines, const std::string& name, int after) {
   for (std::size_t i = static_cast<std::size_t>(after); i < lines.size(); ++i) {
-    std::string key = trim(lines[i]);
+    std::string key = std::string(trim_space(lines[i]));
     key = key.substr(0, key.find_first_of(" \t="));
     std::replace(key.begin(), key.end(), '_', '-');
     if (key == name) return static_cast<int>(i) + 1;
@@ -562,7 +555,7 @@ Result<std::map<std::string, RateLimit>> parse_rate_limits(const std::string& te
   std::map<std::string, RateLimit> out;
   std::stringstream items(text);
   for (std::string item; std::getline(items, item, ',');) {
-    item = trim(item);
+    item = std::string(trim_space(item));
     if (item.empty()) continue;
     const auto eq = item.find('='), slash = item.rfind('/');
     const std::string bad = "--rate-limits: '" + item + "' is not client=N/s, N/m or N/h";

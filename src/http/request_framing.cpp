@@ -24,12 +24,6 @@ bool parse_decimal(std::string_view text, std::uint64_t& out) {
   return true;
 }
 
-std::string_view trim(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-  return v;
-}
-
 // The end of a chunked body starting at `from`: kComplete with its end, kNeedMore, or kRefuse
 // for bad chunk syntax or a body over `max_body` (the handler then answers 400 or 413).
 Framing scan_chunked(std::string_view data, std::size_t from, std::uint64_t max_body) {
@@ -40,7 +34,7 @@ Framing scan_chunked(std::string_view data, std::size_t from, std::uint64_t max_
     if (eol == std::string_view::npos) return data.size() - pos > 1024 ? refuse() : Framing{State::kNeedMore, 0, body, 0, false, false};
     std::string_view line = data.substr(pos, eol - pos);
     line = line.substr(0, line.find(';'));  // chunk extensions
-    line = trim(line);
+    line = trim_blanks(line);
     if (line.empty() || line.size() > 15) return refuse();
     std::uint64_t size = 0;
     for (char c : line) {
@@ -86,7 +80,7 @@ Framing scan_request(std::string_view data, std::size_t max_head, std::uint64_t 
     std::size_t colon = line.find(':');
     if (colon != std::string_view::npos) {
       std::string_view name = line.substr(0, colon);
-      std::string_view value = trim(line.substr(colon + 1));
+      std::string_view value = trim_blanks(line.substr(colon + 1));
       if (iequals(name, "Content-Length")) {
         ++lengths;
         if (!parse_decimal(value, length)) return refuse();

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ascii.h"
 #include "base64.h"
 #include "json_depth.h"
 
@@ -18,17 +19,6 @@ Error invalid(std::string field, std::string message) {
   return Error{"invalid_request", std::move(message), std::move(field)};
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 // Anything that ends up in a header must not be able to start a new header line: CR, LF and NUL
 // are the injection vectors; the other C0 controls and DEL are refused along with them.
@@ -82,7 +72,7 @@ bool is_reserved_header(std::string_view name) {
   static const std::set<std::string, std::less<>> kReserved = {
       "bcc", "cc", "content-disposition", "content-transfer-encoding", "content-type", "date", "dkim-signature", "from", "message-id", "mime-version", "received", "reply-to",
       "return-path", "sender", "subject", "to", "x-sg-eid", "x-sg-id"};
-  return kReserved.count(lower(name)) > 0;
+  return kReserved.count(ascii_lower(name)) > 0;
 }
 
 // Header families that a provider or an MTA acts on: a caller could otherwise pick another
@@ -100,7 +90,7 @@ bool is_reserved_header(std::string_view name) {
 bool is_reserved_prefix(std::string_view name) {
   static constexpr std::string_view kPrefixes[] = {"content-", "resent-", "x-ses-", "x-mailrelay-",
                                                    "x-smtpapi", "x-mailgun-", "x-pm-"};
-  const std::string lowered = lower(name);
+  const std::string lowered = ascii_lower(name);
   return std::any_of(std::begin(kPrefixes), std::end(kPrefixes),
                      [&](std::string_view p) { return std::string_view(lowered).substr(0, p.size()) == p; });
 }
@@ -206,13 +196,13 @@ Result<Address> parse_address(std::string_view text, const std::string& field) {
   if (has_control_chars(text)) {
     return invalid(field, "must not contain CR, LF, NUL or other control characters");
   }
-  std::string_view s = trim(text);
+  std::string_view s = trim_blanks(text);
   Address address;
   if (!s.empty() && s.back() == '>') {
     std::size_t lt = s.rfind('<');
     if (lt == std::string_view::npos) return invalid(field, "has '>' without '<'");
     address.email = std::string(s.substr(lt + 1, s.size() - lt - 2));
-    std::string_view name = trim(s.substr(0, lt));
+    std::string_view name = trim_blanks(s.substr(0, lt));
     if (name.size() >= 2 && name.front() == '"' && name.back() == '"') {
       name = name.substr(1, name.size() - 2);
       for (std::size_t i = 0; i < name.size(); ++i) {
@@ -299,7 +289,7 @@ Problem parse_recipients(const json& doc, const MessageLimits& limits, Email& em
     for (std::size_t i = 0; i < arr.size(); ++i) {
       auto address = address_from_json(arr[i], std::string(list) + "[" + std::to_string(i) + "]");
       if (!address) return address.error();
-      if (seen.insert(lower(address.value().email)).second) out.push_back(std::move(address).value());
+      if (seen.insert(ascii_lower(address.value().email)).second) out.push_back(std::move(address).value());
     }
   }
   // SendGrid ("You must include at least one to object within the personalizations array") and

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <cctype>
 
+#include "ascii.h"
 #include "event_loop.h"
 
 namespace mailrelay {
@@ -45,11 +46,8 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
   }
   auto colon = line.find(':');
   if (colon == std::string_view::npos) return n;
-  std::string name(line.substr(0, colon));
-  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-  std::string_view value = line.substr(colon + 1);
-  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-  while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) value.remove_suffix(1);
+  const std::string name = ascii_lower(line.substr(0, colon));
+  const std::string_view value = trim_space(line.substr(colon + 1));
   response->headers.emplace_back(std::move(name), std::string(value));
   return n;
 }
