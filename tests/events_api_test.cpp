@@ -132,6 +132,7 @@ TEST_CASE("events: a signed SendGrid batch becomes delivery lines, a replay is i
   CHECK(d["request_id"] == "order-4711");
   CHECK(d["provider_message_id"] == "msg-1.filter");
   CHECK(d["provider_event_id"] == "sg-1");
+  CHECK(d["suppressed"] == false);
   CHECK(d["recipient_domain"] == "example.org");
   CHECK(d["recipient_hash"] == hash_address("fake-recipient-key-0123456789", "alice@example.org"));
   CHECK(d["reason"] == "250 OK");
@@ -230,6 +231,7 @@ TEST_CASE("events: a bounce seen by Mailgun stops the next send through SendGrid
   CHECK(bounce["provider"] == "mailgun");
   CHECK(bounce["recipient_hash"] == hash_address("fake-recipient-key-0123456789", "bob@example.org"));
   CHECK(bounce["reason"] == "550 5.1.1 <address> does not exist");
+  CHECK(bounce["suppressed"] == true);
   // "Why did we not send to bob?": the refused request's line, and the suppression itself.
   json refused_line;
   for (const auto& line : lines_of(h, "request")) {

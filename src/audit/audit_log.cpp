@@ -372,11 +372,25 @@ bool AuditLog::control(const ControlRecord& r) {
   return write(line);
 }
 
-bool AuditLog::delivery(const DeliveryEvent& event) {
-  json line{{"ts", timestamp()}, {"event", "delivery"}};
-  json fields = event.to_json(recipient_hash(event.recipient));
-  for (auto& [key, value] : fields.items()) line[key] = std::move(value);
-  return write(line);
+// Its own fields, apart from the forwarded payload (DeliveryEvent::to_json, an external API that
+// may change on its own).
+bool AuditLog::delivery(const DeliveryEvent& event, bool suppressed) {
+  auto or_null = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
+  const bool has_address = event.recipient.find('@') != std::string::npos;
+  const std::string hash = recipient_hash(event.recipient);
+  return write(json{{"ts", timestamp()},
+                    {"event", "delivery"},
+                    {"provider", event.provider},
+                    {"type", event.type},
+                    {"bounce_class", or_null(event.bounce_class)},
+                    {"request_id", or_null(event.request_id)},
+                    {"provider_message_id", or_null(event.provider_message_id)},
+                    {"provider_event_id", or_null(event.provider_event_id)},
+                    {"recipient_domain", or_null(has_address ? ascii_lower(event.recipient.substr(event.recipient.rfind('@') + 1)) : "")},
+                    {"recipient_hash", or_null(hash)},
+                    {"reason", or_null(redact_addresses(event.reason))},
+                    {"occurred_at", or_null(event.occurred_at)},
+                    {"suppressed", suppressed}});
 }
 
 std::string AuditLog::reopen() { return sink_->reopen(); }

@@ -114,8 +114,9 @@ class AuditLog final : public AttemptObserver {
   // whole, and is counted. Either way the operator has it.
   bool request(const RequestRecord& record);
   bool control(const ControlRecord& record);
-  // One verified delivery event (README "Delivery events and suppressions"): the "delivery" line.
-  bool delivery(const DeliveryEvent& event);
+  // One verified delivery event (README "Delivery events and suppressions"): the "delivery" line;
+  // `suppressed` when it put the address on the suppression list.
+  bool delivery(const DeliveryEvent& event, bool suppressed);
   // The keyed hash this log writes for `address`, or "" without a key.
   std::string recipient_hash(std::string_view address) const {
     return recipient_key_.empty() ? std::string() : hash_address(recipient_key_, address);

@@ -66,7 +66,7 @@ WebhookReport EventService::handle(const EventEndpoints& endpoints, const Webhoo
     return refuse(batch, 503, "forward_failed", "the application did not take the events (" + problem + "); retry later");
   }
   for (const DeliveryEvent* event : batch.fresh) {
-    audit_.delivery(*event);
+    audit_.delivery(*event, suppresses(*event));
     metrics_.delivery_event(provider, event->type);
   }
   const std::string outcome = batch.fresh.empty() && batch.duplicates > 0 ? "duplicate" : "accepted";
@@ -131,9 +131,13 @@ void EventService::forget_claims(const InFlight& batch) {
   for (const auto& key : batch.claimed) store_.forget_event(key);
 }
 
+bool EventService::suppresses(const DeliveryEvent& event) {
+  return event.suppresses && event.recipient.find('@') != std::string::npos;
+}
+
 bool EventService::suppress(const InFlight& batch) {
   for (const DeliveryEvent* event : batch.fresh) {
-    if (!event->suppresses || event->recipient.find('@') == std::string::npos) continue;
+    if (!suppresses(*event)) continue;
     Suppression why{event->type, redact_addresses(event->reason), batch.request.provider, event->occurred_at};
     if (why.since.empty()) why.since = utc_timestamp(clock_);
     if (!suppressions_.add(event->recipient, why)) return false;

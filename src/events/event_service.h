@@ -60,6 +60,7 @@ class EventService {
   std::optional<WebhookReport> verify(const ProviderWebhook& webhook, const std::string& secret, InFlight& batch);
   bool claim_fresh(InFlight& batch);
   void forget_claims(const InFlight& batch);
+  static bool suppresses(const DeliveryEvent& event);  // an address to put on the list
   bool suppress(const InFlight& batch);
   std::string forward(const EventEndpoints& endpoints, const InFlight& batch);
   std::int64_t unix_now();
