@@ -325,12 +325,7 @@ json AuditLog::request_json(const RequestRecord& r) const {
   if (!r.refused_by.empty()) line["refused_by"] = r.refused_by;
   if (r.state_store_unavailable) line["state_store"] = "unavailable";
   if (r.relay) {
-    // The answer's attempts, with addresses in provider text redacted (the answer keeps them).
-    json attempts = r.attempts ? *r.attempts : json::array();
-    for (auto& a : attempts) {
-      if (a.contains("error")) a["error"] = redact_addresses(a["error"].get<std::string>());
-    }
-    line["attempts"] = std::move(attempts);
+    line["attempts"] = redacted_attempts(r.attempts ? *r.attempts : json::array());
     line["retries"] = r.relay->retries();
     line["stop_reason"] = stop_reason_label(*r.relay);
     if (const Attempt* sent = r.relay->accepted()) {

@@ -1,5 +1,7 @@
 #include "relay.h"
 
+#include "text_helpers.h"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -16,6 +18,13 @@ const Attempt* RelayResult::accepted() const {
     if (a.result.outcome == AttemptOutcome::kSent) return &a;
   }
   return nullptr;
+}
+
+nlohmann::ordered_json redacted_attempts(nlohmann::ordered_json attempts) {
+  for (auto& a : attempts) {
+    if (a.contains("error")) a["error"] = redact_addresses(a["error"].get<std::string>());
+  }
+  return attempts;
 }
 
 nlohmann::ordered_json attempts_to_json(const RelayResult& result) {

@@ -47,6 +47,9 @@ struct RelayResult {
 
 // The "attempts" array of answers and audit lines.
 nlohmann::ordered_json attempts_to_json(const RelayResult& result);
+// `attempts` (as attempts_to_json wrote them) with addresses in provider text redacted: what the
+// audit log and the idempotency store keep (the answer itself keeps them).
+nlohmann::ordered_json redacted_attempts(nlohmann::ordered_json attempts);
 
 // Why the relay stopped, for the audit line: accepted, rejected_by_all, no_provider_left,
 // no_provider_available, deadline, ambiguous_timeout or audit_unavailable.

@@ -213,11 +213,7 @@ bool SendService::claimed(const IdempotencyClaim& claim, std::chrono::millisecon
 // The answer kept for replays holds no address: provider text is redacted as in the audit log.
 void SendService::remember(const IdempotencyClaim& claim, const std::string& id, const SendReport& report) {
   json body = report.body;
-  if (body.contains("attempts")) {
-    for (auto& a : body["attempts"]) {
-      if (a.contains("error")) a["error"] = redact_addresses(a["error"].get<std::string>());
-    }
-  }
+  if (body.contains("attempts")) body["attempts"] = redacted_attempts(std::move(body["attempts"]));
   store_.complete_idempotent(claim.client, claim.key, claim.digest, report.status, body, id);
 }
 
