@@ -2,7 +2,15 @@
 
 namespace mailrelay {
 
-// A new provider is one line here (README "Adding a provider").
+// Each provider's file defines its descriptor. A new provider is two lines here (README "Adding a
+// provider").
+const ProviderDescriptor& sendgrid_descriptor();
+const ProviderDescriptor& mailgun_descriptor();
+const ProviderDescriptor& postmark_descriptor();
+const ProviderDescriptor& elasticemail_descriptor();
+const ProviderDescriptor& ses_descriptor();
+const ProviderDescriptor& outbox_descriptor();
+
 const std::vector<const ProviderDescriptor*>& provider_registry() {
   static const std::vector<const ProviderDescriptor*> kProviders = {
       &sendgrid_descriptor(),

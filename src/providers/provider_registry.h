@@ -89,12 +89,5 @@ const ProviderDescriptor* find_provider(std::string_view name);
 // "sendgrid, mailgun, ..." for messages.
 std::string provider_names();
 
-// Each provider's file exports its descriptor.
-const ProviderDescriptor& sendgrid_descriptor();
-const ProviderDescriptor& mailgun_descriptor();
-const ProviderDescriptor& postmark_descriptor();
-const ProviderDescriptor& elasticemail_descriptor();
-const ProviderDescriptor& ses_descriptor();
-const ProviderDescriptor& outbox_descriptor();
 
 }  // namespace mailrelay
