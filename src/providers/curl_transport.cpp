@@ -289,6 +289,70 @@ void CurlTransport::release(void* handle) {
   for (void* h : surplus) curl_easy_cleanup(static_cast<CURL*>(h));  // outside the lock: closes sockets
 }
 
+namespace {
+
+// What a request's body is read from while libcurl sends it.
+struct RequestBody {
+  std::unique_ptr<curl_mime, MimeDeleter> mime;  // a multipart form (Mailgun)
+  BodyReader reader;                             // or the bytes, streamed from the request: no copy
+  std::vector<BodyReader> parts;
+};
+
+// What every request gets: its URL, no signals, http(s) only, no redirects, timeouts, TLS
+// verification, the proxy, small buffers, and where the answer goes.
+void set_common_options(CURL* curl, const HttpRequest& request, const CurlTransportOptions& options,
+                        std::chrono::milliseconds timeout, Sink& sink, HttpResponse& response) {
+  curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);               // we are multi-threaded
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);         // a redirect is an answer, not a hop
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!options.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options.ca_file.c_str());
+  // An empty string disables proxies, including any from the environment (http_proxy & co).
+  curl_easy_setopt(curl, CURLOPT_PROXY, options.proxy.c_str());
+  curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, "mailrelayd/0.1");
+  // One handle per send in flight, each keeping its buffers: the documented defaults are 64 KiB
+  // for uploads (minimum 16 KiB) and 16 KiB for downloads; a provider's answer is a few hundred
+  // bytes. Per thousand sends in flight this saves about 60 MiB.
+  // https://curl.se/libcurl/c/CURLOPT_UPLOAD_BUFFERSIZE.html, .../CURLOPT_BUFFERSIZE.html
+  curl_easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
+  curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 4096L);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
+}
+
+void set_form(CURL* curl, const HttpRequest& request, RequestBody& body) {
+  auto& mime = body.mime;
+  auto& part_readers = body.parts;
+  mime.reset(curl_mime_init(curl));
+  part_readers.reserve(request.form.size());
+  for (const auto& field : request.form) {
+    curl_mimepart* part = curl_mime_addpart(mime.get());
+    curl_mime_name(part, field.name.c_str());
+    part_readers.push_back(BodyReader{&field.value});
+    curl_mime_data_cb(part, static_cast<curl_off_t>(field.value.size()), read_part, seek_part, nullptr,
+                      &part_readers.back());
+    if (!field.filename.empty()) {
+      curl_mime_filename(part, field.filename.c_str());
+      curl_mime_type(part, field.content_type.c_str());
+    }
+  }
+  // Field names and filenames as backslash-escaped quoted strings (a '"' becomes \"), which a
+  // form parser reads back as sent; libcurl's default is HTML5-style %22, which Mailgun keeps
+  // in the filename
+  // (https://curl.se/libcurl/c/CURLOPT_MIME_OPTIONS.html, CURLMIMEOPT_FORMESCAPE, 7.81.0).
+  curl_easy_setopt(curl, CURLOPT_MIME_OPTIONS, static_cast<long>(CURLMIMEOPT_FORMESCAPE));
+  curl_easy_setopt(curl, CURLOPT_MIMEPOST, mime.get());
+}
+
+}  // namespace
+
 Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& request,
                                                          std::chrono::milliseconds timeout) {
   CURL* curl = static_cast<CURL*>(acquire());
@@ -305,60 +369,16 @@ Result<HttpResponse, TransportError> CurlTransport::post(const HttpRequest& requ
   };
   for (const auto& [name, value] : request.headers) add_header(name + ": " + value);
   add_header("Expect:");  // no 100-continue round trip (and no stall on servers without it)
-
-  std::unique_ptr<curl_mime, MimeDeleter> mime;
-  BodyReader body_reader{&request.body};
-  std::vector<BodyReader> part_readers;
-  curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);               // we are multi-threaded
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);         // a redirect is an answer, not a hop
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));
-  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
-  if (!options_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
-  // An empty string disables proxies, including any from the environment (http_proxy & co).
-  curl_easy_setopt(curl, CURLOPT_PROXY, options_.proxy.c_str());
-  curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, "mailrelayd/0.1");
-  // One handle per send in flight, each keeping its buffers: the documented defaults are 64 KiB
-  // for uploads (minimum 16 KiB) and 16 KiB for downloads; a provider's answer is a few hundred
-  // bytes. Per thousand sends in flight this saves about 60 MiB.
-  // https://curl.se/libcurl/c/CURLOPT_UPLOAD_BUFFERSIZE.html, .../CURLOPT_BUFFERSIZE.html
-  curl_easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
-  curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 4096L);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
-
+  set_common_options(curl, request, options_, timeout, sink, response);
+  RequestBody body{nullptr, BodyReader{&request.body}, {}};
   if (!request.form.empty()) {
-    mime.reset(curl_mime_init(curl));
-    part_readers.reserve(request.form.size());
-    for (const auto& field : request.form) {
-      curl_mimepart* part = curl_mime_addpart(mime.get());
-      curl_mime_name(part, field.name.c_str());
-      part_readers.push_back(BodyReader{&field.value});
-      curl_mime_data_cb(part, static_cast<curl_off_t>(field.value.size()), read_part, seek_part, nullptr,
-                        &part_readers.back());
-      if (!field.filename.empty()) {
-        curl_mime_filename(part, field.filename.c_str());
-        curl_mime_type(part, field.content_type.c_str());
-      }
-    }
-    // Field names and filenames as backslash-escaped quoted strings (a '"' becomes \"), which a
-    // form parser reads back as sent; libcurl's default is HTML5-style %22, which Mailgun keeps
-    // in the filename
-    // (https://curl.se/libcurl/c/CURLOPT_MIME_OPTIONS.html, CURLMIMEOPT_FORMESCAPE, 7.81.0).
-    curl_easy_setopt(curl, CURLOPT_MIME_OPTIONS, static_cast<long>(CURLMIMEOPT_FORMESCAPE));
-    curl_easy_setopt(curl, CURLOPT_MIMEPOST, mime.get());
+    set_form(curl, request, body);
   } else {
     add_header("Content-Type: " + request.content_type);
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
-    curl_easy_setopt(curl, CURLOPT_READFUNCTION, read_body);  // streamed from the request: no copy
-    curl_easy_setopt(curl, CURLOPT_READDATA, &body_reader);
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, read_body);
+    curl_easy_setopt(curl, CURLOPT_READDATA, &body.reader);
   }
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
 

@@ -115,28 +115,19 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
         out.reason = StopReason::kDeadline;
         return out;
       }
-      // A provider whose circuit is open or that asked us to wait is skipped without a call, and
-      // so is one without a test mode for a sandbox message (README "Providers"); the skip is an
-      // attempt of its own, so the answer says why that provider was not used.
       ProviderHealth::Admission admission;
-      const bool no_test_mode = email.sandbox && !provider->supports_sandbox();
-      const bool switched_off = overrides && !overrides->enabled(provider->name());
-      if (switched_off || no_test_mode || (health_ && !(admission = health_->admit(provider->name())))) {
+      if (auto why = skip_reason(*provider, email, overrides, admission)) {
         Attempt skipped{provider->name(), try_number, {}, 0};
         skipped.result.outcome = AttemptOutcome::kSkipped;
-        skipped.result.error = switched_off   ? "switched off by an operator: " + overrides->providers.at(provider->name()).reason
-                               : no_test_mode ? "no test mode for a sandbox message"
-                                              : admission.reason;
+        skipped.result.error = *why;
         for (auto* o : observers_) o->after_attempt(request_id, skipped);
         out.attempts.push_back(skipped);
         break;
       }
-      // Recorded before the call: after a crash, this line is how an operator finds a mail
-      // whose outcome is unknown.
-      bool recorded = true;
-      for (auto* o : observers_) recorded = o->before_attempt(request_id, provider->name(), try_number) && recorded;
-      if (!recorded) {
-        // Nothing goes to a provider that is not on record (README "Reading the audit log").
+      // Recorded before the call: after a crash, this line is how an operator finds a mail whose
+      // outcome is unknown. Nothing goes to a provider that is not on record (README "Reading the
+      // audit log").
+      if (!recorded(request_id, provider->name(), try_number)) {
         if (health_) health_->release(provider->name(), admission);
         out.reason = StopReason::kAuditUnavailable;
         return out;
@@ -168,6 +159,26 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
   if (all_skipped) out.reason = StopReason::kNoProviderAvailable;
   else out.reason = time_left().count() <= 0 ? StopReason::kDeadline : StopReason::kAllProvidersFailed;
   return out;
+}
+
+bool Relay::recorded(const std::string& request_id, const std::string& provider, int try_number) {
+  bool all = true;
+  for (auto* o : observers_) all = o->before_attempt(request_id, provider, try_number) && all;
+  return all;
+}
+
+// A provider whose circuit is open or that asked us to wait is skipped without a call, and so is
+// one switched off by an operator or without a test mode for a sandbox message (README
+// "Providers"); the skip is an attempt of its own, so the answer says why that provider was not
+// used. nullopt: call it (`admission` then holds the circuit's permission).
+std::optional<std::string> Relay::skip_reason(EmailProvider& provider, const Email& email,
+                                              const ProviderOverrides* overrides, ProviderHealth::Admission& admission) {
+  if (overrides && !overrides->enabled(provider.name())) {
+    return "switched off by an operator: " + overrides->providers.at(provider.name()).reason;
+  }
+  if (email.sandbox && !provider.supports_sandbox()) return std::string("no test mode for a sandbox message");
+  if (health_ && !(admission = health_->admit(provider.name()))) return admission.reason;
+  return std::nullopt;
 }
 
 }  // namespace mailrelay

@@ -90,6 +90,10 @@ class Relay {
   // The order for one request: the operators' order if they set one, else the strategy's first
   // choice, then the others as configured.
   std::vector<EmailProvider*> order(const ProviderOverrides* overrides);
+  // Every observer took the attempt's "before" line.
+  bool recorded(const std::string& request_id, const std::string& provider, int try_number);
+  std::optional<std::string> skip_reason(EmailProvider& provider, const Email& email, const ProviderOverrides* overrides,
+                                         ProviderHealth::Admission& admission);
 
   ProviderHealth* health_;
   RetryBudget* budget_;
