@@ -50,6 +50,20 @@ TEST_CASE("Elastic Email answers and limits", "[elasticemail]") {
     CHECK(interpret_response(api, HttpResponse{429, {{"retry-after", "3"}}, ""}, now).retry_after ==
           std::chrono::milliseconds(3000));
   }
+  SECTION("a 429 without Retry-After still parks it (one second)") {
+    auto a = interpret_response(api, HttpResponse{429, {}, R"({"Error":"Too many requests"})"}, now);
+    CHECK(a.outcome == AttemptOutcome::kError);
+    CHECK(a.throttled);
+    CHECK(a.retry_after == kUnnamedThrottlePark);
+  }
+  SECTION("key and account failures in a 400 are errors, not refusals") {
+    for (const char* text : {"APIKey Expired", "Access Denied", "Your account is not allowed to send"}) {
+      CAPTURE(text);
+      auto a = interpret_response(api, HttpResponse{400, {}, json{{"Error", text}}.dump()}, now);
+      CHECK(a.outcome == AttemptOutcome::kError);
+      CHECK_FALSE(a.throttled);
+    }
+  }
   SECTION("no test mode, one tag, no inline images") {
     CHECK_FALSE(api.supports_sandbox());
     MessageLimits limits = MessageLimits::relay().tighten(api.limits());

@@ -105,9 +105,9 @@ TEST_CASE("Mailgun: a 429 says when to come back in its message, in seconds or a
     HttpResponse r{429, {{"retry-after", "5"}}, R"({"message":"limit exceeded, try again after 120 seconds"})"};
     CHECK(interpret_response(api, r, now).retry_after == std::chrono::milliseconds(5000));
   }
-  SECTION("no signal: nothing made up") {
+  SECTION("no signal: the one-second park every unnamed throttle gets") {
     HttpResponse r{429, {}, R"({"message":"slow down"})"};
-    CHECK_FALSE(interpret_response(api, r, now).retry_after);
+    CHECK(interpret_response(api, r, now).retry_after == kUnnamedThrottlePark);
   }
 }
 

@@ -72,7 +72,8 @@ TEST_CASE("SES answers: the error type decides", "[ses]") {
       {400, "MailFromDomainNotVerifiedException", AttemptOutcome::kError, false},
       {404, "NotFoundException", AttemptOutcome::kError, false},
       {429, "TooManyRequestsException", AttemptOutcome::kError, true},
-      {400, "LimitExceededException", AttemptOutcome::kError, true}}));
+      {400, "LimitExceededException", AttemptOutcome::kError, true},
+      {400, "ThrottlingException", AttemptOutcome::kError, true}}));
   CAPTURE(type);
   SECTION("named in X-Amzn-ErrorType") {
     HttpResponse r{status, {{"x-amzn-errortype", type + ":http://internal.amazon.com/coral/com.amazon.coral.service/"}},
@@ -87,6 +88,15 @@ TEST_CASE("SES answers: the error type decides", "[ses]") {
     HttpResponse r{status, {}, json{{"__type", "com.amazonaws.sesv2#" + type}, {"message", "details"}}.dump()};
     CHECK(interpret_response(api, r, now).outcome == outcome);
   }
+}
+
+TEST_CASE("SES: a spent daily quota parks SES for the 5-minute cap", "[ses]") {
+  fakes::FakeClock clock;
+  SesProvider api("", "eu-west-1", kFake, clock);
+  HttpResponse r{400, {{"x-amzn-errortype", "ThrottlingException"}}, R"({"message":"Daily message quota exceeded."})"};
+  auto a = interpret_response(api, r, std::chrono::system_clock::now());
+  CHECK(a.throttled);
+  CHECK(a.retry_after == std::chrono::minutes(5));
 }
 
 TEST_CASE("SES: a 503 without Retry-After keeps the usual backoff, it is no throttle", "[ses]") {

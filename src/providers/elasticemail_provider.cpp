@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ascii.h"
 #include "base64.h"
 #include "mime.h"
 #include "provider_registry.h"
@@ -84,6 +85,19 @@ std::string ElasticEmailProvider::error_message(const HttpResponse& response) co
     if (body.is_object() && body.contains(key) && body[key].is_string()) return one_line(body[key].get<std::string>());
   }
   return one_line(response.body);
+}
+
+AttemptOutcome ElasticEmailProvider::classify(const HttpResponse& response) const {
+  // The v4 document gives its errors no codes; key and account failures come as a 400 whose
+  // "Error" names them (e.g. {"Error":"APIKey Expired"}). They are the account's, not the
+  // message's: `error`, counted toward the circuit (README "Provider health and the retry budget").
+  if (response.status == 400) {
+    const std::string text = ascii_lower(error_message(response));
+    for (const char* word : {"apikey", "api key", "account", "access denied", "not allowed"}) {
+      if (text.find(word) != std::string::npos) return AttemptOutcome::kError;
+    }
+  }
+  return classify_http_status(response.status);
 }
 
 MessageLimits ElasticEmailProvider::limits() const {

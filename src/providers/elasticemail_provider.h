@@ -14,6 +14,7 @@ class ElasticEmailProvider final : public ProviderApi {
   HttpRequest build_request(const Email& email, std::string_view request_id) const override;
   std::string message_id(const HttpResponse& response) const override;
   std::string error_message(const HttpResponse& response) const override;
+  AttemptOutcome classify(const HttpResponse& response) const override;
   MessageLimits limits() const override;
   bool supports_sandbox() const override { return false; }  // v4 documents no test mode
 

@@ -102,6 +102,12 @@ AttemptResult interpret_response(const ProviderApi& api, const HttpResponse& res
     result.retry_after = parse_retry_after(response.header("retry-after"), now);
     if (!result.retry_after) result.retry_after = api.throttled_for(response, now);
   }
+  // A throttle that names no time still parks the provider (SPEC: any 429 parks it unless its
+  // documentation says otherwise; none of ours does): one second, then the next throttle parks
+  // it again.
+  if (result.throttled && (!result.retry_after || result.retry_after->count() <= 0)) {
+    result.retry_after = kUnnamedThrottlePark;
+  }
   // A 502 or 504 comes from a gateway in front of the provider: the service behind it may have
   // taken the message before the gateway gave up (README "Provider health and the retry budget"). Any other error status is
   // the provider itself saying it did not take the message.

@@ -42,6 +42,9 @@ class ProviderApi {
   virtual bool supports_sandbox() const = 0;
 };
 
+// How long a provider that throttled without saying until when is parked.
+inline constexpr std::chrono::milliseconds kUnnamedThrottlePark{1000};
+
 // Parses a Retry-After value: delta-seconds or an HTTP-date relative to `now`.
 std::optional<std::chrono::milliseconds> parse_retry_after(
     std::string_view value, std::chrono::system_clock::time_point now);

@@ -120,15 +120,23 @@ AttemptOutcome SesProvider::classify(const HttpResponse& response) const {
 }
 
 bool SesProvider::throttled(const HttpResponse& response) const {
+  // ThrottlingException is AWS's common error for every action, a 400 ("Maximum sending rate
+  // exceeded." / "Daily message quota exceeded.",
+  // https://docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html).
   const std::string type = error_type(response);
-  return response.status == 429 || type == "TooManyRequestsException" || type == "LimitExceededException";
+  return response.status == 429 || type == "TooManyRequestsException" || type == "LimitExceededException" ||
+         type == "ThrottlingException";
 }
 
 std::optional<std::chrono::milliseconds> SesProvider::throttled_for(const HttpResponse& response,
                                                                    std::chrono::system_clock::time_point /*now*/) const {
-  if (!throttled(response)) return std::nullopt;  // a 503 without Retry-After: the usual backoff
-  // SES says nothing of when: one second, then the next throttle parks it again.
-  return std::chrono::milliseconds(1000);
+  // The same page: after a throttle "wait for an interval of up to 10 minutes"; a spent daily
+  // quota will not come back within the park's 5-minute cap, so it is parked for the cap. A rate
+  // throttle names no time (the default one-second park).
+  if (throttled(response) && response.body.find("Daily message quota exceeded") != std::string::npos) {
+    return std::chrono::minutes(5);
+  }
+  return std::nullopt;
 }
 
 MessageLimits SesProvider::limits() const {

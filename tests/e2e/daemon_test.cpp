@@ -215,6 +215,35 @@ TEST_CASE("elasticemail first with sendgrid as fallback, and three providers dee
   CHECK_THAT(d.err(), !Catch::Contains(fakes::kElasticEmailKey));
 }
 
+TEST_CASE("Elastic Email: a 429 without Retry-After parks it, an expired key is an error", "[e2e][elasticemail]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer elastic, sendgrid;
+  fakes::write_file(dir.file("ee.key"), fakes::kElasticEmailKey);
+  fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "elasticemail,sendgrid", "--elasticemail-base-url", elastic.base_url(),
+            "--elasticemail-api-key-file", dir.file("ee.key"), "--sendgrid-base-url", sendgrid.base_url(),
+            "--sendgrid-api-key-file", dir.file("sg.key"), "--max-retries", "0"});
+  REQUIRE(d.port() > 0);
+  auto send = [&] {
+    auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    return json::parse(r->body);
+  };
+  elastic.push(fakes::reply(400, R"({"Error":"APIKey Expired"})"));
+  json b = send();
+  CHECK(b["provider"] == "sendgrid");
+  CHECK(b["attempts"][0]["outcome"] == "error");
+  CHECK(b["attempts"][0]["error"] == "APIKey Expired");
+  elastic.push(fakes::reply(429, R"({"Error":"Too many requests"})"));
+  b = send();
+  CHECK(b["provider"] == "sendgrid");
+  CHECK(b["attempts"][0]["outcome"] == "error");
+  CHECK(d.stop() == 0);
+  // The park is logged when it is decided (its length is the fact; a clock check would race).
+  CHECK_THAT(d.err(), Catch::Contains("throttled: parked for 1000 ms"));
+}
+
 TEST_CASE("sendgrid first with elasticemail as fallback", "[e2e][elasticemail]") {
   fakes::TempDir dir;
   fakes::FakeProviderServer elastic, sendgrid;
@@ -266,6 +295,15 @@ TEST_CASE("ses and mailgun fail over to each other, the SES fake checks every si
     CHECK(b["provider"] == "mailgun");
     CHECK(b["attempts"][0]["error"] == "TooManyRequestsException: Maximum sending rate exceeded.");
     CHECK(json::parse(d.client().Get("/v1/limits")->body)["limits"]["recipients"] == 50);
+    // AWS's common ThrottlingException is a 400: a throttle all the same, SES is parked.
+    auto quota = fakes::reply(400, R"({"message":"Daily message quota exceeded."})");
+    quota.headers = {{"x-amzn-ErrorType", "ThrottlingException:"}};
+    ses.push(quota);
+    r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    CHECK(json::parse(r->body)["provider"] == "mailgun");
+    auto providers = json::parse(d.client().Get("/v1/providers")->body);
+    CHECK(providers["providers"][0]["circuit"] == "parked");  // for 5 minutes: no race
     CHECK(d.stop() == 0);
     CHECK_THAT(d.err(), !Catch::Contains(fakes::kSesSecretKey));
   }
