@@ -59,3 +59,27 @@ TEST_CASE("framing: the declared body is known before it arrives (memory budget)
   CHECK(f.body == 16);  // so far
   CHECK_FALSE(f.length_known);
 }
+
+TEST_CASE("framing: a method cpp-httplib does not parse stands in as TRACE, under its own name", "[request_framing]") {
+  std::string in = "PROPFIND /v1/send HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
+  std::size_t end = in.find("GET /next");
+  CHECK(stand_in_method(in, end) == "PROPFIND");
+  CHECK(in.substr(0, end) == "TRACE /v1/send HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(in.substr(end) == "GET /next HTTP/1.1\r\n\r\n");  // the pipelined request is untouched
+  for (std::string known : {"GET / HTTP/1.1\r\n\r\n", "PATCH / HTTP/1.1\r\n\r\n", "G(T / HTTP/1.1\r\n\r\n",
+                            " / HTTP/1.1\r\n\r\n", "nospace"}) {
+    CAPTURE(known);
+    std::string copy = known;
+    std::size_t known_end = copy.size();
+    CHECK(stand_in_method(copy, known_end).empty());
+    CHECK(copy == known);
+    CHECK(known_end == known.size());
+  }
+}
+
+TEST_CASE("framing: one header dropped from an answer's head, by name", "[request_framing]") {
+  const std::string head = "HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\nkeep-alive: timeout=5\r\n"
+                           "X-Keep-Alive-Not: 1\r\nContent-Length: 2\r\n\r\n";
+  CHECK(without_header_line(head, "Keep-Alive") ==
+        "HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\nX-Keep-Alive-Not: 1\r\nContent-Length: 2\r\n\r\n");
+}

@@ -107,6 +107,16 @@ struct FrontDoor::Connection final : public httplib::Stream {
 
   // Answers are gathered and sent by flush(): one send for head and body instead of several.
   ssize_t write(const char* ptr, size_t size) override {
+    if (!head_written) {  // cpp-httplib writes an answer's head in one piece, first
+      head_written = true;
+      // It adds Keep-Alive unless it closes by itself; a connection a handler closes says
+      // Connection: close alone.
+      if (ctx.close_after) {
+        out.append(without_header_line(std::string_view(ptr, size), "Keep-Alive"));
+        if (out.size() >= 64 * 1024 && !flush()) return -1;
+        return static_cast<ssize_t>(size);
+      }
+    }
     out.append(ptr, size);
     if (out.size() >= 64 * 1024 && !flush()) return -1;
     return static_cast<ssize_t>(size);
@@ -152,6 +162,7 @@ struct FrontDoor::Connection final : public httplib::Stream {
   RequestContext ctx;
   std::uint64_t reserved = 0;  // body bytes counted against --max-body-bytes-in-flight
   bool continue_sent = false;  // "100 Continue" sent for the current request
+  bool head_written = false;   // the current answer's head is in `out`
   std::size_t requests = 0;
   SteadyClock::time_point first_byte, last_byte, idle_since;
   // In the loop's epoll set, edge-triggered, from the first watch until a write had to wait: it
@@ -182,6 +193,9 @@ FrontDoor::FrontDoor(FrontDoorSettings settings) : settings_(settings) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
+  // What its Keep-Alive header tells clients: our limits, not its defaults (5 s, 5 requests).
+  set_keep_alive_timeout(std::chrono::duration_cast<std::chrono::seconds>(settings_.idle_timeout).count());
+  set_keep_alive_max_count(settings_.max_requests_per_connection);
   std::size_t n = settings_.event_threads;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   for (std::size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>(settings_.fiber_stack_bytes, i == 0));
@@ -348,8 +362,14 @@ FrontDoor::After FrontDoor::serve_one(Connection& c) {
   bool closed = false;
   bool parsed = false;
   c.ctx.client_ip = c.remote_ip;
+  c.head_written = false;
   hide_range(std::string_view(c.in.data(), c.request_end), c.in.data());
+  // cpp-httplib refuses a method it does not know with a 400 before any hook runs: it is parsed
+  // as TRACE (which no route takes) and handed to the hooks under its own name, so that it is
+  // answered 405 or 404 like any other method a path does not take.
+  std::string method_as_sent = stand_in_method(c.in, c.request_end);
   bool ok = process_request(c, last, closed, [&](httplib::Request& req) {
+    if (!method_as_sent.empty()) req.method = method_as_sent;
     // Headers as sent: 0.11.4 percent-decodes values ("%0D%0A" becomes a CRLF, and a bearer
     // token with a "%" in it stops matching). Its own REMOTE_ADDR/REMOTE_PORT/LOCAL_* entries go
     // too: a client header of the same name can shadow them, and the addresses are in

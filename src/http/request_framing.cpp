@@ -155,4 +155,39 @@ void hide_range(std::string_view request, char* data) {
   }
 }
 
+std::string without_header_line(std::string_view head, std::string_view name) {
+  std::string out;
+  out.reserve(head.size());
+  std::size_t at = 0;
+  while (at < head.size()) {
+    std::size_t end = head.find("\r\n", at);
+    end = end == std::string_view::npos ? head.size() : end + 2;
+    const std::string_view line = head.substr(at, end - at);
+    const bool named = line.size() > name.size() && line[name.size()] == ':' && iequals(line.substr(0, name.size()), name);
+    if (!named) out.append(line);
+    at = end;
+  }
+  return out;
+}
+
+std::string stand_in_method(std::string& in, std::size_t& request_end) {
+  static constexpr std::string_view kKnown[] = {"GET", "HEAD", "POST", "PUT", "DELETE",
+                                                "CONNECT", "OPTIONS", "TRACE", "PATCH", "PRI"};
+  static constexpr std::string_view kTokenPunctuation = "!#$%&'*+-.^_`|~";
+  const std::size_t space = std::string_view(in.data(), request_end).find(' ');
+  if (space == std::string_view::npos || space == 0 || space > 32) return {};
+  const std::string_view method(in.data(), space);
+  for (std::string_view known : kKnown) {
+    if (method == known) return {};
+  }
+  for (char c : method) {
+    const bool tchar = std::isalnum(static_cast<unsigned char>(c)) || kTokenPunctuation.find(c) != std::string_view::npos;
+    if (!tchar) return {};
+  }
+  std::string sent(method);
+  in.replace(0, space, "TRACE");
+  request_end = request_end - space + 5;
+  return sent;
+}
+
 }  // namespace mailrelay

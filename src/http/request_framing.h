@@ -42,4 +42,13 @@ bool parse_raw_headers(std::string_view head, httplib::Headers& out);
 // bytes, at `data`, writable) is renamed in place to "X-Ign" (same length) and never reaches it.
 void hide_range(std::string_view request, char* data);
 
+// `head` without its `name` header lines (case-insensitive), the rest byte for byte.
+std::string without_header_line(std::string_view head, std::string_view name);
+
+// When the request at the start of `in` (ending at `request_end`) names a method cpp-httplib
+// 0.11.4 does not parse (anything but GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PRI)
+// and that method is an RFC 9110 token, replaces it with "TRACE" in place (moving
+// `request_end`) and returns it; otherwise changes nothing and returns "".
+std::string stand_in_method(std::string& in, std::size_t& request_end);
+
 }  // namespace mailrelay

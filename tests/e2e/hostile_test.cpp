@@ -99,6 +99,35 @@ TEST_CASE("hostile: long paths on every route get 414 or a clear error, never a 
   CHECK(traced.rfind("HTTP/1.1 405", 0) == 0);
   CHECK(traced.find("Allow: GET, HEAD") != std::string::npos);
   check_up(d);
+  // A method nobody knows: 405 with Allow on a path we serve, 404 elsewhere, under its own name;
+  // never cpp-httplib's 400. One with a body is refused before reading it, and the connection
+  // says close and nothing else.
+  for (const std::string& method : std::vector<std::string>{"FOO", "PROPFIND", "M-SEARCH"}) {
+    CAPTURE(method);
+    fakes::RawClient unknown(d.port());
+    unknown.send(method + " /v1/send HTTP/1.1\r\nHost: x\r\n\r\n");
+    const std::string head = unknown.read_until("}", std::chrono::seconds(10));
+    CHECK(head.rfind("HTTP/1.1 405", 0) == 0);
+    CHECK(head.find("Allow: POST\r\n") != std::string::npos);
+    CHECK(head.find(method + " is not allowed on /v1/send") != std::string::npos);
+    fakes::RawClient nowhere(d.port());
+    nowhere.send(method + " /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(nowhere.read_until("\r\n\r\n", std::chrono::seconds(10)).rfind("HTTP/1.1 404", 0) == 0);
+  }
+  fakes::RawClient with_body(d.port());
+  with_body.send("FOO /v1/send HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+  const std::string refused = with_body.read_until("\r\n\r\n", std::chrono::seconds(10));
+  CHECK(refused.rfind("HTTP/1.1 405", 0) == 0);
+  CHECK(refused.find("Connection: close") != std::string::npos);
+  CHECK(refused.find("Keep-Alive") == std::string::npos);
+  // A malformed request line: 400, closed, and no Keep-Alive beside the close either.
+  fakes::RawClient malformed(d.port());
+  malformed.send("G(T /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  const std::string bad = malformed.read_until("\r\n\r\n", std::chrono::seconds(10));
+  CHECK(bad.rfind("HTTP/1.1 400", 0) == 0);
+  CHECK(bad.find("Connection: close") != std::string::npos);
+  CHECK(bad.find("Keep-Alive") == std::string::npos);
+  check_up(d);
   // The audit line of a target over the limit does not carry all of it.
   const std::string audit = fakes::read_file(dir.file("audit.log"));
   CHECK(audit.find(std::string(2100, 'a')) == std::string::npos);
