@@ -116,6 +116,21 @@ void check_contract(StateStore& store) {
     CHECK_FALSE(store.unsuppress(alice).value());
     CHECK_FALSE(store.suppressions({alice}).value()[0].has_value());
   }
+  SECTION("messages: the first outcome under an id, its events in order, the newest 50") {
+    CHECK_FALSE(store.message("m-1").value().has_value());
+    store.record_message("m-1", R"({"status":"sent"})");
+    store.record_message("m-1", R"({"status":"failed"})");  // a reused id does not replace it
+    store.record_message_event("nobody", R"({"type":"delivered"})");
+    for (int i = 0; i < 60; ++i) store.record_message_event("m-1", "{\"n\":" + std::to_string(i) + "}");
+    auto found = store.message("m-1");
+    REQUIRE(found);
+    REQUIRE(found.value().has_value());
+    CHECK(found.value()->outcome == R"({"status":"sent"})");
+    REQUIRE(found.value()->events.size() == kMaxMessageEvents);
+    CHECK(found.value()->events.front() == "{\"n\":10}");
+    CHECK(found.value()->events.back() == "{\"n\":59}");
+    CHECK_FALSE(store.message("nobody").value().has_value());
+  }
   SECTION("event ids: first seen once, forgotten on request") {
     CHECK(store.claim_event("sendgrid-evt-1", milliseconds(60000)).value());
     CHECK_FALSE(store.claim_event("sendgrid-evt-1", milliseconds(60000)).value());
@@ -166,6 +181,21 @@ TEST_CASE("memory store: event ids expire after their window", "[state_store]") 
   CHECK(store.claim_event("e", std::chrono::hours(24)).value());
 }
 
+TEST_CASE("memory store: messages expire after their TTL, the oldest go beyond the bound", "[state_store]") {
+  fakes::FakeClock clock;
+  MemoryStateStore store(clock, std::chrono::seconds(60));
+  store.record_message("a", "{}");
+  clock.advance(std::chrono::seconds(59));
+  CHECK(store.message("a").value().has_value());
+  clock.advance(std::chrono::seconds(2));
+  CHECK_FALSE(store.message("a").value().has_value());
+  store.record_message_event("a", "{}");  // nothing to join to
+  for (std::size_t i = 0; i <= MemoryStateStore::kMaxMessages; ++i) store.record_message("m" + std::to_string(i), "{}");
+  CHECK_FALSE(store.message("m0").value().has_value());
+  CHECK(store.message("m1").value().has_value());
+  CHECK(store.message("m" + std::to_string(MemoryStateStore::kMaxMessages)).value().has_value());
+}
+
 TEST_CASE("state store contract: Redis", "[state_store][redis]") {
   fakes::RedisServer server;
   auto store = redis_store(server);
@@ -183,6 +213,15 @@ TEST_CASE("state store contract: Redis", "[state_store][redis]") {
   CHECK(server.cli({"GET", "test:supp:" + suppression_hash("k", "carol@example.org")}).find("carol") == std::string::npos);
   REQUIRE(store->claim_event("evt", milliseconds(60000)).value());
   CHECK(std::stoll(server.cli({"PTTL", "test:event:evt"})) > 50000);
+  // A message and its events expire with the message TTL (7 days by default).
+  store->record_message("ttl-1", "{}");
+  store->record_message_event("ttl-1", "{}");
+  REQUIRE(store->message("ttl-1").value().has_value());
+  for (const char* key : {"test:msg:ttl-1", "test:msg:ttl-1:events"}) {
+    const long long ttl = std::stoll(server.cli({"PTTL", key}));
+    CHECK(ttl > 6LL * 24 * 3600 * 1000);
+    CHECK(ttl <= 7LL * 24 * 3600 * 1000);
+  }
 }
 
 TEST_CASE("Redis: two instances share keys, overrides and buckets", "[state_store][redis]") {

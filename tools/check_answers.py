@@ -114,7 +114,7 @@ def check(spec, answer):
                     return f"{where}: header {name}: {errors[0].message}"
     if head:
         return f"{where}: HEAD answered with a body" if body is not None else None
-    if isinstance(body, dict) and body.get("error", {}).get("code") == "unauthorized" and "WWW-Authenticate" not in headers:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict) and body["error"].get("code") == "unauthorized" and "WWW-Authenticate" not in headers:
         return f"{where}: 401 unauthorized without WWW-Authenticate"
     errors = sorted(Draft202012Validator(resolve(schema, spec)).iter_errors(body), key=lambda e: list(e.path))
     if errors:

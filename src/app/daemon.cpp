@@ -59,11 +59,12 @@ Result<std::unique_ptr<Daemon>, ConfigExit> Daemon::start(Config config, spdlog:
   if (!audit) return ConfigExit{2, audit.error().message};
   d->audit_ = std::move(audit).value();
   if (c.state_store == "memory") {
-    d->store_ = std::make_unique<MemoryStateStore>(d->clock_);
+    d->store_ = std::make_unique<MemoryStateStore>(d->clock_, c.message_status_ttl_seconds);
   } else {
     RedisSettings redis{c.state_store, c.state_store_password, c.state_store_prefix,
                         std::chrono::milliseconds(c.state_store_timeout_ms),
-                        c.audit_stream == "redis" ? static_cast<std::size_t>(c.audit_stream_max_len) : 0};
+                        c.audit_stream == "redis" ? static_cast<std::size_t>(c.audit_stream_max_len) : 0,
+                        c.message_status_ttl_seconds};
     auto store = RedisStateStore::open(std::move(redis), log);
     if (!store) return ConfigExit{2, store.error().message};
     d->store_ = std::move(store).value();

@@ -129,6 +129,9 @@ void declare_other_options(CLI::App& app, Config& c) {
   add(app, "audit-stream", c.audit_stream, "redis: also append every audit line to the stream <prefix>audit");
   add(app, "audit-stream-max-len", c.audit_stream_max_len, "the stream's length, approximately (XADD MAXLEN ~)")
       ->capture_default_str();
+  add(app, "message-status-ttl", c.message_status_ttl,
+      "how long GET /v1/messages/{request_id} knows a message after its send: <n>s, <n>m, <n>h or <n>d (1s to 90d)")
+      ->capture_default_str();
   add(app, "rate-limits", c.rate_limits, "per client: billing=20/s,signup=300/m,*=50/s (* for any other client); 429 beyond");
   add(app, "events-forward-url", c.events_forward_url,
       "POST each verified batch of delivery events here (https, or http on loopback); when it fails the provider retries");
@@ -255,6 +258,24 @@ std::optional<std::string> split_listen(Config& c) {
   return std::nullopt;
 }
 
+// "90s", "15m", "12h", "7d": 1 second to 90 days.
+std::optional<std::chrono::seconds> parse_ttl(const std::string& text) {
+  if (text.size() < 2 || text.size() > 8) return std::nullopt;
+  const std::string digits = text.substr(0, text.size() - 1);
+  if (!std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) return std::nullopt;
+  long long unit = 0;
+  switch (text.back()) {
+    case 's': unit = 1; break;
+    case 'm': unit = 60; break;
+    case 'h': unit = 3600; break;
+    case 'd': unit = 86400; break;
+    default: return std::nullopt;
+  }
+  const long long seconds = std::stoll(digits) * unit;
+  if (seconds < 1 || seconds > 90LL * 86400) return std::nullopt;
+  return std::chrono::seconds(seconds);
+}
+
 std::optional<std::string> validate(Config& c) {
   if (auto problem = split_listen(c)) return problem;
   if (c.tokens_file.empty() && !is_loopback_host(c.listen_host)) {
@@ -281,6 +302,11 @@ std::optional<std::string> validate(Config& c) {
     return std::string("--audit-stream redis needs --state-store redis://... or unix://...");
   }
   if (c.audit_stream_max_len < 1) return std::string("--audit-stream-max-len must be at least 1");
+  if (auto ttl = parse_ttl(c.message_status_ttl)) {
+    c.message_status_ttl_seconds = *ttl;
+  } else {
+    return "--message-status-ttl: '" + c.message_status_ttl + "' is not <n>s, <n>m, <n>h or <n>d between 1s and 90d";
+  }
   std::set<std::string> seen;
   for (const auto& p : c.providers) {
     if (!find_provider(p)) return "--providers: unknown provider '" + p + "' (known: " + provider_names() + ")";

@@ -55,6 +55,9 @@ struct Config {
   int state_store_timeout_ms = 50;
   std::string audit_stream;            // "" or "redis"
   std::uint64_t audit_stream_max_len = 1000000;
+  // README "Message status": how long GET /v1/messages/{request_id} knows a message.
+  std::string message_status_ttl = "7d";  // <n>s, <n>m, <n>h or <n>d
+  std::chrono::seconds message_status_ttl_seconds{7 * 24 * 3600};  // derived
   // README "Other endpoints": "billing=20/s,signup=300/m,*=50/s".
   std::string rate_limits;
   std::map<std::string, RateLimit> client_rates;  // derived: by client name, "*" for the others

@@ -65,9 +65,16 @@ WebhookReport EventService::handle(const EventEndpoints& endpoints, const Webhoo
               provider, problem, provider);
     return refuse(batch, 503, "forward_failed", "the application did not take the events (" + problem + "); retry later");
   }
+  const std::string received_at = utc_timestamp(clock_);
   for (const DeliveryEvent* event : batch.fresh) {
     audit_.delivery(*event, suppresses(*event));
     metrics_.delivery_event(provider, event->type);
+    if (!event->request_id.empty()) {  // joined to its send's status (README "Message status")
+      json joined = event->to_json(audit_.recipient_hash(event->recipient));
+      joined.erase("request_id");
+      joined["received_at"] = received_at;
+      store_.record_message_event(event->request_id, joined.dump(-1, ' ', false, json::error_handler_t::replace));
+    }
   }
   const std::string outcome = batch.fresh.empty() && batch.duplicates > 0 ? "duplicate" : "accepted";
   metrics_.webhook(provider, outcome);

@@ -79,7 +79,7 @@ void send_json(httplib::Response& res, int status, const json& body) {
 HttpApi::HttpApi(std::shared_ptr<const Runtime> runtime, AuditLog& audit, Metrics& metrics, StateStore& store,
                  ProviderControl* control, ApiSettings settings, Clock& clock, spdlog::logger& log)
     : runtime_(std::move(runtime)), audit_(audit), metrics_(metrics), store_(store), control_(control),
-      suppressions_(store, settings.recipient_key), sends_(store, control, &suppressions_, metrics, settings.max_in_flight),
+      suppressions_(store, settings.recipient_key), sends_(store, control, &suppressions_, metrics, settings.max_in_flight), messages_(store),
       events_(store, suppressions_, audit, metrics, settings.transport, clock, log),
       control_service_(control, audit, metrics, clock, log), suppression_service_(suppressions_, audit, clock),
       settings_(settings), clock_(clock), log_(log) {}
@@ -207,6 +207,12 @@ void HttpApi::serve(const Route& route, const httplib::Request& req, httplib::Re
   const std::string id = request_id_of(req, res);
   switch (route.handler) {
     case Handler::kSend: return handle_send(req, res, door_->context(req), std::move(body));
+    case Handler::kMessage: {
+      StatusAnswer answer = messages_.read(*runtime, header(req, "Authorization"), door_->context(req).route_param, id);
+      for (const auto& [name, value] : answer.headers) res.set_header(name, value);
+      send_json(res, answer.status, answer.body);
+      break;
+    }
     case Handler::kEvent: return handle_event(req, res, std::move(body));
     case Handler::kSuppression:
     case Handler::kControl: return handle_admin(route, req, res);

@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "provider_control.h"
 #include "runtime.h"
+#include "message_status.h"
 #include "send_service.h"
 #include "state_store.h"
 #include "suppression_service.h"
@@ -101,6 +102,7 @@ class HttpApi {
   ProviderControl* control_;
   Suppressions suppressions_;
   SendService sends_;
+  MessageStatusService messages_;
   EventService events_;
   ControlService control_service_;
   SuppressionService suppression_service_;

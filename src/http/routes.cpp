@@ -12,6 +12,7 @@ using H = Handler;
 const std::vector<Route>& route_table() {
   static const std::vector<Route> kRoutes = {
       {"POST", "/v1/send", B::kMessage, A::kSender, true, H::kSend},
+      {"GET", "/v1/messages/{request_id}", B::kNone, A::kAnyClient, false, H::kMessage},
       {"GET", "/healthz", B::kNone, A::kPublic, false, H::kHealth},
       {"GET", "/readyz", B::kNone, A::kPublic, false, H::kReady},
       {"GET", "/metrics", B::kNone, A::kPublic, false, H::kMetrics},

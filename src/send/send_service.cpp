@@ -4,6 +4,8 @@
 
 #include "audit_log.h"  // redact_addresses
 #include "hash.h"
+#include "message_status.h"
+#include "text_helpers.h"
 
 namespace mailrelay {
 namespace {
@@ -39,6 +41,7 @@ std::vector<std::string> SendService::in_flight_ids() const {
 
 SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
   const std::string& id = request.request_id;
+  request.received_at = utc_text(std::chrono::system_clock::now());
   SendReport report;
   const Authorization caller = authorize(runtime.tokens.get(), request.authorization, kScopeSend);
   report.client = caller.client;
@@ -140,6 +143,8 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
     }
   } forget{keyed ? &store_ : nullptr, IdempotencyClaim{client, key, digest}};
   relay(runtime, request, report);
+  report.client = client.empty() && !runtime.tokens ? std::nullopt : std::optional<std::string>(client);
+  store_.record_message(id, message_outcome(id, report, request.received_at, utc_text(std::chrono::system_clock::now())));
   // Remembered only when a provider may have the message; when surely nothing went out, the key
   // is forgotten so that a retry with it can still send.
   const auto& attempts = report.relay->attempts;

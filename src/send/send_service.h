@@ -34,6 +34,7 @@ struct SendRequest {
   std::string content_type;
   std::optional<std::string> idempotency_key;
   std::string body;                    // consumed: freed once parsed
+  std::string received_at;             // UTC; set by SendService::handle
 };
 
 struct SendReport {

@@ -450,6 +450,33 @@ Result<bool> RedisStateStore::claim_event(const std::string& id, std::chrono::mi
 
 void RedisStateStore::forget_event(const std::string& id) { run({{"DEL", event_key(id)}}); }
 
+// Two keys per message: <prefix>msg:<id> (the outcome, set once) and <prefix>msg:<id>:events (a
+// list, trimmed to the newest kMaxMessageEvents), both expiring the message TTL after their last
+// write. Sent without waiting: nobody waits on them (failures are counted by the next user).
+void RedisStateStore::record_message(const std::string& request_id, const std::string& outcome) {
+  send_only({{"SET", message_key(request_id), outcome, "NX", "PX", std::to_string(settings_.message_ttl.count() * 1000)}});
+}
+
+void RedisStateStore::record_message_event(const std::string& request_id, const std::string& event) {
+  const std::string events = message_key(request_id) + ":events";
+  send_only({{"RPUSH", events, event},
+             {"LTRIM", events, "-" + std::to_string(kMaxMessageEvents), "-1"},
+             {"PEXPIRE", events, std::to_string(settings_.message_ttl.count() * 1000)}});
+}
+
+Result<std::optional<MessageRecord>> RedisStateStore::message(const std::string& request_id) {
+  auto replies = run({{"GET", message_key(request_id)}, {"LRANGE", message_key(request_id) + ":events", "0", "-1"}});
+  if (!replies) return replies.error();
+  const redisReply* outcome = replies.value()[0].get();
+  if (outcome->type != REDIS_REPLY_STRING) return std::optional<MessageRecord>();
+  MessageRecord record{reply_text(outcome), {}};
+  const redisReply* events = replies.value()[1].get();
+  for (std::size_t i = 0; events->type == REDIS_REPLY_ARRAY && i < events->elements; ++i) {
+    record.events.push_back(reply_text(events->element[i]));
+  }
+  return std::optional<MessageRecord>(std::move(record));
+}
+
 void RedisStateStore::stream(std::string_view audit_line) {
   if (settings_.stream_max_len == 0) return;
   {

@@ -33,6 +33,7 @@ struct RedisSettings {
   std::string prefix = "mailrelay:";
   std::chrono::milliseconds timeout{50};
   std::size_t stream_max_len = 0;  // > 0: every audit line also goes to the stream <prefix>audit
+  std::chrono::seconds message_ttl = kDefaultMessageTtl;
 };
 
 // Where a state-store URL points. Fails with a message for the operator.
@@ -67,6 +68,9 @@ class RedisStateStore final : public StateStore {
   Result<bool> unsuppress(const std::string& hash) override;
   Result<bool> claim_event(const std::string& id, std::chrono::milliseconds ttl) override;
   void forget_event(const std::string& id) override;
+  void record_message(const std::string& request_id, const std::string& outcome) override;
+  void record_message_event(const std::string& request_id, const std::string& event) override;
+  Result<std::optional<MessageRecord>> message(const std::string& request_id) override;
   void stream(std::string_view audit_line) override;
   StateStoreCounters counters() const override;
   std::string describe() const override;
@@ -100,6 +104,7 @@ class RedisStateStore final : public StateStore {
   std::string idempotency_key(const std::string& client, const std::string& key) const;
   std::string event_key(const std::string& id) const { return settings_.prefix + "event:" + id; }
   std::string suppression_key(const std::string& hash) const { return settings_.prefix + "supp:" + hash; }
+  std::string message_key(const std::string& id) const { return settings_.prefix + "msg:" + id; }
   void stream_loop();
 
   const RedisSettings settings_;

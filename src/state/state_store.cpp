@@ -30,8 +30,8 @@ RateVerdict gcra_take(std::int64_t& tat, std::int64_t now, const RateLimit& limi
   return {true, std::chrono::milliseconds(0)};
 }
 
-MemoryStateStore::MemoryStateStore(Clock& clock)
-    : clock_(clock), idempotency_(100000, std::chrono::hours(24), clock) {}
+MemoryStateStore::MemoryStateStore(Clock& clock, std::chrono::seconds message_ttl)
+    : clock_(clock), idempotency_(100000, std::chrono::hours(24), clock), message_ttl_(message_ttl) {}
 
 Result<IdempotencyCache::Lookup> MemoryStateStore::begin_idempotent(const std::string& client, const std::string& key,
                                                                     const std::string& digest, std::chrono::milliseconds) {
@@ -117,6 +117,37 @@ Result<bool> MemoryStateStore::claim_event(const std::string& id, std::chrono::m
 void MemoryStateStore::forget_event(const std::string& id) {
   std::lock_guard<std::mutex> lock(mutex_);
   events_.erase(id);
+}
+
+void MemoryStateStore::record_message(const std::string& request_id, const std::string& outcome) {
+  const Clock::TimePoint now = clock_.now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  // Every message lives as long: the oldest expire first. Beyond the bound the oldest go too.
+  while (!message_order_.empty()) {
+    auto it = messages_.find(message_order_.front());
+    if (it != messages_.end() && it->second.expires > now && messages_.size() < kMaxMessages) break;
+    if (it != messages_.end()) messages_.erase(it);
+    message_order_.pop_front();
+  }
+  if (messages_.emplace(request_id, StoredMessage{MessageRecord{outcome, {}}, now + message_ttl_}).second) {
+    message_order_.push_back(request_id);
+  }
+}
+
+void MemoryStateStore::record_message_event(const std::string& request_id, const std::string& event) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = messages_.find(request_id);
+  if (it == messages_.end() || it->second.expires <= clock_.now()) return;
+  std::vector<std::string>& events = it->second.record.events;
+  if (events.size() >= kMaxMessageEvents) events.erase(events.begin());
+  events.push_back(event);
+}
+
+Result<std::optional<MessageRecord>> MemoryStateStore::message(const std::string& request_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = messages_.find(request_id);
+  if (it == messages_.end() || it->second.expires <= clock_.now()) return std::optional<MessageRecord>();
+  return std::optional<MessageRecord>(it->second.record);
 }
 
 }  // namespace mailrelay

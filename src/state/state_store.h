@@ -65,6 +65,18 @@ struct Suppression {
   std::string since;     // UTC timestamp
 };
 
+// A message as GET /v1/messages/{request_id} reads it: the send's outcome and, oldest first, the
+// delivery events joined to it since (README "Message status"). JSON texts holding no address.
+struct MessageRecord {
+  std::string outcome;
+  std::vector<std::string> events;
+};
+
+// Messages are kept this long after their send by default (--message-status-ttl).
+inline constexpr std::chrono::seconds kDefaultMessageTtl{7 * 24 * 3600};
+// Events kept per message at most (the newest).
+inline constexpr std::size_t kMaxMessageEvents = 50;
+
 // The store's counters, for /metrics.
 struct StateStoreCounters {
   bool up = true;
@@ -104,6 +116,14 @@ class StateStore {
   virtual Result<bool> claim_event(const std::string& id, std::chrono::milliseconds ttl) = 0;
   virtual void forget_event(const std::string& id) = 0;
 
+  // Message status, kept the store's message TTL after the send. The first send under a request
+  // id is the one kept (ids are unique unless a client reuses its own X-Request-Id). Both writes
+  // only add to what a read shows: they fail silently, counted in the store's error counter.
+  virtual void record_message(const std::string& request_id, const std::string& outcome) = 0;
+  virtual void record_message_event(const std::string& request_id, const std::string& event) = 0;
+  // nullopt: unknown, or expired.
+  virtual Result<std::optional<MessageRecord>> message(const std::string& request_id) = 0;
+
   // Appends an audit line to the stream, when there is one (--audit-stream redis). Never blocks.
   virtual void stream(std::string_view /*audit_line*/) {}
 
@@ -124,7 +144,7 @@ RateVerdict gcra_take(std::int64_t& tat, std::int64_t now, const RateLimit& limi
 
 class MemoryStateStore final : public StateStore {
  public:
-  explicit MemoryStateStore(Clock& clock);
+  explicit MemoryStateStore(Clock& clock, std::chrono::seconds message_ttl = kDefaultMessageTtl);
 
   Result<IdempotencyCache::Lookup> begin_idempotent(const std::string& client, const std::string& key,
                                                     const std::string& digest, std::chrono::milliseconds) override;
@@ -140,22 +160,34 @@ class MemoryStateStore final : public StateStore {
   Result<bool> unsuppress(const std::string& hash) override;
   Result<bool> claim_event(const std::string& id, std::chrono::milliseconds ttl) override;
   void forget_event(const std::string& id) override;
+  void record_message(const std::string& request_id, const std::string& outcome) override;
+  void record_message_event(const std::string& request_id, const std::string& event) override;
+  Result<std::optional<MessageRecord>> message(const std::string& request_id) override;
   StateStoreCounters counters() const override { return {}; }
   std::string describe() const override { return "memory"; }
 
   // Event ids remembered at most (the oldest go first beyond it).
   static constexpr std::size_t kMaxEvents = 1000000;
+  // Messages kept at most (the oldest go first beyond it): about 1 KB each, events included.
+  static constexpr std::size_t kMaxMessages = 100000;
 
  private:
   Clock& clock_;
   // 24 hours of keys, as Stripe and the IETF draft suggest; 100k entries of a few hundred bytes.
   IdempotencyCache idempotency_;
-  std::mutex mutex_;  // guards the five members below
+  const std::chrono::seconds message_ttl_;
+  std::mutex mutex_;  // guards the seven members below
   ProviderOverrides overrides_;                  // guarded by mutex_
   std::map<std::string, std::int64_t> buckets_;  // guarded by mutex_: bucket -> TAT (µs)
   std::unordered_map<std::string, Suppression> suppressions_;  // guarded by mutex_
   std::unordered_map<std::string, Clock::TimePoint> events_;   // guarded by mutex_: id -> forgotten at
   std::deque<std::pair<Clock::TimePoint, std::string>> event_order_;  // guarded by mutex_: oldest first
+  struct StoredMessage {
+    MessageRecord record;
+    Clock::TimePoint expires;
+  };
+  std::unordered_map<std::string, StoredMessage> messages_;  // guarded by mutex_
+  std::deque<std::string> message_order_;                    // guarded by mutex_: oldest first
 };
 
 }  // namespace mailrelay
