@@ -94,7 +94,8 @@ Result<std::unique_ptr<Daemon>, ConfigExit> Daemon::start(Config config, spdlog:
   d->server_ = std::make_unique<FrontDoor>(door_settings(c, log));
   d->api_ = std::make_unique<HttpApi>(std::move(runtime).value(), *d->audit_, d->metrics_, *d->store_, d->control_.get(),
                                       ApiSettings{c.max_body_bytes, static_cast<std::size_t>(c.max_in_flight),
-                                                  c.audit_recipient_key, d->transport_.get()},
+                                                  c.audit_recipient_key, d->transport_.get(),
+                                                  static_cast<std::size_t>(c.max_batch)},
                                       d->clock_, log);
   d->api_->install(*d->server_);
   d->port_ = d->server_->bind(c.listen_host, c.listen_port);

@@ -321,6 +321,7 @@ json AuditLog::request_json(const RequestRecord& r) const {
             {"attempts", json::array()},
             {"stop_reason", nullptr},
             {"recipients", 0}};
+  if (!r.batch_id.empty()) line["batch_id"] = r.batch_id;
   if (!r.replay_of.empty()) line["replay_of"] = r.replay_of;
   if (!r.refused_by.empty()) line["refused_by"] = r.refused_by;
   if (r.state_store_unavailable) line["state_store"] = "unavailable";

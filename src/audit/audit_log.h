@@ -35,6 +35,7 @@ struct AuditSettings {
 // Everything the request line says about one HTTP request.
 struct RequestRecord {
   std::string request_id;
+  std::string batch_id;               // a message of POST /v1/send/batch: the batch's request id
   std::string client_ip;
   std::optional<std::string> client;  // token name
   std::string method;

@@ -59,6 +59,7 @@ void declare_serving_options(CLI::App& app, Config& c) {
       ->capture_default_str();
   add(app, "threads", c.threads, "deprecated and ignored: there is no thread per request; see --event-threads");
   add(app, "max-queue", c.max_queue, "deprecated and ignored: admission is --max-in-flight");
+  add(app, "max-batch", c.max_batch, "messages in one POST /v1/send/batch (1 to 1000)")->capture_default_str();
   add(app, "max-in-flight", c.max_in_flight, "sends handled at once; a send beyond it gets 503 overloaded at once")
       ->capture_default_str();
   add(app, "max-body-bytes-in-flight", c.max_body_bytes_in_flight,
@@ -284,6 +285,7 @@ std::optional<std::string> validate(Config& c) {
            "or listen on 127.0.0.1 / [::1]";
   }
   if (c.event_threads < 0 || c.event_threads > 256) return std::string("--event-threads must be between 0 and 256");
+  if (c.max_batch < 1 || c.max_batch > 1000) return std::string("--max-batch must be between 1 and 1000");
   if (c.max_in_flight < 1 || c.max_in_flight > 65536) return std::string("--max-in-flight must be between 1 and 65536");
   if (c.max_body_bytes_in_flight < c.max_body_bytes) {
     return std::string("--max-body-bytes-in-flight must be at least --max-body-bytes");

@@ -23,6 +23,7 @@ struct Config {
   int event_threads = 0;       // event loops; 0: one per core
   int threads = -1;            // deprecated, ignored (-1: not given)
   int max_queue = -1;          // deprecated, ignored (-1: not given)
+  int max_batch = 100;         // messages in one POST /v1/send/batch
   int max_in_flight = 4096;    // sends handled at once; beyond: 503 overloaded
   std::uint64_t max_body_bytes_in_flight = 536870912;  // request bodies in memory; beyond: 503
   std::vector<std::string> providers{"sendgrid", "mailgun"};

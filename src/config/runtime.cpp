@@ -57,6 +57,7 @@ std::vector<std::string> restart_only_changes(const Config& before, const Config
   check("state-store", before.state_store != after.state_store);
   check("state-store-password", before.state_store_password != after.state_store_password);
   check("state-store-prefix", before.state_store_prefix != after.state_store_prefix);
+  check("max-batch", before.max_batch != after.max_batch);
   check("message-status-ttl", before.message_status_ttl_seconds != after.message_status_ttl_seconds);
   check("state-store-timeout-ms", before.state_store_timeout_ms != after.state_store_timeout_ms);
   check("audit-stream", before.audit_stream != after.audit_stream);

@@ -207,6 +207,7 @@ void HttpApi::serve(const Route& route, const httplib::Request& req, httplib::Re
   const std::string id = request_id_of(req, res);
   switch (route.handler) {
     case Handler::kSend: return handle_send(req, res, door_->context(req), std::move(body));
+    case Handler::kBatch: return handle_batch(req, res, door_->context(req), std::move(body));
     case Handler::kMessage: {
       StatusAnswer answer = messages_.read(*runtime, header(req, "Authorization"), door_->context(req).route_param, id);
       for (const auto& [name, value] : answer.headers) res.set_header(name, value);
@@ -425,17 +426,10 @@ void HttpApi::answer_unrouted(const httplib::Request& req, httplib::Response& re
   finish(req, res, ctx, 404, error_json(id, "not_found", "no such endpoint"), {});
 }
 
-void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body) {
-  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
-  SendRequest request;
-  request.request_id = request_id_of(req, res);
-  request.started = ctx.started;
-  request.authorization = header(req, "Authorization");
-  request.content_type = header(req, "Content-Type");
-  if (req.has_header("Idempotency-Key")) request.idempotency_key = header(req, "Idempotency-Key");
-  request.body = std::move(body);
-  SendReport report = sends_.handle(*runtime, std::move(request));
-  for (const auto& [name, value] : report.headers) res.set_header(name, value);
+namespace {
+
+// The audit line's view of one send (it points into the report).
+RequestRecord record_of(SendReport& report) {
   RequestRecord record;
   record.client = report.client;
   record.outcome = report.outcome;
@@ -445,7 +439,54 @@ void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, R
   record.email = report.email ? &*report.email : nullptr;
   record.relay = report.relay ? &*report.relay : nullptr;
   if (record.relay && report.body.contains("attempts")) record.attempts = &report.body["attempts"];
-  finish(req, res, ctx, report.status, report.body, std::move(record));  // record points into the body
+  return record;
+}
+
+}  // namespace
+
+SendRequest HttpApi::send_request(const httplib::Request& req, httplib::Response& res, const RequestContext& ctx,
+                                  std::string body) const {
+  SendRequest request;
+  request.request_id = request_id_of(req, res);
+  request.started = ctx.started;
+  request.authorization = header(req, "Authorization");
+  request.content_type = header(req, "Content-Type");
+  request.body = std::move(body);
+  return request;
+}
+
+void HttpApi::handle_send(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body) {
+  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+  SendRequest request = send_request(req, res, ctx, std::move(body));
+  if (req.has_header("Idempotency-Key")) request.idempotency_key = header(req, "Idempotency-Key");
+  SendReport report = sends_.handle(*runtime, std::move(request));
+  for (const auto& [name, value] : report.headers) res.set_header(name, value);
+  finish(req, res, ctx, report.status, report.body, record_of(report));  // the record points into the report
+}
+
+// One audit line per message (its own request id, "batch_id" the batch's), then the batch's own.
+void HttpApi::handle_batch(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body) {
+  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+  SendRequest request = send_request(req, res, ctx, std::move(body));
+  const std::string batch_id = request.request_id;
+  BatchReport report = sends_.handle_batch(*runtime, std::move(request), settings_.max_batch);
+  for (const auto& [name, value] : report.headers) res.set_header(name, value);
+  for (std::size_t i = 0; i < report.items.size(); ++i) {
+    RequestRecord line = record_of(report.items[i]);
+    line.request_id = report.ids[i];
+    line.batch_id = batch_id;
+    line.client_ip = ctx.client_ip;
+    line.method = req.method;
+    line.path = path_of(req, ctx);
+    line.status = report.items[i].status;
+    if (line.outcome.empty()) line.outcome = "sent";
+    line.latency_ms = to_ms(clock_.now() - ctx.started);
+    audit_.request(line);
+  }
+  RequestRecord record;
+  record.client = report.client;
+  record.outcome = report.outcome;
+  finish(req, res, ctx, report.status, report.body, std::move(record));
 }
 
 // A "reason" member of a control body: at most 200 characters, no control characters. Returns the

@@ -35,6 +35,7 @@ struct ApiSettings {
   std::size_t max_in_flight = 4096;  // sends handled at once; beyond: 503 overloaded
   std::string recipient_key;         // the audit recipient key: suppressions are kept under it
   HttpTransport* transport = nullptr;  // forwards delivery events (--events-forward-url)
+  std::size_t max_batch = 100;         // messages in one POST /v1/send/batch
 };
 
 class HttpApi {
@@ -85,6 +86,9 @@ class HttpApi {
   std::string metrics_text(const Runtime& runtime) const;
   nlohmann::ordered_json limits_view(const Runtime& runtime, const std::string& id) const;
   void handle_send(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body);
+  void handle_batch(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body);
+  SendRequest send_request(const httplib::Request& req, httplib::Response& res, const RequestContext& ctx,
+                           std::string body) const;
   void answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx);
   // PATCH /v1/providers/{name}, PUT and DELETE /v1/providers/order, GET, PUT and DELETE
   // /v1/suppressions/{address}: ControlService's and SuppressionService's, for the admin scope.

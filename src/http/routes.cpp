@@ -12,6 +12,7 @@ using H = Handler;
 const std::vector<Route>& route_table() {
   static const std::vector<Route> kRoutes = {
       {"POST", "/v1/send", B::kMessage, A::kSender, true, H::kSend},
+      {"POST", "/v1/send/batch", B::kMessage, A::kSender, true, H::kBatch},
       {"GET", "/v1/messages/{request_id}", B::kNone, A::kAnyClient, false, H::kMessage},
       {"GET", "/healthz", B::kNone, A::kPublic, false, H::kHealth},
       {"GET", "/readyz", B::kNone, A::kPublic, false, H::kReady},

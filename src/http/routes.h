@@ -23,7 +23,7 @@ enum class BodyRule { kNone, kMessage, kWebhook, kControl };
 // checked by EventService).
 enum class Access { kPublic, kAnyClient, kAdmin, kSender, kProvider };
 // Which of HttpApi's handlers answers it.
-enum class Handler { kSend, kMessage, kEvent, kSuppression, kControl, kProviders, kLimits, kOpenApi, kHealth, kReady, kMetrics };
+enum class Handler { kSend, kBatch, kMessage, kEvent, kSuppression, kControl, kProviders, kLimits, kOpenApi, kHealth, kReady, kMetrics };
 
 // One row of the route table: everything the HTTP API knows of a method on a path.
 struct Route {

@@ -465,4 +465,26 @@ void run_blocking(const std::function<void()>& job) {
   suspend();
 }
 
+void run_all(std::vector<std::function<void()>>& jobs) {
+  Fiber* f = current_fiber();
+  if (!f) {
+    for (auto& job : jobs) job();
+    return;
+  }
+  EventLoop* loop = f->loop;
+  std::size_t left = jobs.size();
+  // Spawned fibers run only after this one suspends (same thread); the last one to end wakes it.
+  for (auto& job : jobs) {
+    loop->spawn([&job, &left, f, loop] {
+      try {
+        job();
+      } catch (...) {
+        // A job reports its own failures; it still counts as done.
+      }
+      if (--left == 0) loop->resume(f);
+    });
+  }
+  while (left > 0) suspend();
+}
+
 }  // namespace mailrelay

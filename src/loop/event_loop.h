@@ -125,6 +125,9 @@ void sleep_for(std::chrono::milliseconds duration);
 // Runs `job` on the small fixed pool of threads for work that must block (file writes): the fiber
 // waits, its loop does not. Off a fiber, runs it here.
 void run_blocking(const std::function<void()>& job);
+// Runs every job and returns when all have ended: on a fiber, each on a fiber of its own on the
+// same loop, concurrently (their waits overlap); off a fiber, one after another.
+void run_all(std::vector<std::function<void()>>& jobs);
 // One pointer per fiber (FrontDoor: the connection a fiber serves). Off a fiber: per thread.
 void* fiber_local();
 void set_fiber_local(void* value);

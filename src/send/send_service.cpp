@@ -4,6 +4,7 @@
 
 #include "audit_log.h"  // redact_addresses
 #include "hash.h"
+#include "json_depth.h"
 #include "message_status.h"
 #include "text_helpers.h"
 
@@ -67,6 +68,95 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
   report.client = client;
   report.store_unavailable = report.store_unavailable || store_unavailable;
   return report;
+}
+
+BatchReport SendService::handle_batch(const Runtime& runtime, SendRequest request, std::size_t max_batch) {
+  const std::string& id = request.request_id;
+  BatchReport report;
+  report.outcome = "batch";
+  auto refuse = [&](SendReport refused) {
+    report.status = refused.status;
+    report.outcome = refused.outcome;
+    report.body = std::move(refused.body);
+    report.headers = std::move(refused.headers);
+    return std::move(report);
+  };
+  const Authorization caller = authorize(runtime.tokens.get(), request.authorization, kScopeSend);
+  report.client = caller.client;
+  if (caller.status != 0) {
+    SendReport refused = refusal({}, caller.status, id, caller.code, caller.message);
+    if (caller.status == 401) refused.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return refuse(std::move(refused));
+  }
+  if (!is_json_content_type(request.content_type)) {
+    return refuse(refusal({}, 415, id, "unsupported_media_type", "Content-Type must be application/json"));
+  }
+  // A message nests kMaxJsonDepth deep at most, inside {"messages": [...]}.
+  nlohmann::json doc = json_nesting_depth(request.body, kMaxJsonDepth + 2) > kMaxJsonDepth + 2
+                           ? nlohmann::json()
+                           : nlohmann::json::parse(request.body, nullptr, false);
+  std::string().swap(request.body);
+  if (!doc.is_object() || doc.size() != 1 || !doc.contains("messages") || !doc["messages"].is_array() ||
+      doc["messages"].empty() || doc["messages"].size() > max_batch) {
+    return refuse(refusal({}, 400, id, "invalid_request",
+                          "the body must be {\"messages\": [...]} with 1 to " + std::to_string(max_batch) +
+                              " messages, JSON nested at most " + std::to_string(kMaxJsonDepth + 2) + " deep",
+                          "messages"));
+  }
+  std::vector<SendRequest> items = batch_items(request, doc["messages"], report);
+  std::vector<std::function<void()>> jobs;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (report.items[i].outcome.empty()) {  // not refused while splitting
+      jobs.push_back([this, &runtime, &items, &report, i] { report.items[i] = handle(runtime, std::move(items[i])); });
+    }
+  }
+  run_all(jobs);
+  json results = json::array();
+  std::size_t sent = 0;
+  for (SendReport& item : report.items) {
+    sent += item.status == 200 ? 1 : 0;
+    json result = item.body;  // the item keeps its own: its audit line points into it
+    result["http_status"] = item.status;
+    results.push_back(std::move(result));
+  }
+  report.status = sent == report.items.size() ? 200 : 207;
+  report.body = json{{"request_id", id},
+                     {"summary", {{"total", report.items.size()}, {"sent", sent}, {"failed", report.items.size() - sent}}},
+                     {"results", std::move(results)}};
+  return report;
+}
+
+// Each message of a batch as a send of its own; a message that is not one (not an object, a bad
+// idempotency_key) gets its refusal in `report` now.
+std::vector<SendRequest> SendService::batch_items(const SendRequest& batch, nlohmann::json& messages,
+                                                  BatchReport& report) {
+  std::vector<SendRequest> items(messages.size());
+  report.items.resize(messages.size());
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    SendRequest& item = items[i];
+    item.request_id = batch.request_id + "." + std::to_string(i);
+    item.started = batch.started;
+    item.authorization = batch.authorization;
+    item.content_type = batch.content_type;
+    report.ids.push_back(item.request_id);
+    report.items[i].client = report.client;
+    nlohmann::json& message = messages[i];
+    if (!message.is_object()) {
+      report.items[i] = refusal({}, 400, item.request_id, "invalid_request", "each message must be a JSON object");
+      continue;
+    }
+    if (message.contains("idempotency_key")) {
+      if (!message["idempotency_key"].is_string() || !is_acceptable_idempotency_key(message["idempotency_key"].get_ref<const std::string&>())) {
+        report.items[i] = refusal({}, 400, item.request_id, "invalid_request", "must be 1 to 255 printable ASCII characters",
+                                  "idempotency_key");
+        continue;
+      }
+      item.idempotency_key = message["idempotency_key"].get<std::string>();
+      message.erase("idempotency_key");
+    }
+    item.body = message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  return items;
 }
 
 // Client rate limits (README "Other endpoints"): per client name, "*" for the others; they fail

@@ -50,6 +50,16 @@ struct SendReport {
   std::optional<RelayResult> relay;    // when the relay ran
 };
 
+// POST /v1/send/batch (README "Batches"): the batch's own answer and each message's report.
+struct BatchReport {
+  int status = 200;                    // 200: every message sent; 207: some not (see results)
+  nlohmann::ordered_json body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::optional<std::string> client;
+  std::string outcome;                 // "batch", or the error code when the batch itself is refused
+  std::vector<std::string> ids;        // each message's request id, in order
+  std::vector<SendReport> items;       // each message's report, in order (empty when refused)
+};
 
 class SendService {
  public:
@@ -59,6 +69,10 @@ class SendService {
               std::size_t max_in_flight);
 
   SendReport handle(const Runtime& runtime, SendRequest request);
+  // Up to `max_batch` messages, each one a send of its own (its request id "<id>.<index>", its
+  // rate-limit count, admission, validation, suppression check, idempotency key, relay and
+  // status), run concurrently within the batch request's deadline.
+  BatchReport handle_batch(const Runtime& runtime, SendRequest request, std::size_t max_batch);
 
   // Sends being handled now (the mailrelay_in_flight gauge).
   std::size_t in_flight() const { return in_flight_; }
@@ -74,6 +88,7 @@ class SendService {
     int status;
     std::string code, message, retry_after;  // retry_after "" for none
   };
+  std::vector<SendRequest> batch_items(const SendRequest& batch, nlohmann::json& messages, BatchReport& report);
   bool refused_by_rate_limit(const Runtime& runtime, const std::string& id, SendReport& report);
   bool admit(const std::string& id, SendReport& report);
   SendReport admitted(const Runtime& runtime, SendRequest& request, const std::string& client);

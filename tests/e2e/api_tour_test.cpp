@@ -64,6 +64,17 @@ TEST_CASE("API tour: every documented operation answers as documented", "[e2e][o
   CHECK(status(c.Post("/v1/send", ops, message, "application/json")) == 403);  // admin only, no send scope
   CHECK(status(c.Post("/v1/send", message, "application/json")) == 401);
   CHECK(status(c.Get("/v1/send")) == 405);
+  // Batches and message status.
+  httplib::Headers tour_batch = billing;
+  tour_batch.emplace("X-Request-Id", "tour-batch");
+  const json batch{{"messages", {fakes::sample_request(), {{"from", "a@example.com"}}}}};
+  CHECK(status(c.Post("/v1/send/batch", tour_batch, batch.dump(), "application/json")) == 207);
+  CHECK(status(c.Post("/v1/send/batch", billing, json{{"messages", {fakes::sample_request()}}}.dump(), "application/json")) == 200);
+  CHECK(status(c.Post("/v1/send/batch", billing, R"({"messages": []})", "application/json")) == 400);
+  CHECK(status(c.Post("/v1/send/batch", batch.dump(), "application/json")) == 401);
+  CHECK(status(c.Get("/v1/messages/tour-batch.0", billing)) == 200);
+  CHECK(status(c.Get("/v1/messages/tour-batch.1", billing)) == 404);
+  CHECK(status(c.Get("/v1/messages/tour-batch.0")) == 401);
   CHECK(status(c.Get("/no/such/path")) == 404);
 
   // Suppressions.

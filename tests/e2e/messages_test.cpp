@@ -6,6 +6,9 @@
 #include <chrono>
 #include <memory>
 #include <thread>
+#include <set>
+#include <tuple>
+
 
 #include <httplib.h>
 
@@ -162,4 +165,151 @@ TEST_CASE("message status: any instance of a fleet answers, with the delivery ev
   auto down = b->client().Get("/v1/messages/fleet-status");
   CHECK(status_of(down) == 503);
   CHECK(json::parse(down->body)["error"]["code"] == "state_store_unavailable");
+}
+
+namespace {
+
+std::vector<json> audit_lines(const std::string& path) {
+  std::vector<json> out;
+  const std::string text = fakes::read_file(path);
+  std::size_t start = 0;
+  for (std::size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+    out.push_back(json::parse(text.substr(start, nl - start)));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("batch: each message on its own, results in order, 207 when not all were sent", "[e2e][batch]") {
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("tokens"), "billing:billing-token-0123456789\nops:ops-token-0123456789abcd:admin\n");
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--tokens-file",
+            dir.file("tokens"), "--audit-log", dir.file("audit.log"), "--max-batch", "4"});
+  REQUIRE(d.port() > 0);
+  const httplib::Headers billing{{"Authorization", "Bearer billing-token-0123456789"}};
+  httplib::Headers first_batch = billing;
+  first_batch.emplace("X-Request-Id", "batch-1");
+  const httplib::Headers ops{{"Authorization", "Bearer ops-token-0123456789abcd"}};
+  auto c = d.client();
+  json keyed = fakes::sample_request();
+  keyed["idempotency_key"] = "order-7";
+  json suppressed = fakes::sample_request();
+  suppressed["to"] = {"carol@example.org"};
+  REQUIRE(status_of(c.Put("/v1/suppressions/carol@example.org", ops, R"({"reason": "batch test"})", "application/json")) == 200);
+  const json batch{{"messages", {fakes::sample_request(), {{"from", "a@example.com"}, {"subject", "no to"}, {"text", "x"}},
+                                 keyed, suppressed}}};
+  auto r = c.Post("/v1/send/batch", first_batch, batch.dump(), "application/json");
+  REQUIRE(status_of(r) == 207);
+  json b = json::parse(r->body);
+  CHECK(b["request_id"] == "batch-1");
+  CHECK(b["summary"] == json{{"total", 4}, {"sent", 2}, {"failed", 2}});
+  REQUIRE(b["results"].size() == 4);
+  CHECK(b["results"][0]["request_id"] == "batch-1.0");
+  CHECK(b["results"][0]["status"] == "sent");
+  CHECK(b["results"][0]["http_status"] == 200);
+  CHECK(b["results"][0]["provider"] == "outbox");
+  CHECK(b["results"][1]["request_id"] == "batch-1.1");
+  CHECK(b["results"][1]["http_status"] == 400);
+  CHECK(b["results"][1]["error"]["code"] == "invalid_request");
+  CHECK(b["results"][1]["error"]["field"] == "to");
+  CHECK(b["results"][2]["status"] == "sent");
+  CHECK(b["results"][3]["http_status"] == 422);
+  CHECK(b["results"][3]["error"]["code"] == "recipient_suppressed");
+  CHECK(files_in(dir.file("outbox")).size() == 2);
+  // Each message has its status under its own id.
+  CHECK(json::parse(c.Get("/v1/messages/batch-1.2", billing)->body)["message"]["status"] == "sent");
+
+  // The same batch again: the keyed message is replayed (no second file), the first sent again.
+  r = c.Post("/v1/send/batch", billing, batch.dump(), "application/json");
+  REQUIRE(status_of(r) == 207);
+  b = json::parse(r->body);
+  CHECK(b["results"][2]["request_id"] == "batch-1.2");  // the first answer, replayed
+  CHECK(files_in(dir.file("outbox")).size() == 3);
+
+  // Every message sent: 200.
+  json two{{"messages", {fakes::sample_request(), fakes::sample_request()}}};
+  r = c.Post("/v1/send/batch", billing, two.dump(), "application/json");
+  REQUIRE(status_of(r) == 200);
+  CHECK(json::parse(r->body)["summary"]["sent"] == 2);
+
+  // The batch itself refused: nothing sent.
+  const std::size_t before = files_in(dir.file("outbox")).size();
+  json five{{"messages", json::array()}};
+  for (int i = 0; i < 5; ++i) five["messages"].push_back(fakes::sample_request());
+  for (const std::string& body : {five.dump(), std::string(R"({"messages": []})"), std::string(R"({"messages": {}})"),
+                                  std::string("[1, 2]"), std::string(R"({"messages": [{}], "extra": 1})"), std::string("{")}) {
+    CAPTURE(body);
+    auto refused = c.Post("/v1/send/batch", billing, body, "application/json");
+    CHECK(status_of(refused) == 400);
+    CHECK(json::parse(refused->body)["error"]["field"] == "messages");
+  }
+  CHECK(status_of(c.Post("/v1/send/batch", two.dump(), "application/json")) == 401);
+  CHECK(status_of(c.Post("/v1/send/batch", ops, two.dump(), "application/json")) == 403);
+  CHECK(status_of(c.Post("/v1/send/batch", billing, two.dump(), "text/plain")) == 415);
+  json bad_key{{"messages", {fakes::sample_request()}}};
+  bad_key["messages"][0]["idempotency_key"] = 7;
+  r = c.Post("/v1/send/batch", billing, bad_key.dump(), "application/json");
+  REQUIRE(status_of(r) == 207);
+  CHECK(json::parse(r->body)["results"][0]["error"]["field"] == "idempotency_key");
+  CHECK(files_in(dir.file("outbox")).size() == before);
+  CHECK(d.stop() == 0);
+
+  // The audit log: one line per message with its own id and the batch's, then the batch's line.
+  std::vector<json> first;
+  for (const json& line : audit_lines(dir.file("audit.log"))) {
+    if (line.value("batch_id", "") == "batch-1" || line["request_id"] == "batch-1") first.push_back(line);
+  }
+  REQUIRE(first.size() == 5);
+  CHECK(first[4]["request_id"] == "batch-1");
+  CHECK(first[4]["outcome"] == "batch");
+  CHECK(first[4]["status"] == 207);
+  std::set<std::string> outcomes;
+  for (int i = 0; i < 4; ++i) {
+    CHECK(first[i]["path"] == "/v1/send/batch");
+    CHECK(first[i]["client"] == "billing");
+    outcomes.insert(first[i]["request_id"].get<std::string>() + "=" + first[i]["outcome"].get<std::string>());
+  }
+  CHECK(outcomes == std::set<std::string>{"batch-1.0=sent", "batch-1.1=invalid_request", "batch-1.2=sent",
+                                          "batch-1.3=recipient_suppressed"});
+}
+
+TEST_CASE("batch: messages are relayed concurrently", "[e2e][batch]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer sendgrid;
+  fakes::FakeReply slow;
+  slow.delay = std::chrono::milliseconds(1000);
+  sendgrid.push_n(6, slow);
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid", "--sendgrid-base-url", sendgrid.base_url(),
+            "--audit-log", dir.file("audit.log")},
+           {std::string("SENDGRID_API_KEY=") + fakes::kSendGridKey});
+  REQUIRE(d.port() > 0);
+  json six{{"messages", json::array()}};
+  for (int i = 0; i < 6; ++i) six["messages"].push_back(fakes::sample_request());
+  const auto start = std::chrono::steady_clock::now();
+  auto r = d.client().Post("/v1/send/batch", six.dump(), "application/json");
+  const auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE(status_of(r) == 200);
+  CHECK(sendgrid.count() == 6);
+  // One after another it would take at least 6 s; together, about one.
+  CHECK(took < std::chrono::seconds(4));
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("batch: each message counts against the client's rate limit", "[e2e][batch]") {
+  fakes::TempDir dir;
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"),
+            "--audit-log", dir.file("audit.log"), "--rate-limits", "*=2/m"});
+  REQUIRE(d.port() > 0);
+  // 2 a minute: a burst of 1, then one every 30 s. One of the three goes out.
+  json three{{"messages", {fakes::sample_request(), fakes::sample_request(), fakes::sample_request()}}};
+  auto r = d.client().Post("/v1/send/batch", three.dump(), "application/json");
+  REQUIRE(status_of(r) == 207);
+  json b = json::parse(r->body);
+  CHECK(b["summary"]["sent"] == 1);
+  int limited = 0;
+  for (const json& result : b["results"]) limited += result.contains("error") && result["error"]["code"] == "rate_limited";
+  CHECK(limited == 2);
+  CHECK(files_in(dir.file("outbox")).size() == 1);
+  CHECK(d.stop() == 0);
 }
