@@ -343,3 +343,95 @@ TEST_CASE("sandbox: a provider without a test mode is skipped with that reason, 
   REQUIRE(h.transport.requests().size() == 1);
   CHECK(nlohmann::json::parse(h.transport.requests()[0].body)["mail_settings"]["sandbox_mode"]["enable"] == true);
 }
+
+namespace {
+
+// A provider whose speed and answer the simulation sets; its call takes `latency` of fake time.
+struct SimulatedProvider final : EmailProvider {
+  SimulatedProvider(std::string n, fakes::FakeClock& c) : name_(std::move(n)), clock(c) {}
+  const std::string& name() const override { return name_; }
+  AttemptResult send(const Email&, std::string_view, milliseconds) override {
+    clock.advance(latency);
+    AttemptResult r;
+    r.outcome = outcome;
+    r.http_status = outcome == AttemptOutcome::kSent ? 202 : 500;
+    return r;
+  }
+  std::string name_;
+  fakes::FakeClock& clock;
+  milliseconds latency{40};
+  AttemptOutcome outcome = AttemptOutcome::kSent;
+};
+
+struct Simulation {
+  fakes::FakeClock clock;
+  std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>("t", std::make_shared<spdlog::sinks::null_sink_mt>());
+  ProviderHealth health{BreakerSettings{}, clock, *log};
+  SimulatedProvider a{"sendgrid", clock}, b{"mailgun", clock};
+  Relay relay{{&a, &b}, adaptive(), clock, &health};
+  Email email = parse_email(fakes::sample_request().dump()).value();
+
+  static RelaySettings adaptive() {
+    RelaySettings s;
+    s.strategy = Strategy::kAdaptive;
+    return s;
+  }
+  // Ten requests a second for `seconds` of fake time: the share that went to `a` first.
+  double share_of_a(int seconds) {
+    int to_a = 0;
+    for (int i = 0; i < seconds * 10; ++i) {
+      RelayResult r = relay.send(email, "sim", clock.now());
+      to_a += r.attempts.at(0).provider == "sendgrid" ? 1 : 0;
+      clock.advance(milliseconds(100));
+    }
+    return to_a / (seconds * 10.0);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("adaptive: traffic moves away from a provider that slows down within seconds, and comes back", "[relay][adaptive]") {
+  Simulation sim;
+  sim.a.latency = milliseconds(40);
+  sim.b.latency = milliseconds(60);
+  sim.share_of_a(10);                 // both measured
+  CHECK(sim.share_of_a(20) > 0.8);    // the faster one takes most (the other is measured now and then)
+  sim.a.latency = milliseconds(800);  // sendgrid slows down
+  CHECK(sim.share_of_a(2) <= 0.1);    // within two seconds (one slow call is enough)
+  CHECK(sim.share_of_a(30) < 0.05);   // and stays away (a probe every ~17 s)
+  const ProviderFigures slow = sim.health.figures("sendgrid");
+  CHECK(slow.latency_ms > 60);
+  sim.a.latency = milliseconds(20);   // recovered
+  sim.share_of_a(20);                 // found by the next probe, at most ~17 s later
+  CHECK(sim.share_of_a(10) > 0.8);
+  CHECK(sim.health.figures("sendgrid").latency_ms < 40);
+}
+
+TEST_CASE("adaptive: errors count, and an open or parked provider is never chosen first", "[relay][adaptive]") {
+  Simulation sim;
+  sim.a.latency = milliseconds(10);
+  sim.b.latency = milliseconds(200);
+  sim.share_of_a(5);
+  CHECK(sim.share_of_a(5) > 0.8);
+  // Fast failures: each is a failover (about an attempt timeout): sendgrid loses first place.
+  sim.a.outcome = AttemptOutcome::kError;
+  sim.share_of_a(1);
+  CHECK(sim.health.figures("sendgrid").error_rate > 0.1);
+  CHECK(sim.share_of_a(5) < 0.2);
+  // Parked: never first, whatever its figures.
+  sim.a.outcome = AttemptOutcome::kSent;
+  ProviderHealth::Admission admission = sim.health.admit("sendgrid");
+  AttemptResult throttled;
+  throttled.outcome = AttemptOutcome::kError;
+  throttled.throttled = true;
+  throttled.retry_after = std::chrono::minutes(5);
+  sim.health.record("sendgrid", admission, throttled);
+  REQUIRE(sim.health.state("sendgrid") == CircuitState::kParked);
+  CHECK(sim.share_of_a(60) == 0.0);
+}
+
+TEST_CASE("adaptive: with no figures yet the configured order decides", "[relay][adaptive]") {
+  Simulation sim;
+  RelayResult r = sim.relay.send(sim.email, "first", sim.clock.now());
+  CHECK(r.attempts.at(0).provider == "sendgrid");
+}

@@ -96,7 +96,8 @@ void declare_provider_options(CLI::App& app, Config& c) {
 // The relay's policy: order, strategy, timeouts, retries.
 void declare_relay_options(CLI::App& app, Config& c) {
   add(app, "strategy", c.strategy,
-      "which provider goes first: failover (the order given), round-robin, or weighted; the rest of the order is the fallback")
+      "which provider goes first: failover (the order given), round-robin, weighted, or adaptive (the fastest and "
+      "least failing of late); the rest of the order is the fallback")
       ->capture_default_str();
   add(app, "weights", c.weights, "for --strategy weighted: sendgrid=3,mailgun=1 (unlisted providers weigh 1)");
   add(app, "attempt-timeout-ms", c.attempt_timeout_ms, "one provider call, connect to last byte")->capture_default_str();
@@ -489,8 +490,9 @@ std::optional<ConfigExit> parse_rates_and_strategy(Config& config) {
   auto rates = parse_rate_limits(config.rate_limits);
   if (!rates) return ConfigExit{2, rates.error().message};
   config.client_rates = std::move(rates).value();
-  if (config.strategy != "failover" && config.strategy != "round-robin" && config.strategy != "weighted") {
-    return ConfigExit{2, "--strategy must be failover, round-robin or weighted, got '" + config.strategy + "'"};
+  if (config.strategy != "failover" && config.strategy != "round-robin" && config.strategy != "weighted" &&
+      config.strategy != "adaptive") {
+    return ConfigExit{2, "--strategy must be failover, round-robin, weighted or adaptive, got '" + config.strategy + "'"};
   }
   config.provider_weights.assign(config.providers.size(), 1.0);
   std::stringstream weights(config.weights);

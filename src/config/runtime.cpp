@@ -24,6 +24,7 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const Config& config, HttpT
   RelaySettings settings;
   settings.strategy = config.strategy == "round-robin" ? Strategy::kRoundRobin
                       : config.strategy == "weighted"  ? Strategy::kWeighted
+                      : config.strategy == "adaptive"  ? Strategy::kAdaptive
                                                        : Strategy::kFailover;
   settings.weights = config.provider_weights;
   settings.attempt_timeout = std::chrono::milliseconds(config.attempt_timeout_ms);

@@ -1,6 +1,7 @@
 #include "control_service.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace mailrelay {
 namespace {
@@ -101,6 +102,10 @@ json ControlService::view(const Runtime& runtime, const std::string& request_id)
     item["circuit"] = circuit;
     item["counters"] = p["counters"];
     item["last_error"] = p["last_error"];
+    const ProviderFigures f = runtime.health ? runtime.health->figures(name) : ProviderFigures{};
+    item["latency_ms"] = std::round(f.latency_ms * 10) / 10;
+    item["error_rate"] = std::round(f.error_rate * 1000) / 1000;
+    item["calls"] = f.calls;
     providers.push_back(std::move(item));
   }
   return json{{"request_id", request_id},

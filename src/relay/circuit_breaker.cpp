@@ -1,6 +1,7 @@
 #include "circuit_breaker.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "text_helpers.h"
 
@@ -118,6 +119,32 @@ void ProviderHealth::release(const std::string& provider, const Admission& admis
   std::lock_guard<std::mutex> lock(mutex_);
   Breaker& b = breakers_[provider];
   if (admission.probe && admission.generation == b.generation) b.probe_in_flight = false;
+}
+
+ProviderFigures ProviderHealth::faded(const Breaker& b) const {
+  ProviderFigures f = b.figures;
+  const double age = std::chrono::duration<double>(clock_.now() - b.observed_at).count();
+  const double keep = std::exp2(-std::max(0.0, age) / static_cast<double>(kFigureHalfLife.count()));
+  f.latency_ms *= keep;
+  f.error_rate *= keep;
+  return f;
+}
+
+void ProviderHealth::observe(const std::string& provider, double latency_ms, bool failed) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Breaker& b = breakers_[provider];
+  ProviderFigures f = faded(b);
+  const double w = f.calls == 0 ? 1.0 : kFigureWeight;
+  f.latency_ms = w * latency_ms + (1 - w) * f.latency_ms;
+  f.error_rate = w * (failed ? 1.0 : 0.0) + (1 - w) * f.error_rate;
+  ++f.calls;
+  b.figures = f;
+  b.observed_at = clock_.now();
+}
+
+ProviderFigures ProviderHealth::figures(const std::string& provider) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return faded(breakers_[provider]);
 }
 
 CircuitState ProviderHealth::state(const std::string& provider) {

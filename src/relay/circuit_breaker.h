@@ -28,6 +28,18 @@ struct BreakerSettings {
 };
 
 enum class CircuitState { kClosed, kOpen, kHalfOpen, kParked };
+
+// A provider's recent speed and errors (--strategy adaptive, GET /v1/providers): weighted
+// averages over its calls (each new call weighs kFigureWeight) that fade toward zero, "unknown",
+// with a half-life of kFigureHalfLife while it is not called, so that a provider left alone
+// after a bad spell is tried again and measured anew.
+struct ProviderFigures {
+  double latency_ms = 0;   // of its calls, whatever their outcome
+  double error_rate = 0;   // 0..1: calls that failed (error or timeout; a rejection is an answer)
+  std::uint64_t calls = 0;
+};
+inline constexpr double kFigureWeight = 0.2;
+inline constexpr std::chrono::seconds kFigureHalfLife{10};
 std::string_view to_string(CircuitState state);
 
 class ProviderHealth {
@@ -48,6 +60,10 @@ class ProviderHealth {
   // An admitted call that was not made: a probe's turn goes to the next request.
   void release(const std::string& provider, const Admission& admission);
 
+  // One call made to `provider`, and how long it took.
+  void observe(const std::string& provider, double latency_ms, bool failed);
+  ProviderFigures figures(const std::string& provider);
+
   CircuitState state(const std::string& provider);
   // Time until `provider` may be tried again (zero when it may be tried now).
   std::chrono::milliseconds wait(const std::string& provider);
@@ -61,7 +77,10 @@ class ProviderHealth {
     std::uint64_t generation = 0;  // advanced on every state change
     bool probe_in_flight = false;
     Clock::TimePoint probe_since{};  // a probe whose result never came is given up after kProbeLost
+    ProviderFigures figures;         // as of observed_at
+    Clock::TimePoint observed_at{};
   };
+  ProviderFigures faded(const Breaker& b) const;  // REQUIRES: mutex_ held
   // REQUIRES: mutex_ held (both).
   void transition(const std::string& provider, Breaker& b, CircuitState to, const std::string& why);
   void refresh(const std::string& provider, Breaker& b);  // open/parked -> half-open/closed on time

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "provider_control.h"
@@ -93,12 +94,33 @@ std::vector<EmailProvider*> Relay::order(const ProviderOverrides* overrides) {
       }
       point -= settings_.weights[i];
     }
+  } else if (settings_.strategy == Strategy::kAdaptive) {
+    first = adaptive_first();
   }
   std::vector<EmailProvider*> out{providers_[first]};
   for (std::size_t i = 0; i < providers_.size(); ++i) {
     if (i != first) out.push_back(providers_[i]);
   }
   return out;
+}
+
+// The lowest score among the providers that may be called now; ties go to the configured order.
+std::size_t Relay::adaptive_first() {
+  if (!health_) return 0;
+  std::size_t first = 0;
+  double best = std::numeric_limits<double>::infinity();
+  for (std::size_t i = 0; i < providers_.size(); ++i) {
+    const std::string& name = providers_[i]->name();
+    const CircuitState state = health_->state(name);
+    if (state == CircuitState::kOpen || state == CircuitState::kParked) continue;
+    const ProviderFigures f = health_->figures(name);
+    const double score = f.latency_ms + f.error_rate * static_cast<double>(settings_.attempt_timeout.count());
+    if (score < best) {
+      best = score;
+      first = i;
+    }
+  }
+  return first;
 }
 
 RelayResult Relay::send(const Email& email, const std::string& request_id, Clock::TimePoint started,
@@ -136,7 +158,11 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
       Attempt attempt{provider->name(), try_number,
                       provider->send(email, request_id, std::min(settings_.attempt_timeout, left)), 0};
       attempt.latency_ms = to_ms(clock_.now() - begin);
-      if (health_) health_->record(provider->name(), admission, attempt.result);
+      if (health_) {
+        health_->record(provider->name(), admission, attempt.result);
+        const AttemptOutcome o = attempt.result.outcome;
+        health_->observe(provider->name(), attempt.latency_ms, o == AttemptOutcome::kError || o == AttemptOutcome::kTimeout);
+      }
       for (auto* o : observers_) o->after_attempt(request_id, attempt);
       out.attempts.push_back(attempt);
 

@@ -21,7 +21,9 @@
 namespace mailrelay {
 
 // Which provider is tried first; the configured order after it stays the fallback.
-enum class Strategy { kFailover, kRoundRobin, kWeighted };
+// kAdaptive: the provider with the lowest score, its recent latency plus its error rate times the
+// attempt timeout (a failure costs about a timeout and a failover), among those not open or parked.
+enum class Strategy { kFailover, kRoundRobin, kWeighted, kAdaptive };
 
 struct RelaySettings {
   Strategy strategy = Strategy::kFailover;
@@ -90,6 +92,7 @@ class Relay {
   // The order for one request: the operators' order if they set one, else the strategy's first
   // choice, then the others as configured.
   std::vector<EmailProvider*> order(const ProviderOverrides* overrides);
+  std::size_t adaptive_first();
   // Every observer took the attempt's "before" line.
   bool recorded(const std::string& request_id, const std::string& provider, int try_number);
   std::optional<std::string> skip_reason(EmailProvider& provider, const Email& email, const ProviderOverrides* overrides,

@@ -244,6 +244,39 @@ TEST_CASE("Elastic Email: a 429 without Retry-After parks it, an expired key is 
   CHECK_THAT(d.err(), Catch::Contains("throttled: parked for 1000 ms"));
 }
 
+TEST_CASE("adaptive strategy: a slow provider loses first place, its figures in GET /v1/providers", "[e2e][adaptive]") {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer sendgrid, mailgun;
+  fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
+  fakes::write_file(dir.file("mg.key"), fakes::kMailgunKey);
+  fakes::FakeReply slow;
+  slow.delay = std::chrono::milliseconds(300);
+  sendgrid.push(slow);
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid,mailgun", "--strategy", "adaptive",
+            "--sendgrid-base-url", sendgrid.base_url(), "--sendgrid-api-key-file", dir.file("sg.key"),
+            "--mailgun-base-url", mailgun.base_url(), "--mailgun-domain", fakes::kMailgunDomain,
+            "--mailgun-api-key-file", dir.file("mg.key")});
+  REQUIRE(d.port() > 0);
+  auto provider_of = [&] {
+    auto r = d.client().Post("/v1/send", fakes::sample_request().dump(), "application/json");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    json b = json::parse(r->body);
+    CHECK(b["attempts"].size() == 1);  // first choice, no failover
+    return b["provider"].get<std::string>();
+  };
+  CHECK(provider_of() == "sendgrid");  // no figures yet: the configured order
+  for (int i = 0; i < 5; ++i) CHECK(provider_of() == "mailgun");  // 300 ms against a few
+  json view = json::parse(d.client().Get("/v1/providers")->body);
+  CHECK(view["providers"][0]["name"] == "sendgrid");
+  CHECK(view["providers"][0]["latency_ms"].get<double>() > 100);  // 300 ms, fading with a 10 s half-life
+  CHECK(view["providers"][0]["calls"] == 1);
+  CHECK(view["providers"][0]["error_rate"] == 0.0);
+  CHECK(view["providers"][1]["calls"] == 5);
+  CHECK(view["providers"][1]["latency_ms"].get<double>() < view["providers"][0]["latency_ms"].get<double>());
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("sendgrid first with elasticemail as fallback", "[e2e][elasticemail]") {
   fakes::TempDir dir;
   fakes::FakeProviderServer elastic, sendgrid;
