@@ -114,7 +114,14 @@ void HttpApi::install(FrontDoor& server) {
   server.set_request_hook([](httplib::Request& req, RequestContext& ctx) {
     ctx.path = req.path;
     ctx.target_too_long = req.target.size() > kMaxTarget;
-    RouteMatch match = ctx.target_too_long ? RouteMatch{} : match_route(req.path, has_webhook);
+    // Matched on the path as sent, so that an encoded "/" (%2F: an address may hold one) stays
+    // inside its segment; the segment is then decoded. Else on the decoded path, as before.
+    RouteMatch match;
+    if (!ctx.target_too_long) {
+      match = match_route(std::string_view(req.target).substr(0, req.target.find('?')), has_webhook);
+      if (match.route) match.param = percent_decoded(match.param);
+      if (!match.route) match = match_route(req.path, has_webhook);
+    }
     ctx.route = match.route;
     ctx.route_param = std::move(match.param);
     req.path = ctx.route ? std::string(ctx.route->pattern) : std::string();

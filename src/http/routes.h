@@ -48,6 +48,9 @@ using SegmentFilter = bool (*)(std::string_view pattern, std::string_view segmen
 
 RouteMatch match_route(std::string_view path, SegmentFilter exists = nullptr);
 
+// `text` with every %XX (two hex digits) replaced by its byte; anything else as it is.
+std::string percent_decoded(std::string_view text);
+
 // The row for `method` on `route`'s path (HEAD as GET), or null (405).
 const Route* route_for(const Route& route, std::string_view method);
 // The methods `route`'s path takes, for Allow: "GET, HEAD, PUT, DELETE".

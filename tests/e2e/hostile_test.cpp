@@ -187,6 +187,12 @@ TEST_CASE("hostile: HEAD reads a suppression and never deletes it", "[e2e][hosti
   CHECK(status_of(c.Head("/v1/suppressions/carol@example.org")) == 404);
   CHECK(status_of(c.Delete(path)) == 200);
   CHECK(status_of(c.Head(path)) == 404);
+  // An address may hold a "/" (RFC 5322 atext): encoded, it stays inside its path segment.
+  const std::string slashed = "/v1/suppressions/a%2Fb@example.org";
+  CHECK(status_of(c.Put(slashed, R"({"reason":"slash"})", "application/json")) == 200);
+  CHECK(status_of(c.Get(slashed)) == 200);
+  CHECK(status_of(c.Get("/v1/suppressions/a/b@example.org")) == 404);  // unencoded: another path
+  CHECK(status_of(c.Delete(slashed)) == 200);
   const std::string audit = fakes::read_file(dir.file("audit.log"));
   CHECK(audit.find(R"("method":"HEAD","path":"/v1/suppressions/{address}","status":200,"outcome":"suppressed")") !=
         std::string::npos);
