@@ -146,7 +146,11 @@ TEST_CASE("built-in rotation under concurrent writers: no line lost, torn or dou
     std::string path = n == 0 ? f.dir.file("audit.log") : f.dir.file("audit.log." + std::to_string(n));
     if (!std::ifstream(path).good()) break;
     ++files;
-    CHECK(fakes::read_file(path).size() <= f.settings.max_bytes);
+    // Writers reserve their bytes before writing, so a file stays within max_bytes, except that a
+    // writer does not wait more than 50 ms for a rotation in progress (a request is never held
+    // for the log): on a loaded machine each of the others may then put one line into the full
+    // file. That bound, not the exact one, is what holds on any machine.
+    CHECK(fakes::read_file(path).size() <= f.settings.max_bytes + (kThreads - 1) * 400);
     for (const auto& line : lines_of(path)) ids.insert(line["request_id"].get<std::string>());
   }
   CHECK(files > 10);
