@@ -168,8 +168,9 @@ class MemoryStateStore final : public StateStore {
 
   // Event ids remembered at most (the oldest go first beyond it).
   static constexpr std::size_t kMaxEvents = 1000000;
-  // Messages kept at most (the oldest go first beyond it): about 1 KB each, events included.
-  static constexpr std::size_t kMaxMessages = 100000;
+  // Messages kept at most (the oldest go first beyond it): about 600 bytes each without events,
+  // so 6 MB. The memory store is one instance's; a week of messages belongs in Redis.
+  static constexpr std::size_t kMaxMessages = 10000;
 
  private:
   Clock& clock_;
