@@ -106,9 +106,11 @@ BatchReport SendService::handle_batch(const Runtime& runtime, SendRequest reques
   std::vector<SendRequest> items = batch_items(request, doc["messages"], report);
   std::vector<std::function<void()>> jobs;
   for (std::size_t i = 0; i < items.size(); ++i) {
-    if (report.items[i].outcome.empty()) {  // not refused while splitting
-      jobs.push_back([this, &runtime, &items, &report, i] { report.items[i] = handle(runtime, std::move(items[i])); });
-    }
+    if (!report.items[i].outcome.empty()) continue;  // refused while splitting
+    // What stands if the send ends in an exception (the single send's last-resort answer).
+    report.items[i] = refusal({}, 500, items[i].request_id, "internal_error", "internal error");
+    report.items[i].client = report.client;
+    jobs.push_back([this, &runtime, &items, &report, i] { report.items[i] = handle(runtime, std::move(items[i])); });
   }
   run_all(jobs);
   json results = json::array();
