@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -26,6 +27,8 @@ class Daemon {
     pid_ = fork();
     REQUIRE(pid_ >= 0);
     if (pid_ == 0) {
+      // A test killed by ctest's timeout runs no destructor: its daemon goes with it.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
       dup2(fds[1], 2);
       std::vector<char*> argv{const_cast<char*>(MAILRELAYD_PATH)};
       for (auto& a : args) argv.push_back(a.data());
