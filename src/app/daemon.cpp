@@ -26,9 +26,11 @@ FrontDoorSettings door_settings(const Config& config, spdlog::logger& log) {
   FrontDoorSettings door;
   door.event_threads = static_cast<std::size_t>(config.event_threads);
   door.max_body_bytes_in_flight = config.max_body_bytes_in_flight;
+  door.max_connections_per_ip = static_cast<std::size_t>(config.max_connections_per_ip);
   const std::size_t descriptors = raise_descriptor_limit();
   // Half for clients: each send in flight also holds a provider connection.
-  door.max_connections = std::max<std::size_t>(64, std::min<std::size_t>(65536, descriptors / 2));
+  door.max_connections = config.max_connections > 0 ? static_cast<std::size_t>(config.max_connections)
+                                                    : std::max<std::size_t>(64, std::min<std::size_t>(65536, descriptors / 2));
   if (door.max_connections < static_cast<std::size_t>(config.max_in_flight)) {
     log.warn("only {} descriptors: at most {} client connections (raise LimitNOFILE for --max-in-flight {})",
              descriptors, door.max_connections, config.max_in_flight);

@@ -60,6 +60,8 @@ class Daemon {
   bool stop();
   // False once the server stopped on its own (it could not serve).
   bool serving() const { return server_->is_running(); }
+  // Every event loop and the accept loop turned within `max_age` (the systemd watchdog).
+  bool alive(std::chrono::milliseconds max_age) const { return server_->alive(max_age); }
 
  private:
   Daemon(Config config, spdlog::logger& log);

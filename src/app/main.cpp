@@ -12,7 +12,6 @@
 #include <thread>
 
 #include <curl/curl.h>
-#include <httplib.h>
 #include <spdlog/logger.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
@@ -76,25 +75,19 @@ std::optional<int> run_command(const std::vector<std::string>& args) {
   return std::nullopt;
 }
 
-// Feeds systemd's watchdog only while the server answers its own /healthz: a wedged server (all
-// workers stuck) stops the pings and systemd restarts it.
+// Feeds systemd's watchdog only while every event loop and the accept loop keep turning: a
+// wedged loop stops the pings and systemd restarts the process. Judged from the loops' own
+// progress, never by a request through the listener (a full connection table would stop it).
 class Watchdog {
  public:
-  Watchdog(ServiceNotifier& notifier, const Config& config, int port, spdlog::logger& log) {
+  Watchdog(ServiceNotifier& notifier, const Daemon& daemon, spdlog::logger& log) {
     auto interval = notifier.watchdog_interval();
     if (!interval) return;
-    std::string self = config.listen_host == "0.0.0.0" ? "127.0.0.1" : config.listen_host == "::" ? "::1" : config.listen_host;
-    thread_ = std::thread([this, &notifier, &log, interval = *interval, self, port] {
-      httplib::Client client(self, port);
-      client.set_connection_timeout(1, 0);
-      client.set_read_timeout(std::max<time_t>(1, interval.count() / 1000), 0);
+    thread_ = std::thread([this, &notifier, &daemon, &log, interval = *interval] {
       std::unique_lock<std::mutex> lock(mutex_);
       while (!stop_cv_.wait_for(lock, interval, [&] { return stopping_; })) {
-        lock.unlock();
-        auto r = client.Get("/healthz");
-        if (r && r->status == 200) notifier.watchdog();
-        else log.warn("watchdog: /healthz did not answer; not pinging systemd");
-        lock.lock();
+        if (daemon.alive(interval)) notifier.watchdog();
+        else log.warn("watchdog: an event loop has not turned for {} ms; not pinging systemd", interval.count());
       }
     });
   }
@@ -191,7 +184,7 @@ int main(int argc, char** argv) {
   ReloadStatusFile reload_status;
   notifier.ready("serving on " + daemon->where() + ", providers " + daemon->providers());
   {
-    Watchdog watchdog(notifier, config, daemon->port(), *log);
+    Watchdog watchdog(notifier, *daemon, *log);
     serve_signals(signals, *daemon, args, notifier, reload_status, *log);
     if (!daemon->stop()) std::_Exit(1);  // the stuck threads cannot be joined
   }

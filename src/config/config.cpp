@@ -64,6 +64,14 @@ void declare_serving_options(CLI::App& app, Config& c) {
       ->capture_default_str();
   add(app, "max-body-bytes-in-flight", c.max_body_bytes_in_flight,
       "request bodies held in memory at once; a request beyond it gets 503 overloaded")->capture_default_str();
+  add(app, "max-connections", c.max_connections,
+      "open client connections; at the limit, idle ones (then the oldest without a whole request head) are "
+      "closed to admit new ones (0: half the descriptor limit, 64 to 65536)")
+      ->capture_default_str();
+  add(app, "max-connections-per-ip", c.max_connections_per_ip,
+      "open connections from one client address; one more gets 503 overloaded and is closed (0: no limit; "
+      "behind a balancer, all clients share its address)")
+      ->capture_default_str();
   add(app, "providers", c.providers, "provider order, comma separated: " + provider_names())
       ->delimiter(',')->capture_default_str();
 }
@@ -288,6 +296,8 @@ std::optional<std::string> validate(Config& c) {
   if (c.event_threads < 0 || c.event_threads > 256) return std::string("--event-threads must be between 0 and 256");
   if (c.max_batch < 1 || c.max_batch > 1000) return std::string("--max-batch must be between 1 and 1000");
   if (c.max_in_flight < 1 || c.max_in_flight > 65536) return std::string("--max-in-flight must be between 1 and 65536");
+  if (c.max_connections < 0 || c.max_connections > 1048576) return std::string("--max-connections must be between 0 and 1048576");
+  if (c.max_connections_per_ip < 0) return std::string("--max-connections-per-ip must be 0 (no limit) or more");
   if (c.max_body_bytes_in_flight < c.max_body_bytes) {
     return std::string("--max-body-bytes-in-flight must be at least --max-body-bytes");
   }

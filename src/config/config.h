@@ -26,6 +26,8 @@ struct Config {
   int max_batch = 100;         // messages in one POST /v1/send/batch
   int max_in_flight = 4096;    // sends handled at once; beyond: 503 overloaded
   std::uint64_t max_body_bytes_in_flight = 536870912;  // request bodies in memory; beyond: 503
+  int max_connections = 0;           // open client connections; 0: half the descriptor limit (64 to 65536)
+  int max_connections_per_ip = 256;  // open connections from one client address; 0: no limit
   std::vector<std::string> providers{"sendgrid", "mailgun"};
   // Every registered provider's options as given, by flag name ("sendgrid-base-url",
   // "sendgrid-api-key-file"), defaults filled in.

@@ -48,6 +48,8 @@ std::vector<std::string> restart_only_changes(const Config& before, const Config
   check("event-threads", before.event_threads != after.event_threads);
   check("max-in-flight", before.max_in_flight != after.max_in_flight);
   check("max-body-bytes-in-flight", before.max_body_bytes_in_flight != after.max_body_bytes_in_flight);
+  check("max-connections", before.max_connections != after.max_connections);
+  check("max-connections-per-ip", before.max_connections_per_ip != after.max_connections_per_ip);
   check("max-body-bytes", before.max_body_bytes != after.max_body_bytes);
   check("audit-log", before.audit_log != after.audit_log);
   check("audit-log-max-bytes", before.audit_log_max_bytes != after.audit_log_max_bytes);

@@ -104,8 +104,9 @@ Authorization authorize(const TokenStore* tokens, std::string_view authorization
   Authorization a;
   if (!tokens) return a;
   auto identity = tokens->identify(authorization);
-  if (!identity) return Authorization{401, "unauthorized", "missing or unknown bearer token", std::nullopt};
+  if (!identity) return Authorization{401, "unauthorized", "missing or unknown bearer token", std::nullopt, 0};
   a.client = identity->name;
+  a.scopes = identity->scopes;
   if ((identity->scopes & scope) != scope) {
     a.status = 403;
     a.code = "forbidden";

@@ -47,6 +47,7 @@ struct Authorization {
   int status = 0;                     // 0: allowed; 401 (no or unknown token) or 403 (without the scope)
   std::string code, message;          // the API error when refused
   std::optional<std::string> client;  // the token's name; nullopt without a tokens file
+  unsigned scopes = kScopeSend | kScopeAdmin;  // the token's scopes; all without a tokens file
 };
 // `scope` 0: any client's token will do.
 Authorization authorize(const TokenStore* tokens, std::string_view authorization, unsigned scope);

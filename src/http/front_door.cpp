@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "request_framing.h"
+#include "request_id.h"
+#include "routes.h"
 
 namespace mailrelay {
 
@@ -30,19 +33,34 @@ constexpr std::size_t kHeadChunk = 4 * 1024;
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr milliseconds kSweepEvery{100};
 constexpr const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+// Bodies whose caller is unknown from the head (webhooks, signed in their body) share this part
+// of --max-body-bytes-in-flight.
+constexpr std::uint64_t kUnauthenticatedShare = 16;
 
-void address_of(int fd, bool peer, std::string& ip, int& port) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof(addr);
-  int r = peer ? ::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len)
-               : ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch()).count();
+}
+
+void numeric_address(const sockaddr* addr, socklen_t len, std::string& ip, int& port) {
   char host[NI_MAXHOST] = "";
   char serv[NI_MAXSERV] = "";
-  if (r == 0 && ::getnameinfo(reinterpret_cast<sockaddr*>(&addr), len, host, sizeof(host), serv, sizeof(serv),
-                              NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+  if (::getnameinfo(addr, len, host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
     ip = host;
     port = std::atoi(serv);
   }
+}
+
+// The answer to a connection the table has no room for: sent without reading anything (the
+// socket's buffer takes it), then closed.
+void refuse_connection(int fd, const std::string& why) {
+  const std::string id = new_request_id();
+  const std::string body = "{\"request_id\":\"" + id + "\",\"error\":{\"code\":\"overloaded\",\"message\":\"" + why + "\"}}";
+  const std::string answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                             "X-Request-Id: " + id + "\r\nContent-Length: " + std::to_string(body.size()) +
+                             "\r\nConnection: close\r\n\r\n" + body;
+  (void)!::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
 }
 
 }  // namespace
@@ -58,71 +76,45 @@ struct FrontDoor::Shard {
   SteadyClock::time_point idle_since{};
 };
 
-// A client connection with its input buffer. It belongs to one shard: the loop holds it while
-// a request arrives, a fiber of the same loop while it is served; whoever holds the unique_ptr
-// owns the socket. To cpp-httplib it is a Stream that yields exactly the bytes of the current
-// request, already in memory: a handler never waits for a client.
-struct FrontDoor::Connection final : public httplib::Stream {
-  Connection(int socket, FrontDoor& door, Shard& home) : fd(socket), owner(door), shard(home) {
+// A client connection: its bytes, and the request being read from them. It belongs to one shard:
+// the loop holds it while a request arrives, a fiber of the same loop while it is served; whoever
+// holds the unique_ptr owns the socket.
+struct FrontDoor::Connection {
+  enum class Phase { kHead, kBody, kReady };
+
+  Connection(int socket, FrontDoor& door, Shard& home, std::string ip, int port)
+      : fd(socket), owner(door), shard(home), remote_ip(std::move(ip)), remote_port(port) {
     int one = 1;  // answers are small: Nagle + delayed ACK would add 40 ms each
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    address_of(fd, true, remote_ip, remote_port);
-    address_of(fd, false, local_ip, local_port);
     idle_since = SteadyClock::now();
-    ctx.release_input = [this] { consume(); };
   }
-  ~Connection() override {
+  ~Connection() {
     if (registered) shard.loop.unwatch(fd);
     owner.release_body(*this);
     ::shutdown(fd, SHUT_RDWR);
     ::close(fd);
-    owner.closed_one();
+    owner.closed_one(remote_ip);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Nothing of a next request has arrived.
+  bool idle() const { return phase == Phase::kHead && in.empty() && !lingering; }
+
+  // Forgets the request just answered; what the client pipelined after it stays in `in`.
+  void next_request() {
+    phase = Phase::kHead;
+    scan = {};
+    req = httplib::Request{};
+    std::string().swap(body);
+    chunks = ChunkedDecoder{};
+    body_left = limit = 0;
+    chunked = keep_alive = head_only = body_unread = continue_sent = false;
+    ctx.reset();
+    if (in.capacity() > 4 * kHeadChunk) in.shrink_to_fit();
   }
 
-  bool has_pending() const { return in.size() > request_end; }
-
-  // Drops the current request's bytes, keeping what the client pipelined after it.
-  void consume() {
-    std::size_t end = std::min(request_end, in.size());
-    if (in.capacity() > 4 * kHeadChunk) {
-      in = std::string(in, end);  // a body's buffer goes back to the allocator now
-    } else {
-      in.erase(0, end);
-    }
-    in_pos = request_end = 0;
-  }
-
-  bool is_readable() const override { return in_pos < request_end; }
-  bool is_writable() const override {
-    registered = false;  // wait_fd took the descriptor's watch over
-    return wait_fd(fd, EPOLLOUT, owner.settings_.write_timeout);
-  }
-
-  ssize_t read(char* ptr, size_t size) override {
-    std::size_t n = std::min(size, request_end - std::min(in_pos, request_end));
-    std::memcpy(ptr, in.data() + in_pos, n);
-    in_pos += n;
-    return static_cast<ssize_t>(n);  // 0 at the end of the request: never a wait
-  }
-
-  // Answers are gathered and sent by flush(): one send for head and body instead of several.
-  ssize_t write(const char* ptr, size_t size) override {
-    if (!head_written) {  // cpp-httplib writes an answer's head in one piece, first
-      head_written = true;
-      // It adds Keep-Alive unless it closes by itself; a connection a handler closes says
-      // Connection: close alone.
-      if (ctx.close_after) {
-        out.append(without_header_line(std::string_view(ptr, size), "Keep-Alive"));
-        if (out.size() >= 64 * 1024 && !flush()) return -1;
-        return static_cast<ssize_t>(size);
-      }
-    }
-    out.append(ptr, size);
-    if (out.size() >= 64 * 1024 && !flush()) return -1;
-    return static_cast<ssize_t>(size);
-  }
-
-  bool flush() {
+  bool flush(const std::string& out) {
     std::size_t sent = 0;
     while (sent < out.size()) {
       ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -135,67 +127,43 @@ struct FrontDoor::Connection final : public httplib::Stream {
       if (n <= 0) return false;
       sent += static_cast<std::size_t>(n);
     }
-    out.clear();
-    if (out.capacity() > 4096) out.shrink_to_fit();
     return true;
   }
-
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    ip = remote_ip;
-    port = remote_port;
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    ip = local_ip;
-    port = local_port;
-  }
-  socket_t socket() const override { return fd; }
 
   const int fd;
   FrontDoor& owner;
   Shard& shard;
-  std::string remote_ip, local_ip;
-  int remote_port = 0, local_port = 0;
-  std::string in;              // bytes received and not yet consumed
-  std::size_t in_pos = 0;      // what cpp-httplib has read of the current request
-  std::size_t request_end = 0; // the current request's end in `in` (set when it is ready)
-  std::string out;
+  const std::string remote_ip;
+  const int remote_port;
+  std::string in;              // bytes received and not yet taken into a request
+  // The request being read.
+  Phase phase = Phase::kHead;
+  HeadScan scan;
+  httplib::Request req;        // its head, then its body
+  std::string body;            // its body as it arrives (decoded when chunked)
+  ChunkedDecoder chunks;
+  std::uint64_t body_left = 0; // Content-Length bytes still to come
+  std::uint64_t limit = 0;     // its body limit, from the access phase
+  bool chunked = false, keep_alive = false, head_only = false;
+  bool body_unread = false;    // answered before its body was read: the connection lingers, then closes
+  bool continue_sent = false;  // "100 Continue" sent for it
   RequestContext ctx;
-  std::uint64_t reserved = 0;  // body bytes counted against --max-body-bytes-in-flight
-  bool continue_sent = false;  // "100 Continue" sent for the current request
-  bool head_written = false;   // the current answer's head is in `out`
+  std::uint64_t reserved = 0;         // body bytes counted against --max-body-bytes-in-flight
+  std::uint64_t unauthenticated = 0;  // of which in the unauthenticated share
   std::size_t requests = 0;
   SteadyClock::time_point first_byte, last_byte, idle_since;
   // In the loop's epoll set, edge-triggered, from the first watch until a write had to wait: it
   // stays there while a fiber serves the connection (its events are ignored then), so a request
   // costs no epoll_ctl. Every read goes on until EAGAIN or a whole request, so no edge is lost.
-  mutable bool registered = false;
+  bool registered = false;
   // Closing: our answer is sent and our side shut down; what the client still sends (the rest
   // of a refused body) is read and dropped, so that the kernel does not answer it with a reset
   // that could destroy the answer before the client reads it (nginx's lingering close).
   bool lingering = false;
 };
 
-namespace {
-// What cpp-httplib gets as its task queue (and deletes when its accept loop ends). An accepted
-// socket is only handed to a loop, so it is handled on the accept thread itself.
-class Inline final : public httplib::TaskQueue {
- public:
-  void enqueue(std::function<void()> fn) override { fn(); }
-  void shutdown() override {}
-};
-}  // namespace
-
 FrontDoor::FrontDoor(FrontDoorSettings settings) : settings_(settings) {
-  new_task_queue = [] { return new Inline(); };
-  // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second daemon on the
-  // same address starts and takes half the traffic.
-  set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  // What its Keep-Alive header tells clients: our limits, not its defaults (5 s, 5 requests).
-  set_keep_alive_timeout(std::chrono::duration_cast<std::chrono::seconds>(settings_.idle_timeout).count());
-  set_keep_alive_max_count(settings_.max_requests_per_connection);
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   std::size_t n = settings_.event_threads;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   for (std::size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>(settings_.fiber_stack_bytes, i == 0));
@@ -207,22 +175,156 @@ FrontDoor::FrontDoor(FrontDoorSettings settings) : settings_(settings) {
   }
 }
 
-FrontDoor::~FrontDoor() { shutdown(); }
+FrontDoor::~FrontDoor() {
+  shutdown();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  ::close(wake_fd_);
+}
 
 int FrontDoor::bind(const std::string& host, int port) {
-  bool bound = port == 0 ? (port = bind_to_any_port(host)) > 0 : bind_to_port(host, port);
-  // listen(2) again on a listening socket resizes its backlog.
-  if (!bound || ::listen(svr_sock_, 4096) != 0) return -1;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (int r = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found); r != 0) {
+    errno = r == EAI_SYSTEM ? errno : EADDRNOTAVAIL;
+    return -1;
+  }
+  int error = EADDRNOTAVAIL;
+  for (addrinfo* ai = found; ai && listen_fd_ < 0; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) {
+      error = errno;
+      continue;
+    }
+    // SO_REUSEADDR only: with SO_REUSEPORT a second daemon on the same address would start and
+    // take half the traffic.
+    int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, 4096) != 0) {
+      error = errno;
+      ::close(fd);
+      continue;
+    }
+    listen_fd_ = fd;
+  }
+  ::freeaddrinfo(found);
+  if (listen_fd_ < 0) {
+    errno = error;
+    return -1;
+  }
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::string ip;
+  numeric_address(reinterpret_cast<sockaddr*>(&addr), len, ip, port);
   return port;
 }
 
+bool FrontDoor::serve() {
+  if (listen_fd_ < 0 || stop_accepting_) return false;
+  running_ = true;
+  pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  while (!stop_accepting_) {
+    accept_turn_ = now_ns();
+    if (::poll(fds, 2, 100) <= 0) continue;
+    // A bounded number per turn, so that the watchdog sees the loop turn under a flood.
+    for (int i = 0; i < 256 && !stop_accepting_; ++i) {
+      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        accepted(fd);
+        continue;
+      }
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      // Out of descriptors: the loops close idle connections (the sweep, or the next accept at
+      // the limit); the backlog holds the rest meanwhile.
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        for (auto& shard : shards_) {
+          Shard* s = shard.get();
+          s->loop.post([this, s] { evict_one(*s); });
+        }
+        std::this_thread::sleep_for(milliseconds(10));
+      }
+      break;
+    }
+  }
+  running_ = false;
+  return true;
+}
+
+void FrontDoor::accepted(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  std::string ip;
+  int port = 0;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) numeric_address(reinterpret_cast<sockaddr*>(&addr), len, ip, port);
+  {
+    std::lock_guard<std::mutex> lock(per_ip_mutex_);
+    std::size_t& mine = per_ip_[ip];
+    if (settings_.max_connections_per_ip > 0 && mine >= settings_.max_connections_per_ip) {
+      ++refused_;
+      refuse_connection(fd, "too many connections from this address (--max-connections-per-ip)");
+      return;
+    }
+    ++mine;
+  }
+  const bool full = ++connections_ > settings_.max_connections;
+  Shard& shard = *shards_[next_shard_++ % shards_.size()];
+  shard.loop.post([this, &shard, fd, full, ip = std::move(ip), port]() mutable {
+    // At the limit, a connection that has sent no request makes room; when there is none, the
+    // new one is refused (every connection of this loop has a request in progress).
+    if (full && !evict_one(shard)) {
+      ++refused_;
+      refuse_connection(fd, "the connection table is full of requests in progress");
+      closed_one(ip);
+      return;
+    }
+    watch(std::make_unique<Connection>(fd, *this, shard, std::move(ip), port));
+  });
+}
+
+// Closes one connection of this loop that has sent no whole request: a lingering one, else the
+// longest idle keep-alive one, else the one whose head began longest ago.
+bool FrontDoor::evict_one(Shard& shard) {
+  int victim = -1;
+  int rank = 3;
+  SteadyClock::time_point since = SteadyClock::time_point::max();
+  for (const auto& [fd, connection] : shard.waiting) {
+    const Connection& c = *connection;
+    int r;
+    SteadyClock::time_point t;
+    if (c.lingering) {
+      r = 0, t = c.first_byte;
+    } else if (c.idle()) {
+      r = 1, t = c.idle_since;
+    } else if (c.phase == Connection::Phase::kHead) {
+      r = 2, t = c.first_byte;
+    } else {
+      continue;  // a head admitted by the access phase: its body is arriving
+    }
+    if (r < rank || (r == rank && t < since)) victim = fd, rank = r, since = t;
+  }
+  if (victim < 0) return false;
+  take(shard, victim);
+  ++evicted_;
+  return true;
+}
+
 RequestContext& FrontDoor::context(const httplib::Request& /*req*/) {
-  // The request this fiber is serving: cpp-httplib calls handlers on the fiber that called
-  // process_request, and also for requests it refused before any hook of ours ran.
   if (auto* c = static_cast<Connection*>(fiber_local())) return c->ctx;
   thread_local RequestContext scratch;  // not a request of ours (cannot happen for our routes)
   scratch = RequestContext{};
   return scratch;
+}
+
+bool FrontDoor::alive(milliseconds max_age) const {
+  const auto now = SteadyClock::now();
+  for (const auto& shard : shards_) {
+    if (now - shard->loop.last_turn() > max_age) return false;
+  }
+  const auto accepted_at = SteadyClock::time_point(std::chrono::nanoseconds(accept_turn_.load()));
+  return !running_ || now - accepted_at <= max_age;
 }
 
 std::size_t FrontDoor::queue_depth() const {
@@ -232,7 +334,16 @@ std::size_t FrontDoor::queue_depth() const {
 }
 
 bool FrontDoor::reserve_body(Connection& c, std::uint64_t body) {
+  if (body <= c.reserved) return true;
   const std::uint64_t more = body - c.reserved;
+  if (!c.ctx.authenticated) {
+    const std::uint64_t share = settings_.max_body_bytes_in_flight / kUnauthenticatedShare;
+    if (unauthenticated_bytes_.fetch_add(more) + more > share) {
+      unauthenticated_bytes_ -= more;
+      return false;
+    }
+    c.unauthenticated += more;
+  }
   if (body_bytes_.fetch_add(more) + more > settings_.max_body_bytes_in_flight) {
     body_bytes_ -= more;
     return false;
@@ -243,87 +354,144 @@ bool FrontDoor::reserve_body(Connection& c, std::uint64_t body) {
 
 void FrontDoor::release_body(Connection& c) {
   body_bytes_ -= c.reserved;
-  c.reserved = 0;
+  unauthenticated_bytes_ -= c.unauthenticated;
+  c.reserved = c.unauthenticated = 0;
 }
 
-void FrontDoor::closed_one() {
-  {
-    std::lock_guard<std::mutex> lock(accept_mutex_);
-    --connections_;
-  }
-  accept_room_.notify_one();
+void FrontDoor::closed_one(const std::string& ip) {
+  --connections_;
+  std::lock_guard<std::mutex> lock(per_ip_mutex_);
+  auto it = per_ip_.find(ip);
+  if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
 }
 
-// Called by cpp-httplib's accept loop for each accepted socket.
-bool FrontDoor::process_and_close_socket(socket_t sock) {
-  {
-    // Beyond max_connections the accept loop waits for one to close (the loops and the idle
-    // timeout close connections on their own), and the kernel's backlog holds the rest.
-    std::unique_lock<std::mutex> lock(accept_mutex_);
-    while (connections_ >= settings_.max_connections && is_running()) {
-      accept_room_.wait_for(lock, milliseconds(100));
+bool FrontDoor::take_in(Connection& c) {
+  if (c.phase == Connection::Phase::kHead && take_head(c)) return true;
+  return c.phase == Connection::Phase::kBody && take_body(c);
+}
+
+// The head: found, parsed strictly, then the access phase. True when the request is ready to be
+// answered without a body (none, or refused).
+bool FrontDoor::take_head(Connection& c) {
+  // Empty lines before the request line are skipped (RFC 9112 section 2.2), however they arrive.
+  if (c.scan.line_start == 0) {
+    if (const std::size_t skip = leading_empty_lines(c.in)) {
+      c.in.erase(0, skip);
+      c.scan = {};
     }
-    ++connections_;
   }
-  Shard& shard = *shards_[next_shard_++ % shards_.size()];
-  shard.loop.post([this, &shard, sock] { watch(std::make_unique<Connection>(sock, *this, shard)); });
-  return true;
+  if (c.in.empty()) return false;
+  FramingError error;
+  const std::optional<std::size_t> end = find_head_end(c.in, c.scan, kMaxHead, error);
+  if (end && *end == 0) return false;
+  RequestHead head;
+  if (!end || !parse_head(std::string_view(c.in).substr(0, *end), head, error)) {
+    c.ctx.framing_error = std::move(error);
+    c.body_unread = true;
+    c.phase = Connection::Phase::kReady;
+    return true;
+  }
+  c.in.erase(0, *end);  // what follows is its body, or the next request
+  httplib::Request& req = c.req;
+  req.method = std::move(head.method);
+  req.target = std::move(head.target);
+  req.version = head.minor_version == 0 ? "HTTP/1.0" : "HTTP/1.1";
+  req.headers = std::move(head.fields);
+  req.remote_addr = c.remote_ip;
+  req.remote_port = c.remote_port;
+  // The path: origin-form up to the query, or the path of an absolute-form target.
+  std::string_view path = req.target;
+  if (path.front() != '/' && path != "*") {
+    const std::size_t slash = path.find('/', path.find("://") + 3);
+    path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+  }
+  req.path = percent_decoded(path.substr(0, path.find('?')));
+  c.keep_alive = head.keep_alive;
+  c.head_only = req.method == "HEAD";
+  c.ctx.client_ip = c.remote_ip;
+  c.limit = handlers_.admit ? handlers_.admit(req, c.ctx) : 0;
+  c.phase = Connection::Phase::kReady;
+  if (c.ctx.refusal) {
+    c.body_unread = head.has_body();
+    return true;
+  }
+  if (!head.has_body()) return true;
+  if (!head.chunked && *head.content_length > c.limit) {
+    c.ctx.framing_error = FramingError{413, "request body is larger than " + std::to_string(c.limit) + " bytes"};
+    c.body_unread = true;
+    return true;
+  }
+  c.phase = Connection::Phase::kBody;
+  c.chunked = head.chunked;
+  c.body_left = head.content_length.value_or(0);
+  // One allocation for a declared body (its pages are touched only as bytes arrive).
+  if (!c.chunked) c.body.reserve(static_cast<std::size_t>(c.body_left));
+  if (head.expect_continue && c.in.empty()) {
+    c.continue_sent = true;  // the client waits for it before it sends the body
+    (void)!::send(c.fd, kContinue, sizeof(kContinue) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  return false;
 }
 
-std::uint64_t FrontDoor::body_limit(std::string_view request) const {
-  std::uint64_t limit = max_body_bytes_;
-  const std::size_t space = request.find(' ');
-  if (space == std::string_view::npos) return limit;
-  const std::string_view target = request.substr(space + 1);
-  for (const auto& [prefix, bytes] : body_limits_) {
-    if (target.substr(0, prefix.size()) == prefix) limit = std::min(limit, bytes);
+// The body as far as it has arrived; true once it is whole, or refused (bad chunk, over the
+// budget).
+bool FrontDoor::take_body(Connection& c) {
+  bool done;
+  if (c.chunked) {
+    std::size_t used = 0;
+    const ChunkedDecoder::Result r = c.chunks.feed(c.in, used, c.body, c.limit);
+    c.in.erase(0, used);
+    if (r == ChunkedDecoder::Result::kError) {
+      c.ctx.framing_error = c.chunks.error();
+      c.body_unread = true;
+      c.phase = Connection::Phase::kReady;
+      return true;
+    }
+    done = r == ChunkedDecoder::Result::kDone;
+  } else {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(c.body_left, c.in.size()));
+    c.body.append(c.in, 0, n);
+    c.in.erase(0, n);
+    c.body_left -= n;
+    done = c.body_left == 0;
   }
-  return limit;
+  if (!reserve_body(c, c.body.size())) {
+    c.ctx.over_budget = true;
+    c.body_unread = true;
+    c.phase = Connection::Phase::kReady;
+    return true;
+  }
+  if (done) c.phase = Connection::Phase::kReady;
+  return done;
 }
 
 FrontDoor::Progress FrontDoor::advance(Connection& c) {
   for (;;) {
-    std::string_view pending(c.in.data() + c.request_end, c.in.size() - c.request_end);
-    Framing f = pending.empty() ? Framing{} : scan_request(pending, kMaxHead, body_limit(pending));
-    if (f.body > c.reserved && !reserve_body(c, f.body)) {
-      c.ctx.over_budget = true;
-      f.state = Framing::State::kRefuse;
-    }
-    if (f.state != Framing::State::kNeedMore) {
-      c.request_end = f.state == Framing::State::kComplete ? c.request_end + f.size : c.in.size();
-      return Progress::kReady;
-    }
-    std::size_t want = f.head > 0 ? kReadChunk : kHeadChunk;
-    if (f.head > 0) {
-      if (f.length_known) {
-        // One allocation for the whole request instead of doubling as it arrives, and no read
-        // past it (what the client pipelined after it waits in the kernel).
-        const std::size_t whole = f.head + static_cast<std::size_t>(f.body);
-        c.in.reserve(c.request_end + whole);
-        want = std::min(kReadChunk, whole - pending.size());
-      }
-      if (f.expect_continue && !c.continue_sent && pending.size() == f.head) {
-        c.continue_sent = true;  // the client waits for it before it sends the body
-        (void)!::send(c.fd, kContinue, sizeof(kContinue) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-      }
-    }
-    const std::size_t old = c.in.size();
-    c.in.resize(old + want);
-    ssize_t n = ::recv(c.fd, &c.in[old], want, MSG_DONTWAIT);
-    c.in.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+    if (take_in(c)) return Progress::kReady;
+    // A declared body with nothing buffered is read straight into its place.
+    const bool direct = c.phase == Connection::Phase::kBody && !c.chunked && c.in.empty();
+    std::string& into = direct ? c.body : c.in;
+    std::size_t want = c.phase == Connection::Phase::kHead ? kHeadChunk : kReadChunk;
+    if (direct) want = static_cast<std::size_t>(std::min<std::uint64_t>(want, c.body_left));
+    const std::size_t old = into.size();
+    into.resize(old + want);
+    ssize_t n = ::recv(c.fd, &into[old], want, MSG_DONTWAIT);
+    into.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
     if (n > 0) {
       auto now = SteadyClock::now();
-      if (pending.empty()) c.first_byte = now;
+      if (c.phase == Connection::Phase::kHead && old == 0 && c.scan.pos == 0) c.first_byte = now;
       c.last_byte = now;
+      if (direct) c.body_left -= static_cast<std::uint64_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Progress::kNeedMore;
     // The client closed (or the connection broke) before its request was whole: answered 400.
-    if (pending.empty()) return Progress::kClosed;
+    if (c.idle()) return Progress::kClosed;
     c.ctx.incomplete = true;
     c.ctx.arriving = SteadyClock::now() - c.first_byte;
-    c.request_end = c.in.size();
+    c.body_unread = true;
+    c.phase = Connection::Phase::kReady;
     return Progress::kReady;
   }
 }
@@ -359,48 +527,23 @@ void FrontDoor::serve(std::unique_ptr<Connection> connection) {
 FrontDoor::After FrontDoor::serve_one(Connection& c) {
   ++c.requests;
   const bool last = c.requests >= settings_.max_requests_per_connection;
-  bool closed = false;
-  bool parsed = false;
   c.ctx.client_ip = c.remote_ip;
-  c.head_written = false;
-  hide_range(std::string_view(c.in.data(), c.request_end), c.in.data());
-  // cpp-httplib refuses a method it does not know with a 400 before any hook runs: it is parsed
-  // as TRACE (which no route takes) and handed to the hooks under its own name, so that it is
-  // answered 405 or 404 like any other method a path does not take.
-  std::string method_as_sent = stand_in_method(c.in, c.request_end);
-  bool ok = process_request(c, last, closed, [&](httplib::Request& req) {
-    if (!method_as_sent.empty()) req.method = method_as_sent;
-    // Headers as sent: 0.11.4 percent-decodes values ("%0D%0A" becomes a CRLF, and a bearer
-    // token with a "%" in it stops matching). Its own REMOTE_ADDR/REMOTE_PORT/LOCAL_* entries go
-    // too: a client header of the same name can shadow them, and the addresses are in
-    // req.remote_addr. Range is ignored: nothing here is a range resource.
-    std::string_view request(c.in.data(), c.request_end);
-    std::size_t head_end = request.find("\r\n\r\n");
-    httplib::Headers raw;
-    if (head_end != std::string_view::npos && head_end + 4 <= kMaxHead &&
-        parse_raw_headers(request.substr(0, head_end + 4), raw)) {
-      req.headers = std::move(raw);
-    } else {
-      c.ctx.head_malformed = true;
-    }
-    req.ranges.clear();
-    // The loop already told the client to go on: cpp-httplib must not say it again.
-    if (c.continue_sent) req.headers.erase("Expect");
-    if (hook_) hook_(req, c.ctx);
-    parsed = true;
-  });
-  // cpp-httplib refused the head itself: nothing after it can be trusted.
-  const bool linger = c.ctx.close_after || !parsed;
-  c.consume();
+  c.req.body = std::move(c.body);
+  httplib::Response res;
+  res.status = 200;  // what a handler that sets none answers
+  if (handlers_.answer) handlers_.answer(c.req, res, c.ctx);
+  // A request not read whole, or one whose framing was refused, leaves bytes that must never be
+  // read as a request: the connection closes after the answer, lingering.
+  const bool linger = c.body_unread || c.ctx.framing_error.has_value();
+  const bool close = linger || c.ctx.close_after || !c.keep_alive || last || stopping_;
+  const long keep_alive_seconds = std::chrono::duration_cast<std::chrono::seconds>(settings_.idle_timeout).count();
+  const std::string out = serialize_response(res, c.head_only, close, keep_alive_seconds,
+                                             settings_.max_requests_per_connection - c.requests);
   release_body(c);
-  c.continue_sent = false;
-  c.ctx.reset();  // the flags the loop sets for the next request come after this
-  if (!c.flush() || !ok) return After::kClose;
-  // A body left unread is drained before closing even when the client asked to close (as
-  // cpp-httplib's client does by default): closing at once would reset the connection under a
-  // client still sending, and it would never read the answer.
+  c.next_request();
+  if (!c.flush(out)) return After::kClose;
   if (linger) return After::kLinger;
-  return closed || last ? After::kClose : After::kNext;
+  return close ? After::kClose : After::kNext;
 }
 
 // On the connection's loop thread (a fiber of it included).
@@ -429,8 +572,7 @@ void FrontDoor::dispatch(std::unique_ptr<Connection> connection) {
   ++serving_;
   Connection* c = connection.release();  // a fiber abandoned at exit keeps it
   // Health checks go first: a load balancer's probe never waits behind thousands of sends.
-  const std::string_view head(c->in.data(), std::min<std::size_t>(c->in.size(), 16));
-  const bool probe = head.rfind("GET /healthz ", 0) == 0 || head.rfind("GET /readyz ", 0) == 0;
+  const bool probe = c->req.method == "GET" && (c->req.path == "/healthz" || c->req.path == "/readyz");
   c->shard.loop.spawn(
       [this, c] {
         serve(std::unique_ptr<Connection>(c));
@@ -484,7 +626,7 @@ void FrontDoor::sweep(Shard& shard) {
     bool expired;
     if (c.lingering) {
       expired = now - c.first_byte > settings_.linger_time || now - c.last_byte > settings_.read_timeout;
-    } else if (c.in.empty()) {
+    } else if (c.idle()) {
       expired = now - c.idle_since > settings_.idle_timeout;
     } else {
       expired = now - c.first_byte > settings_.request_read_deadline || now - c.last_byte > settings_.read_timeout;
@@ -494,10 +636,11 @@ void FrontDoor::sweep(Shard& shard) {
   for (int fd : late) {
     std::unique_ptr<Connection> connection = take(shard, fd);
     // A request begun and not finished in time is answered 400 (and audited); the rest close.
-    if (!connection->lingering && !connection->in.empty()) {
+    if (!connection->lingering && !connection->idle()) {
       connection->ctx.incomplete = true;
       connection->ctx.arriving = now - connection->first_byte;
-      connection->request_end = connection->in.size();
+      connection->body_unread = true;
+      connection->phase = Connection::Phase::kReady;
       dispatch(std::move(connection));
     }
   }
@@ -505,7 +648,14 @@ void FrontDoor::sweep(Shard& shard) {
 
 bool FrontDoor::shutdown(milliseconds grace) {
   if (shards_.empty()) return true;  // done before
-  stop();
+  stop_accepting_ = true;
+  std::uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof(one));
+  while (running_) std::this_thread::sleep_for(milliseconds(1));
+  if (listen_fd_ >= 0) {
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
   // Until the requests in progress are done, a request that arrives on an open connection is
   // still read and answered (handlers say 503 while draining, and close); then all close.
   const auto until = SteadyClock::now() + grace;

@@ -107,44 +107,85 @@ void HttpApi::finish(const httplib::Request& req, httplib::Response& res, Reques
 
 void HttpApi::install(FrontDoor& server) {
   door_ = &server;
-  server.set_max_body_bytes(settings_.max_body_bytes);
-  server.set_body_limit(std::string(kEventsPrefix), body_limit(BodyRule::kWebhook));
-  // Routing is ours (routes.h): cpp-httplib matches handlers with std::regex_match, whose
-  // executor recurses once per character of the path. It only ever sees a route's pattern.
-  server.set_request_hook([](httplib::Request& req, RequestContext& ctx) {
-    ctx.path = req.path;
-    ctx.target_too_long = req.target.size() > kMaxTarget;
-    // Matched on the path as sent, so that an encoded "/" (%2F: an address may hold one) stays
-    // inside its segment; the segment is then decoded. Else on the decoded path, as before.
-    RouteMatch match;
-    if (!ctx.target_too_long) {
-      match = match_route(std::string_view(req.target).substr(0, req.target.find('?')), has_webhook);
-      if (match.route) match.param = percent_decoded(match.param);
-      if (!match.route) match = match_route(req.path, has_webhook);
+  server.set_handlers({[this](const httplib::Request& req, RequestContext& ctx) { return admit(req, ctx); },
+                       [this](httplib::Request& req, httplib::Response& res, RequestContext& ctx) { answer(req, res, ctx); }});
+}
+
+// The access phase (README "The front door"), nginx's: on the loop thread, from the head alone,
+// before any body byte is read or counted. Routing is ours (routes.h): text compared, nothing
+// that recurses or backtracks.
+std::uint64_t HttpApi::admit(const httplib::Request& req, RequestContext& ctx) {
+  ctx.path = req.path;
+  ctx.target_too_long = req.target.size() > kMaxTarget;
+  // Matched on the path as sent, so that an encoded "/" (%2F: an address may hold one) stays
+  // inside its segment; the segment is then decoded. Else on the decoded path.
+  RouteMatch match;
+  if (!ctx.target_too_long) {
+    match = match_route(std::string_view(req.target).substr(0, req.target.find('?')), has_webhook);
+    if (match.route) match.param = percent_decoded(match.param);
+    if (!match.route) match = match_route(req.path, has_webhook);
+  }
+  ctx.route = match.route;
+  ctx.route_param = std::move(match.param);
+  ctx.refusal = refusal_of_head(req, ctx);
+  if (ctx.refusal) return 0;
+  return body_limit(route_for(*ctx.route, req.method)->body);
+}
+
+// On a fiber: the refusal decided on the way in, or the route's handler. Never lets an exception
+// out, and never its text to the client (it would land in a header).
+void HttpApi::answer(httplib::Request& req, httplib::Response& res, RequestContext& ctx) {
+  ctx.started = clock_.now();
+  try {
+    if (std::optional<HeadRefusal> refusal = refusal_of_request(ctx)) {
+      // Refused before routing, or by its route's body rule: the connection closes after the
+      // answer. (The front door closes it anyway when a body was left unread.)
+      if (refusal->status != 401 && refusal->status != 403 && refusal->status != 404 && refusal->status != 405) {
+        close_after(ctx, res);
+      }
+      for (const auto& [name, value] : refusal->headers) res.set_header(name, value);
+      RequestRecord record;
+      record.refused_by = refusal->refused_by;
+      record.client = ctx.caller.client;
+      finish(req, res, ctx, refusal->status, error_json(request_id_of(req, res), refusal->code, refusal->message),
+             std::move(record));
+      return;
     }
-    ctx.route = match.route;
-    ctx.route_param = std::move(match.param);
-    req.path = ctx.route ? std::string(ctx.route->pattern) : std::string();
-  });
-  server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    return before_body(req, res);
-  });
-  for (const Route& route : route_table()) add_route(server, route);
-  server.set_error_handler(httplib::Server::HandlerWithResponse(
-      [this](const httplib::Request& req, httplib::Response& res) { return answer_error(req, res); }));
-  // Last resort: never let exception text reach the client (it would land in a header).
-  server.set_exception_handler([this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+    serve(*route_for(*ctx.route, req.method), req, res, std::move(req.body));
+  } catch (...) {
     std::string what = "unknown exception";
     try {
-      if (ep) std::rethrow_exception(ep);
+      throw;
     } catch (const std::exception& e) {
       what = e.what();
     } catch (...) {
     }
-    std::string id = request_id_of(req, res);
+    res = httplib::Response{};
+    const std::string id = request_id_of(req, res);
     log_.error("request {}: unhandled exception: {}", id, what);
-    finish(req, res, door_->context(req), 500, error_json(id, "internal_error", "internal error; the request id identifies it in the server log"), {});
-  });
+    finish(req, res, ctx, 500, error_json(id, "internal_error", "internal error; the request id identifies it in the server log"), {});
+  }
+}
+
+// What the connection layer found, first; then the access phase's verdict.
+std::optional<HeadRefusal> HttpApi::refusal_of_request(RequestContext& ctx) {
+  if (ctx.framing_error) {
+    const int status = ctx.framing_error->status;
+    return HeadRefusal{status, status == 413 ? "payload_too_large" : status == 414 ? "uri_too_long" : "invalid_request",
+                       ctx.framing_error->message, {}, ""};
+  }
+  if (ctx.incomplete) {
+    ctx.started -= ctx.arriving;  // its latency is the time the client took and failed to send it
+    return HeadRefusal{400, "invalid_request", "the request did not arrive whole (the client stopped sending or was too slow)", {}, ""};
+  }
+  // Bodies in memory are bounded (--max-body-bytes-in-flight): this one did not fit and was not
+  // read. Counted, and said in the audit line.
+  if (ctx.over_budget) {
+    metrics_.refused("body_budget");
+    return HeadRefusal{503, "overloaded", "too many request bodies in memory; retry in a moment", {{"Retry-After", "1"}},
+                       "body_budget"};
+  }
+  return ctx.refusal;
 }
 
 std::uint64_t HttpApi::body_limit(BodyRule rule) const {
@@ -157,73 +198,23 @@ std::uint64_t HttpApi::body_limit(BodyRule rule) const {
   return 0;
 }
 
-// Handlers are registered under their route's pattern (the only path cpp-httplib ever sees).
-// Bodies of sends and webhooks are read here, not by cpp-httplib: 0.11.4 applies no limit to a
-// chunked body.
-void HttpApi::add_route(FrontDoor& server, const Route& route) {
-  const std::string at = literal_regex(route.pattern);
-  if (route.body == BodyRule::kMessage || route.body == BodyRule::kWebhook) {
-    server.Post(at, [this, &route](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read) {
-      std::string body;
-      if (read_body(req, res, read, body, body_limit(route.body))) serve(route, req, res, std::move(body));
-    });
-    return;
-  }
-  auto handler = [this, &route](const httplib::Request& req, httplib::Response& res) { serve(route, req, res, {}); };
-  if (route.method == "GET") server.Get(at, handler);
-  if (route.method == "PUT") server.Put(at, handler);
-  if (route.method == "PATCH") server.Patch(at, handler);
-  if (route.method == "DELETE") server.Delete(at, handler);
-}
-
-bool HttpApi::read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read,
-                        std::string& body, std::uint64_t limit) {
-  RequestContext& ctx = door_->context(req);
-  body.reserve(req.get_header_value<std::uint64_t>("Content-Length"));  // checked against the limit
-  bool too_large = false;
-  bool complete = read([&](const char* data, std::size_t size) {
-    too_large = body.size() + size > limit;
-    if (!too_large) body.append(data, size);
-    return !too_large;
-  });
-  if (ctx.release_input) ctx.release_input();  // the connection's copy of the body goes now
-  if (complete) return true;
-  close_after(ctx, res);
-  const std::string id = request_id_of(req, res);
-  if (too_large) {
-    finish(req, res, ctx, 413,
-           error_json(id, "payload_too_large", "request body is larger than " + std::to_string(limit) + " bytes"), {});
-  } else {
-    finish(req, res, ctx, 400, error_json(id, "invalid_request", "request body incomplete or badly chunked"), {});
-  }
-  return false;
-}
-
 // One route's handler. Routes that are not audited (health, readiness, metrics, documents) are
 // counted here; the others count in finish(), with their audit line.
 void HttpApi::serve(const Route& route, const httplib::Request& req, httplib::Response& res, std::string body) {
   const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
-  if (route.access == Access::kAnyClient) {
-    const Authorization caller = authorize(runtime->tokens.get(), header(req, "Authorization"), 0);
-    if (caller.status != 0) {
-      res.set_header("WWW-Authenticate", "Bearer");
-      finish(req, res, door_->context(req), caller.status, error_json(request_id_of(req, res), caller.code, caller.message), {});
-      return;
-    }
-  }
   const std::string id = request_id_of(req, res);
   switch (route.handler) {
     case Handler::kSend: return handle_send(req, res, door_->context(req), std::move(body));
     case Handler::kBatch: return handle_batch(req, res, door_->context(req), std::move(body));
     case Handler::kMessage: {
-      StatusAnswer answer = messages_.read(*runtime, header(req, "Authorization"), door_->context(req).route_param, id);
+      StatusAnswer answer = messages_.read(door_->context(req).caller, door_->context(req).route_param, id);
       for (const auto& [name, value] : answer.headers) res.set_header(name, value);
       send_json(res, answer.status, answer.body);
       break;
     }
     case Handler::kEvent: return handle_event(req, res, std::move(body));
     case Handler::kSuppression:
-    case Handler::kControl: return handle_admin(route, req, res);
+    case Handler::kControl: return handle_admin(route, req, res, std::move(body));
     case Handler::kProviders: send_json(res, 200, control_service_.view(*runtime, id)); break;
     case Handler::kLimits: send_json(res, 200, limits_view(*runtime, id)); break;
     case Handler::kOpenApi: res.set_content(std::string(openapi_document()), kJson); break;
@@ -231,7 +222,7 @@ void HttpApi::serve(const Route& route, const httplib::Request& req, httplib::Re
     case Handler::kReady: answer_ready(*runtime, id, res); break;
     case Handler::kMetrics: res.set_content(metrics_text(*runtime), "text/plain; version=0.0.4"); break;
   }
-  metrics_.request(req.path, res.status, 0, nullptr);
+  metrics_.request(std::string(route.pattern), res.status, 0, nullptr);
 }
 
 // What a message may hold: the configured providers' limits together (README "Providers").
@@ -267,7 +258,8 @@ void HttpApi::answer_ready(const Runtime& runtime, const std::string& id, httpli
 
 std::string HttpApi::metrics_text(const Runtime& runtime) const {
   MetricsSnapshot now;
-  now.door = DoorGauges{door_->queue_depth(), door_->event_threads(), door_->connections(), door_->body_bytes_in_flight()};
+  now.door = DoorGauges{door_->queue_depth(),       door_->event_threads(),       door_->connections(),
+                        door_->body_bytes_in_flight(), door_->connections_evicted(), door_->connections_refused()};
   if (runtime.health) {
     for (const auto& name : runtime.provider_names) now.circuits.emplace_back(name, runtime.health->state(name));
   }
@@ -278,159 +270,77 @@ std::string HttpApi::metrics_text(const Runtime& runtime) const {
   return metrics_.render(now);
 }
 
-// Every 4xx/5xx that a handler did not already answer gets a JSON error body and an audit
-// line: 404, 405, 413, and the 400s cpp-httplib produces for malformed HTTP.
-httplib::Server::HandlerResponse HttpApi::answer_error(const httplib::Request& req, httplib::Response& res) {
-  if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-  RequestContext& ctx = door_->context(req);
-  // No pre-routing (malformed request line or headers): the request has no start time.
-  if (!res.has_header(kRequestIdHeader)) ctx.started = clock_.now() - (ctx.incomplete ? ctx.arriving : Clock::TimePoint::duration{});
-  if (res.status == 404) {
-    answer_unrouted(req, res, ctx);
-    return httplib::Server::HandlerResponse::Handled;
-  }
-  // What cpp-httplib refused itself (a malformed request line or headers, a bad Range) may
-  // leave bytes that must not be read as a request.
-  close_after(ctx, res);
-  std::string id = request_id_of(req, res);
-  if (res.status == 413) {
-    finish(req, res, ctx, 413, error_json(id, "payload_too_large", "request body is larger than the server accepts"), {});
-  } else if (res.status == 414) {  // a request line over cpp-httplib's own 8 KiB limit
-    finish(req, res, ctx, 414,
-           error_json(id, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes"), {});
-  } else if (res.status >= 500) {
-    finish(req, res, ctx, res.status, error_json(id, "internal_error", "internal error"), {});
-  } else {
-    finish(req, res, ctx, res.status, error_json(id, "invalid_request", "malformed HTTP request"), {});
-  }
-  return httplib::Server::HandlerResponse::Handled;
-}
-
-// Everything that can be refused before the body is read is refused here, and the connection
-// is then closed: an unread body must never be parsed as the next request (smuggling).
-httplib::Server::HandlerResponse HttpApi::before_body(const httplib::Request& req, httplib::Response& res) {
-  RequestContext& ctx = door_->context(req);
-  ctx.started = clock_.now();
-  std::optional<Refusal> refusal = refusal_of_head(ctx);
-  const Framing framing = framing_of(req);
-  if (!refusal) refusal = framing.refusal;
-  if (!refusal) refusal = refusal_of_content(req);
-  // A path we do not serve, or a method it does not take: 404 or 405, before any body is read.
-  const Route* row = ctx.route ? route_for(*ctx.route, req.method) : nullptr;
-  if (!refusal && !row) {
-    if (framing.chunked || framing.length > 0) close_after(ctx, res);
-    answer_unrouted(req, res, ctx);
-    return httplib::Server::HandlerResponse::Handled;
-  }
-  if (!refusal) refusal = refusal_for_route(req, ctx, *row, framing, res);
-  if (!refusal) return httplib::Server::HandlerResponse::Unhandled;
-  close_after(ctx, res);
-  finish(req, res, ctx, refusal->status, error_json(request_id_of(req, res), refusal->code, refusal->message),
-         std::move(refusal->record));
-  return httplib::Server::HandlerResponse::Handled;
-}
-
-// The body's framing from the headers: one Content-Length that is a number, or chunked once.
-HttpApi::Framing HttpApi::framing_of(const httplib::Request& req) {
-  Framing f;
-  f.chunked = req.has_header("Transfer-Encoding");
-  f.lengths = req.get_header_value_count("Content-Length");
-  const std::string length_text = header(req, "Content-Length");
-  auto refuse = [&f](const char* message) {
-    f.refusal = Refusal{400, "invalid_request", message, {}};
-    return f;
-  };
-  if (f.chunked && (req.get_header_value_count("Transfer-Encoding") != 1 ||
-                    !iequals(header(req, "Transfer-Encoding"), "chunked"))) {
-    return refuse("Transfer-Encoding must be chunked, once");
-  }
-  if (f.chunked && f.lengths > 0) return refuse("Content-Length and Transfer-Encoding together");
-  if (f.lengths > 1) return refuse("more than one Content-Length");
-  if (f.lengths == 1 && (length_text.empty() || length_text.size() > 18 ||
-                         !std::all_of(length_text.begin(), length_text.end(), ::isdigit))) {
-    return refuse("Content-Length is not a number");
-  }
-  f.length = f.lengths == 1 ? std::stoull(length_text) : 0;
-  return f;
-}
-
-// A head that did not parse or did not arrive, a target too long: whatever the route.
-std::optional<HttpApi::Refusal> HttpApi::refusal_of_head(RequestContext& ctx) {
-  if (ctx.head_malformed) return Refusal{400, "invalid_request", "malformed request headers", {}};
+// Everything that can be refused from the head: a target too long, a compressed or multipart
+// body, a path or method we do not serve, a caller the route does not take, the route's body
+// rule, draining.
+std::optional<HeadRefusal> HttpApi::refusal_of_head(const httplib::Request& req, RequestContext& ctx) const {
   if (ctx.target_too_long) {
-    return Refusal{414, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes", {}};
+    return HeadRefusal{414, "uri_too_long", "the request target is longer than " + std::to_string(kMaxTarget) + " bytes", {}, ""};
   }
-  if (ctx.incomplete) {
-    ctx.started -= ctx.arriving;  // its latency is the time the client took and failed to send it
-    return Refusal{400, "invalid_request", "the request did not arrive whole (the client stopped sending or was too slow)", {}};
+  if (std::optional<HeadRefusal> refusal = refusal_of_content(req)) return refusal;
+  const Route* row = ctx.route ? route_for(*ctx.route, req.method) : nullptr;
+  if (!row && ctx.route) {
+    const std::string methods = allowed_methods(*ctx.route);
+    return HeadRefusal{405, "method_not_allowed", req.method + " is not allowed on " + ctx.path + "; use " + methods,
+                       {{"Allow", methods}}, ""};
   }
-  return std::nullopt;
+  if (!row) return HeadRefusal{404, "not_found", "no such endpoint", {}, ""};
+  // Who calls: the one place a token is checked. A webhook proves itself by its signature, over
+  // its body: it is let in with its body held to the unauthenticated share.
+  const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
+  const unsigned scope = row->access == Access::kSender ? unsigned{kScopeSend} : row->access == Access::kAdmin ? unsigned{kScopeAdmin} : 0u;
+  if (row->access != Access::kPublic && row->access != Access::kProvider) {
+    ctx.caller = authorize(runtime->tokens.get(), header(req, "Authorization"), scope);
+    if (ctx.caller.status == 401) {
+      return HeadRefusal{401, ctx.caller.code, ctx.caller.message, {{"WWW-Authenticate", "Bearer"}}, ""};
+    }
+    if (ctx.caller.status != 0) return HeadRefusal{ctx.caller.status, ctx.caller.code, ctx.caller.message, {}, ""};
+  }
+  ctx.authenticated = row->access != Access::kProvider;
+  return refusal_for_route(req, ctx, *row);
 }
 
 // A compressed or multipart body, whatever the route.
-std::optional<HttpApi::Refusal> HttpApi::refusal_of_content(const httplib::Request& req) {
-  // cpp-httplib would inflate gzip and brotli bodies without bound before any limit applies.
+std::optional<HeadRefusal> HttpApi::refusal_of_content(const httplib::Request& req) {
+  // Nothing here inflates a body: gzip or brotli would grow without bound past any limit.
   if (req.has_header("Content-Encoding")) {
-    return Refusal{415, "unsupported_media_type", "Content-Encoding is not accepted; send the body uncompressed", {}};
+    return HeadRefusal{415, "unsupported_media_type", "Content-Encoding is not accepted; send the body uncompressed", {}, ""};
   }
-  // Bodies here are JSON; cpp-httplib would parse a multipart one itself, with std::regex.
   const std::string type = header(req, "Content-Type");
   if (type.size() >= 10 && iequals(type.substr(0, 10), "multipart/")) {
-    return Refusal{415, "unsupported_media_type", "multipart bodies are not accepted; send application/json", {}};
+    return HeadRefusal{415, "unsupported_media_type", "multipart bodies are not accepted; send application/json", {}, ""};
   }
   return std::nullopt;
 }
 
-// The route's body rule, the memory budget for bodies, and draining.
-std::optional<HttpApi::Refusal> HttpApi::refusal_for_route(const httplib::Request& req, const RequestContext& ctx,
-                                                           const Route& route, const Framing& framing,
-                                                           httplib::Response& res) {
-  const bool has_body = framing.chunked || framing.length > 0;
+// The route's body rule (the framing itself was checked by the parser), and draining.
+std::optional<HeadRefusal> HttpApi::refusal_for_route(const httplib::Request& req, const RequestContext& ctx,
+                                                      const Route& route) const {
+  const bool chunked = req.has_header("Transfer-Encoding");
+  const bool has_length = req.has_header("Content-Length");
+  const std::uint64_t length = has_length ? std::stoull(header(req, "Content-Length")) : 0;
   const std::uint64_t limit = body_limit(route.body);
-  if (route.body == BodyRule::kNone && has_body) {
-    return Refusal{400, "invalid_request", req.method + " " + path_of(req, ctx) + " takes no request body", {}};
+  if (route.body == BodyRule::kNone && (chunked || length > 0)) {
+    return HeadRefusal{400, "invalid_request", req.method + " " + ctx.path + " takes no request body", {}, ""};
   }
-  if (route.body != BodyRule::kNone && framing.length > limit) {
+  if (route.body != BodyRule::kNone && length > limit) {
     const std::string n = std::to_string(limit);
-    return Refusal{413, "payload_too_large",
-                   route.body == BodyRule::kWebhook   ? "a webhook body is at most " + n + " bytes"
-                   : route.body == BodyRule::kControl ? "a control request body is at most " + n + " bytes"
-                                                      : "request body is larger than " + n + " bytes",
-                   {}};
+    return HeadRefusal{413, "payload_too_large",
+                       route.body == BodyRule::kWebhook   ? "a webhook body is at most " + n + " bytes"
+                       : route.body == BodyRule::kControl ? "a control request body is at most " + n + " bytes"
+                                                          : "request body is larger than " + n + " bytes",
+                       {}, ""};
   }
   const bool required = route.body == BodyRule::kMessage || route.body == BodyRule::kWebhook;
-  if (required && !framing.chunked && framing.lengths == 0) {
-    return Refusal{411, "length_required", "Content-Length or chunked transfer coding required", {}};
-  }
-  // Bodies in memory are bounded (--max-body-bytes-in-flight): this one did not fit and was
-  // not read. Counted, and said in the audit line.
-  if (ctx.over_budget) {
-    metrics_.refused("body_budget");
-    res.set_header("Retry-After", "1");
-    RequestRecord record;
-    record.refused_by = "body_budget";
-    return Refusal{503, "overloaded", "too many request bodies in memory; retry in a moment", std::move(record)};
+  if (required && !chunked && !has_length) {
+    return HeadRefusal{411, "length_required", "Content-Length or chunked transfer coding required", {}, ""};
   }
   // Sends are refused while shutting down (and the connection closed). Health checks and
-  // metrics still answer: they are cheap, and the watchdog relies on them.
+  // metrics still answer: they are cheap.
   if (draining_ && route.body == BodyRule::kMessage) {
-    res.set_header("Retry-After", "1");
-    return Refusal{503, "overloaded", "shutting down; retry on another instance or in a moment", {}};
+    return HeadRefusal{503, "overloaded", "shutting down; retry on another instance or in a moment", {{"Retry-After", "1"}}, ""};
   }
   return std::nullopt;
-}
-
-// 405 on one of our paths with another method, 404 elsewhere.
-void HttpApi::answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx) {
-  std::string id = request_id_of(req, res);
-  if (ctx.route) {
-    const std::string methods = allowed_methods(*ctx.route);
-    res.set_header("Allow", methods);
-    finish(req, res, ctx, 405,
-           error_json(id, "method_not_allowed", req.method + " is not allowed on " + path_of(req, ctx) + "; use " + methods), {});
-    return;
-  }
-  finish(req, res, ctx, 404, error_json(id, "not_found", "no such endpoint"), {});
 }
 
 namespace {
@@ -456,7 +366,7 @@ SendRequest HttpApi::send_request(const httplib::Request& req, httplib::Response
   SendRequest request;
   request.request_id = request_id_of(req, res);
   request.started = ctx.started;
-  request.authorization = header(req, "Authorization");
+  request.client = ctx.caller.client;
   request.content_type = header(req, "Content-Type");
   request.body = std::move(body);
   return request;
@@ -515,19 +425,14 @@ void HttpApi::handle_event(const httplib::Request& req, httplib::Response& res, 
 }
 
 // Provider control and suppressions: the admin scope, then the service.
-void HttpApi::handle_admin(const Route& route, const httplib::Request& req, httplib::Response& res) {
+void HttpApi::handle_admin(const Route& route, const httplib::Request& req, httplib::Response& res, std::string body) {
   const std::shared_ptr<const Runtime> runtime = std::atomic_load(&runtime_);
   RequestContext& ctx = door_->context(req);
-  AdminRequest request{request_id_of(req, res), ctx.client_ip, std::nullopt, req.method, ctx.route_param,
+  AdminRequest request{request_id_of(req, res), ctx.client_ip, ctx.caller.client, req.method, ctx.route_param,
                        req.has_header("Content-Type") ? std::optional<std::string>(header(req, "Content-Type")) : std::nullopt,
-                       req.body};
-  const Authorization caller = authorize(runtime->tokens.get(), header(req, "Authorization"), kScopeAdmin);
-  request.client = caller.client;
+                       std::move(body)};
   AdminAnswer answer;
-  if (caller.status != 0) {
-    answer = admin_error(request, caller.status, caller.code, caller.message);
-    if (caller.status == 401) answer.headers.emplace_back("WWW-Authenticate", "Bearer");
-  } else if (route.handler == Handler::kControl) {
+  if (route.handler == Handler::kControl) {
     answer = control_service_.handle(*runtime, request);
   } else {
     answer = suppression_service_.handle(request);

@@ -57,31 +57,20 @@ class HttpApi {
   const SendService& sends() const { return sends_; }
 
  private:
-  // What a request is refused with before its body is read (and the audit line's extras).
-  struct Refusal {
-    int status;
-    std::string code, message;
-    RequestRecord record;
-  };
-  struct Framing {
-    bool chunked = false;
-    std::size_t lengths = 0;    // Content-Length headers
-    std::uint64_t length = 0;   // the one Content-Length's value
-    std::optional<Refusal> refusal;
-  };
-  httplib::Server::HandlerResponse before_body(const httplib::Request& req, httplib::Response& res);
-  static Framing framing_of(const httplib::Request& req);
-  static std::optional<Refusal> refusal_of_head(RequestContext& ctx);
-  static std::optional<Refusal> refusal_of_content(const httplib::Request& req);
-  std::optional<Refusal> refusal_for_route(const httplib::Request& req, const RequestContext& ctx, const Route& route,
-                                           const Framing& framing, httplib::Response& res);
+  // The access phase, on the loop thread from the head alone (FrontDoor): routing, who calls,
+  // what the route's body may be. Returns the body limit, or leaves ctx.refusal.
+  std::uint64_t admit(const httplib::Request& req, RequestContext& ctx);
+  std::optional<HeadRefusal> refusal_of_head(const httplib::Request& req, RequestContext& ctx) const;
+  static std::optional<HeadRefusal> refusal_of_content(const httplib::Request& req);
+  std::optional<HeadRefusal> refusal_for_route(const httplib::Request& req, const RequestContext& ctx,
+                                               const Route& route) const;
+  // On a fiber, once the request is whole (or refused): the answer.
+  void answer(httplib::Request& req, httplib::Response& res, RequestContext& ctx);
+  // What the connection layer found (bad framing, a request that did not arrive, no room for its
+  // body), then what the access phase decided.
+  std::optional<HeadRefusal> refusal_of_request(RequestContext& ctx);
   std::uint64_t body_limit(BodyRule rule) const;
-  void add_route(FrontDoor& server, const Route& route);
-  // Reads a body of at most `limit` bytes; else answers 413 or 400 and returns false.
-  bool read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& read,
-                 std::string& body, std::uint64_t limit);
   void serve(const Route& route, const httplib::Request& req, httplib::Response& res, std::string body);
-  httplib::Server::HandlerResponse answer_error(const httplib::Request& req, httplib::Response& res);
   void answer_ready(const Runtime& runtime, const std::string& id, httplib::Response& res) const;
   std::string metrics_text(const Runtime& runtime) const;
   nlohmann::ordered_json limits_view(const Runtime& runtime, const std::string& id) const;
@@ -89,10 +78,10 @@ class HttpApi {
   void handle_batch(const httplib::Request& req, httplib::Response& res, RequestContext& ctx, std::string body);
   SendRequest send_request(const httplib::Request& req, httplib::Response& res, const RequestContext& ctx,
                            std::string body) const;
-  void answer_unrouted(const httplib::Request& req, httplib::Response& res, RequestContext& ctx);
   // PATCH /v1/providers/{name}, PUT and DELETE /v1/providers/order, GET, PUT and DELETE
-  // /v1/suppressions/{address}: ControlService's and SuppressionService's, for the admin scope.
-  void handle_admin(const Route& route, const httplib::Request& req, httplib::Response& res);
+  // /v1/suppressions/{address}: ControlService's and SuppressionService's (the admin scope was
+  // checked on the head).
+  void handle_admin(const Route& route, const httplib::Request& req, httplib::Response& res, std::string body);
   // POST /v1/events/{provider} (README "Delivery events and suppressions").
   void handle_event(const httplib::Request& req, httplib::Response& res, std::string body);
   // Writes the audit line, then the answer.

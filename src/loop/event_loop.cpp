@@ -284,6 +284,7 @@ void EventLoop::run() {
   std::vector<Callback> posted;
   std::vector<Fiber*> batch;
   while (!stopping_) {
+    last_turn_.store(SteadyClock::now().time_since_epoch().count(), std::memory_order_relaxed);
     poll_once(events);
     if (woken_.exchange(false)) {
       std::lock_guard<std::mutex> lock(post_mutex_);

@@ -67,6 +67,11 @@ class EventLoop {
   std::size_t fibers() const { return fibers_; }       // alive: running, runnable or suspended
   std::size_t runnable() const { return runnable_n_; }  // waiting for the loop's attention
   bool running_here() const { return std::this_thread::get_id() == thread_id_; }
+  // Thread-safe: when the loop last began a turn (it turns at least every 100 ms while it is
+  // well); what the systemd watchdog is fed from.
+  std::chrono::steady_clock::time_point last_turn() const {
+    return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(last_turn_.load(std::memory_order_relaxed)));
+  }
 
   static EventLoop* current();  // the loop of this thread, or nullptr
 
@@ -94,6 +99,7 @@ class EventLoop {
   std::mutex post_mutex_;  // guards posted_
   std::vector<Callback> posted_;  // guarded by post_mutex_
   std::atomic<bool> woken_{false};
+  std::atomic<std::chrono::steady_clock::rep> last_turn_{std::chrono::steady_clock::now().time_since_epoch().count()};
 
   // The loop thread's own:
   std::unordered_map<int, std::shared_ptr<Watcher>> watchers_;

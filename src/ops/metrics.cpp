@@ -98,6 +98,10 @@ std::string Metrics::render(const MetricsSnapshot& now) const {
     add_metric(out, "mailrelay_event_threads", "gauge", "Event-loop threads.", now.door.event_threads);
     add_metric(out, "mailrelay_connections", "gauge", "Open client connections.", now.door.connections);
     add_metric(out, "mailrelay_body_bytes_in_flight", "gauge", "Request bodies held in memory.", now.door.body_bytes);
+    add_metric(out, "mailrelay_connections_evicted_total", "counter",
+               "Connections without a whole request closed at --max-connections to admit new ones.", now.door.evicted);
+    add_metric(out, "mailrelay_connections_refused_total", "counter",
+               "Connections refused with 503: over --max-connections-per-ip, or no room in the table.", now.door.refused);
     render_refusals_and_events(out);
   }
   render_gauges(out, now);

@@ -41,6 +41,8 @@ struct DoorGauges {
   std::size_t event_threads = 0;  // event-loop threads
   std::size_t connections = 0;     // open client connections
   std::uint64_t body_bytes = 0;    // request bodies held in memory
+  std::uint64_t evicted = 0;       // connections closed at --max-connections to admit new ones
+  std::uint64_t refused = 0;       // connections refused: --max-connections-per-ip, or no room
 };
 
 // What the other parts report at render time (each counts its own; Metrics writes the text).

@@ -38,14 +38,7 @@ std::string message_outcome(const std::string& request_id, const SendReport& rep
   return out;
 }
 
-StatusAnswer MessageStatusService::read(const Runtime& runtime, std::string_view authorization,
-                                        const std::string& message_id, const std::string& id) {
-  const Authorization caller = authorize(runtime.tokens.get(), authorization, 0);
-  if (caller.status != 0) {
-    StatusAnswer refused = error_answer(caller.status, id, caller.code, caller.message);
-    if (caller.status == 401) refused.headers.emplace_back("WWW-Authenticate", "Bearer");
-    return refused;
-  }
+StatusAnswer MessageStatusService::read(const Authorization& caller, const std::string& message_id, const std::string& id) {
   auto found = store_.message(message_id);
   if (!found) {
     StatusAnswer unavailable = error_answer(503, id, "state_store_unavailable", "the state store is unreachable; retry in a moment");
@@ -54,7 +47,7 @@ StatusAnswer MessageStatusService::read(const Runtime& runtime, std::string_view
   }
   const std::optional<MessageRecord>& record = found.value();
   json outcome = record ? json::parse(record->outcome, nullptr, false) : json();
-  const bool admin = !runtime.tokens || authorize(runtime.tokens.get(), authorization, kScopeAdmin).status == 0;
+  const bool admin = (caller.scopes & kScopeAdmin) != 0;
   const bool own = outcome.is_object() && caller.client && outcome["client"] == *caller.client;
   if (!outcome.is_object() || (!admin && !own)) {
     return error_answer(404, id, "not_found",

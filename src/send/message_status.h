@@ -33,11 +33,10 @@ class MessageStatusService {
  public:
   explicit MessageStatusService(StateStore& store) : store_(store) {}
 
-  // GET /v1/messages/{message_id} for the caller with `authorization`: the client that sent it,
-  // or an admin; 404 for anyone else (whether it exists is not told), unknown or expired ids.
-  // `id` is this request's id (error answers).
-  StatusAnswer read(const Runtime& runtime, std::string_view authorization, const std::string& message_id,
-                    const std::string& id);
+  // GET /v1/messages/{message_id} for `caller` (authorized by the access phase): the client
+  // that sent it, or an admin; 404 for anyone else (whether it exists is not told), unknown or
+  // expired ids. `id` is this request's id (error answers).
+  StatusAnswer read(const Authorization& caller, const std::string& message_id, const std::string& id);
 
  private:
   StateStore& store_;

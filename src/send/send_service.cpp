@@ -44,10 +44,7 @@ SendReport SendService::handle(const Runtime& runtime, SendRequest request) {
   const std::string& id = request.request_id;
   request.received_at = utc_text(std::chrono::system_clock::now());
   SendReport report;
-  const Authorization caller = authorize(runtime.tokens.get(), request.authorization, kScopeSend);
-  report.client = caller.client;
-  if (caller.status == 401) report.headers.emplace_back("WWW-Authenticate", "Bearer");
-  if (caller.status != 0) return refusal(std::move(report), caller.status, id, caller.code, caller.message);
+  report.client = request.client;
   if (!is_json_content_type(request.content_type)) {
     return refusal(std::move(report), 415, id, "unsupported_media_type", "Content-Type must be application/json");
   }
@@ -81,13 +78,7 @@ BatchReport SendService::handle_batch(const Runtime& runtime, SendRequest reques
     report.headers = std::move(refused.headers);
     return std::move(report);
   };
-  const Authorization caller = authorize(runtime.tokens.get(), request.authorization, kScopeSend);
-  report.client = caller.client;
-  if (caller.status != 0) {
-    SendReport refused = refusal({}, caller.status, id, caller.code, caller.message);
-    if (caller.status == 401) refused.headers.emplace_back("WWW-Authenticate", "Bearer");
-    return refuse(std::move(refused));
-  }
+  report.client = request.client;
   if (!is_json_content_type(request.content_type)) {
     return refuse(refusal({}, 415, id, "unsupported_media_type", "Content-Type must be application/json"));
   }
@@ -138,7 +129,7 @@ std::vector<SendRequest> SendService::batch_items(const SendRequest& batch, nloh
     SendRequest& item = items[i];
     item.request_id = batch.request_id + "." + std::to_string(i);
     item.started = batch.started;
-    item.authorization = batch.authorization;
+    item.client = batch.client;
     item.content_type = batch.content_type;
     report.ids.push_back(item.request_id);
     report.items[i].client = report.client;

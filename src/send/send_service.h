@@ -30,7 +30,7 @@ namespace mailrelay {
 struct SendRequest {
   std::string request_id;
   Clock::TimePoint started{};          // when the request arrived: the deadline counts from here
-  std::string authorization;           // the Authorization header as sent
+  std::optional<std::string> client;   // the caller, as the access phase authorized it (send scope); nullopt without tokens
   std::string content_type;
   std::optional<std::string> idempotency_key;
   std::string body;                    // consumed: freed once parsed

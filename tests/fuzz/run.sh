@@ -33,8 +33,8 @@ case "$target" in
 esac
 # shellcheck disable=SC2086
 clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  $(pkg-config --cflags cpp-httplib) $(for d in "$s"/*/; do printf -- "-I%s " "$d"; done) "$src/tests/fuzz/${target}_fuzzer.cpp" $sources $libs -o "$work/fuzzer"
+  $(pkg-config --cflags cpp-httplib) $(for d in "$s"/*/; do printf -- "-I%s " "$d"; done) -I"$src/tests/fakes" "$src/tests/fuzz/${target}_fuzzer.cpp" $sources $libs -o "$work/fuzzer"
 rm -rf "$work/corpus" && mkdir -p "$work/corpus" && cp "$src/tests/fuzz/corpus/$target/"* "$work/corpus/"
 # Crashes, leaks, sanitizer reports and the target's own checks make libFuzzer exit non-zero.
-"$work/fuzzer" -max_total_time="$seconds" -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$work/" \
+"$work/fuzzer" -error_exitcode=1 -max_total_time="$seconds" -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$work/" \
   "$work/corpus"
