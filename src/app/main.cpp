@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -84,10 +85,12 @@ class Watchdog {
     auto interval = notifier.watchdog_interval();
     if (!interval) return;
     thread_ = std::thread([this, &notifier, &daemon, &log, interval = *interval] {
+      // A loop turns at least every 100 ms; a turn late by a second is a wedged loop, not a busy one.
+      const auto max_age = std::max(interval, std::chrono::milliseconds(1000));
       std::unique_lock<std::mutex> lock(mutex_);
       while (!stop_cv_.wait_for(lock, interval, [&] { return stopping_; })) {
-        if (daemon.alive(interval)) notifier.watchdog();
-        else log.warn("watchdog: an event loop has not turned for {} ms; not pinging systemd", interval.count());
+        if (daemon.alive(max_age)) notifier.watchdog();
+        else log.warn("watchdog: an event loop has not turned for {} ms; not pinging systemd", max_age.count());
       }
     });
   }

@@ -23,7 +23,6 @@ constexpr std::uint64_t kMaxControlBody = 65536;
 // (https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-payloads,
 // https://postmarkapp.com/developer/webhooks/webhooks-overview). 1 MiB holds all three.
 constexpr std::uint64_t kMaxWebhookBody = 1048576;
-constexpr std::string_view kEventsPrefix = "/v1/events/";
 constexpr std::string_view kEventsRoute = "/v1/events/{provider}";
 
 // /v1/events/<provider> exists for the providers that have a webhook (a 404 for the others).
@@ -37,12 +36,6 @@ constexpr std::string_view kSuppressionRoute = "/v1/suppressions/{address}";
 // The route label for metrics: one of ours, or "other" (unknown paths must not grow the label set).
 std::string route_of(const RequestContext& ctx) {
   return ctx.route ? std::string(ctx.route->pattern) : "other";
-}
-
-// The path as requested, for the audit line and messages: cpp-httplib's req.path is the route's
-// pattern once routed (and what it parsed when it refused the request before routing).
-const std::string& path_of(const httplib::Request& req, const RequestContext& ctx) {
-  return ctx.path.empty() ? req.path : ctx.path;
 }
 
 // A request header's whole value. cpp-httplib's get_header_value goes through a C string and so
@@ -92,8 +85,8 @@ void HttpApi::finish(const httplib::Request& req, httplib::Response& res, Reques
   // A suppression's path names an address: the log has the route (and the control line its hash).
   // A target over the limit is not copied whole into the log.
   record.path = ctx.route && ctx.route->pattern == kSuppressionRoute ? std::string(kSuppressionRoute)
-              : ctx.target_too_long ? path_of(req, ctx).substr(0, 128)
-                                    : path_of(req, ctx);
+              : ctx.target_too_long ? req.path.substr(0, 128)
+                                    : req.path;
   record.status = status;
   if (record.outcome.empty()) record.outcome = body.contains("error") ? body.at("error").at("code").get<std::string>() : "sent";
   record.latency_ms = to_ms(clock_.now() - ctx.started);
@@ -115,7 +108,6 @@ void HttpApi::install(FrontDoor& server) {
 // before any body byte is read or counted. Routing is ours (routes.h): text compared, nothing
 // that recurses or backtracks.
 std::uint64_t HttpApi::admit(const httplib::Request& req, RequestContext& ctx) {
-  ctx.path = req.path;
   ctx.target_too_long = req.target.size() > kMaxTarget;
   // Matched on the path as sent, so that an encoded "/" (%2F: an address may hold one) stays
   // inside its segment; the segment is then decoded. Else on the decoded path.
@@ -185,6 +177,7 @@ std::optional<HeadRefusal> HttpApi::refusal_of_request(RequestContext& ctx) {
     return HeadRefusal{503, "overloaded", "too many request bodies in memory; retry in a moment", {{"Retry-After", "1"}},
                        "body_budget"};
   }
+  if (!ctx.refusal && !ctx.route) return HeadRefusal{400, "invalid_request", "malformed HTTP request", {}, ""};  // cannot happen
   return ctx.refusal;
 }
 
@@ -281,7 +274,7 @@ std::optional<HeadRefusal> HttpApi::refusal_of_head(const httplib::Request& req,
   const Route* row = ctx.route ? route_for(*ctx.route, req.method) : nullptr;
   if (!row && ctx.route) {
     const std::string methods = allowed_methods(*ctx.route);
-    return HeadRefusal{405, "method_not_allowed", req.method + " is not allowed on " + ctx.path + "; use " + methods,
+    return HeadRefusal{405, "method_not_allowed", req.method + " is not allowed on " + req.path + "; use " + methods,
                        {{"Allow", methods}}, ""};
   }
   if (!row) return HeadRefusal{404, "not_found", "no such endpoint", {}, ""};
@@ -297,7 +290,7 @@ std::optional<HeadRefusal> HttpApi::refusal_of_head(const httplib::Request& req,
     if (ctx.caller.status != 0) return HeadRefusal{ctx.caller.status, ctx.caller.code, ctx.caller.message, {}, ""};
   }
   ctx.authenticated = row->access != Access::kProvider;
-  return refusal_for_route(req, ctx, *row);
+  return refusal_for_route(req, *row);
 }
 
 // A compressed or multipart body, whatever the route.
@@ -314,14 +307,13 @@ std::optional<HeadRefusal> HttpApi::refusal_of_content(const httplib::Request& r
 }
 
 // The route's body rule (the framing itself was checked by the parser), and draining.
-std::optional<HeadRefusal> HttpApi::refusal_for_route(const httplib::Request& req, const RequestContext& ctx,
-                                                      const Route& route) const {
+std::optional<HeadRefusal> HttpApi::refusal_for_route(const httplib::Request& req, const Route& route) const {
   const bool chunked = req.has_header("Transfer-Encoding");
   const bool has_length = req.has_header("Content-Length");
   const std::uint64_t length = has_length ? std::stoull(header(req, "Content-Length")) : 0;
   const std::uint64_t limit = body_limit(route.body);
   if (route.body == BodyRule::kNone && (chunked || length > 0)) {
-    return HeadRefusal{400, "invalid_request", req.method + " " + ctx.path + " takes no request body", {}, ""};
+    return HeadRefusal{400, "invalid_request", req.method + " " + req.path + " takes no request body", {}, ""};
   }
   if (route.body != BodyRule::kNone && length > limit) {
     const std::string n = std::to_string(limit);
@@ -394,7 +386,7 @@ void HttpApi::handle_batch(const httplib::Request& req, httplib::Response& res, 
     line.batch_id = batch_id;
     line.client_ip = ctx.client_ip;
     line.method = req.method;
-    line.path = path_of(req, ctx);
+    line.path = req.path;
     line.status = report.items[i].status;
     if (line.outcome.empty()) line.outcome = "sent";
     line.latency_ms = to_ms(clock_.now() - ctx.started);

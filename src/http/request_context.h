@@ -31,7 +31,6 @@ struct RequestContext {
   bool incomplete = false;      // the client stopped sending (timeout or EOF) before the request ended
   std::chrono::steady_clock::duration arriving{};  // incomplete: from its first byte to giving up on it
   // Told by the access phase (HttpApi::admit), on the head, before any body byte is read.
-  std::string path;             // the path as requested (percent-decoded)
   const Route* route = nullptr; // null: a path we do not serve (or a target over kMaxTarget)
   std::string route_param;      // the {segment} of a parametric route
   bool target_too_long = false; // the request target is longer than kMaxTarget: 414

@@ -80,15 +80,6 @@ std::string allowed_methods(const Route& route) {
   return out;
 }
 
-std::string literal_regex(std::string_view pattern) {
-  std::string out;
-  for (char c : pattern) {
-    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) out += '\\';
-    out += c;
-  }
-  return out;
-}
-
 std::string percent_decoded(std::string_view text) {
   auto hex = [](char c) -> int {
     if (c >= '0' && c <= '9') return c - '0';

@@ -56,8 +56,5 @@ const Route* route_for(const Route& route, std::string_view method);
 // The methods `route`'s path takes, for Allow: "GET, HEAD, PUT, DELETE".
 std::string allowed_methods(const Route& route);
 
-// `pattern` as a regular expression that matches exactly that text (cpp-httplib registers
-// handlers by regex; every request path it sees is a route's pattern, never the client's path).
-std::string literal_regex(std::string_view pattern);
 
 }  // namespace mailrelay

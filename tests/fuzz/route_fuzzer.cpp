@@ -29,6 +29,5 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (const mailrelay::Route* row = mailrelay::route_for(*m.route, method); row && row->pattern != pattern) std::abort();
   (void)mailrelay::allowed_methods(*m.route);
-  (void)mailrelay::literal_regex(path.substr(0, 64));
   return 0;
 }
