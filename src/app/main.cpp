@@ -4,11 +4,11 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <algorithm>
-#include <condition_variable>
 #include <mutex>
 #include <thread>
 

@@ -408,7 +408,6 @@ bool FrontDoor::take_head(Connection& c) {
   req.path = percent_decoded(path.substr(0, path.find('?')));
   c.keep_alive = head.keep_alive;
   c.head_only = req.method == "HEAD";
-  c.ctx.client_ip = c.remote_ip;
   c.limit = handlers_.admit ? handlers_.admit(req, c.ctx) : 0;
   c.phase = Connection::Phase::kReady;
   if (c.ctx.refusal) {
