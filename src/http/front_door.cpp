@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "api_error.h"
 #include "request_framing.h"
 #include "request_id.h"
 #include "routes.h"
@@ -52,9 +53,9 @@ void numeric_address(const sockaddr* addr, socklen_t len, std::string& ip, int& 
 
 // The answer to a connection the table has no room for: sent without reading anything (the
 // socket's buffer takes it), then closed.
-void refuse_connection(int fd, const std::string& why) {
+void refuse_connection(int fd, const char* why) {
   const std::string id = new_request_id();
-  const std::string body = "{\"request_id\":\"" + id + "\",\"error\":{\"code\":\"overloaded\",\"message\":\"" + why + "\"}}";
+  const std::string body = error_json(id, "overloaded", why).dump();
   const std::string answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
                              "X-Request-Id: " + id + "\r\nContent-Length: " + std::to_string(body.size()) +
                              "\r\nConnection: close\r\n\r\n" + body;
@@ -101,6 +102,19 @@ struct FrontDoor::Connection {
   // Nothing of a next request has arrived.
   bool idle() const { return phase == Phase::kHead && in.empty() && !lingering; }
 
+  // Answered as it stands (refused, or given up on): no more of it is read, and the connection
+  // lingers, then closes, after the answer.
+  void stop_reading() {
+    body_unread = true;
+    phase = Phase::kReady;
+  }
+  // The client stopped sending (EOF, or too slow) before the request was whole: answered 400.
+  void give_up(SteadyClock::time_point now) {
+    ctx.incomplete = true;
+    ctx.arriving = now - first_byte;
+    stop_reading();
+  }
+
   // Forgets the request just answered; what the client pipelined after it stays in `in`.
   void next_request() {
     phase = Phase::kHead;
@@ -109,7 +123,7 @@ struct FrontDoor::Connection {
     std::string().swap(body);
     chunks = ChunkedDecoder{};
     body_left = limit = 0;
-    chunked = keep_alive = head_only = body_unread = continue_sent = false;
+    keep_alive = head_only = body_unread = false;
     ctx.reset();
     if (in.capacity() > 4 * kHeadChunk) in.shrink_to_fit();
   }
@@ -144,9 +158,8 @@ struct FrontDoor::Connection {
   ChunkedDecoder chunks;
   std::uint64_t body_left = 0; // Content-Length bytes still to come
   std::uint64_t limit = 0;     // its body limit, from the access phase
-  bool chunked = false, keep_alive = false, head_only = false;
+  bool keep_alive = false, head_only = false;
   bool body_unread = false;    // answered before its body was read: the connection lingers, then closes
-  bool continue_sent = false;  // "100 Continue" sent for it
   RequestContext ctx;
   std::uint64_t reserved = 0;         // body bytes counted against --max-body-bytes-in-flight
   std::uint64_t unauthenticated = 0;  // of which in the unauthenticated share
@@ -387,8 +400,7 @@ bool FrontDoor::take_head(Connection& c) {
   RequestHead head;
   if (!end || !parse_head(std::string_view(c.in).substr(0, *end), head, error)) {
     c.ctx.framing_error = std::move(error);
-    c.body_unread = true;
-    c.phase = Connection::Phase::kReady;
+    c.stop_reading();
     return true;
   }
   c.in.erase(0, *end);  // what follows is its body, or the next request
@@ -408,6 +420,8 @@ bool FrontDoor::take_head(Connection& c) {
   req.path = percent_decoded(path.substr(0, path.find('?')));
   c.keep_alive = head.keep_alive;
   c.head_only = req.method == "HEAD";
+  c.ctx.chunked = head.chunked;
+  c.ctx.content_length = head.content_length;
   c.limit = handlers_.admit ? handlers_.admit(req, c.ctx) : 0;
   c.phase = Connection::Phase::kReady;
   if (c.ctx.refusal) {
@@ -417,16 +431,14 @@ bool FrontDoor::take_head(Connection& c) {
   if (!head.has_body()) return true;
   if (!head.chunked && *head.content_length > c.limit) {
     c.ctx.framing_error = FramingError{413, "request body is larger than " + std::to_string(c.limit) + " bytes"};
-    c.body_unread = true;
+    c.stop_reading();
     return true;
   }
   c.phase = Connection::Phase::kBody;
-  c.chunked = head.chunked;
   c.body_left = head.content_length.value_or(0);
   // One allocation for a declared body (its pages are touched only as bytes arrive).
-  if (!c.chunked) c.body.reserve(static_cast<std::size_t>(c.body_left));
-  if (head.expect_continue && c.in.empty()) {
-    c.continue_sent = true;  // the client waits for it before it sends the body
+  if (!head.chunked) c.body.reserve(static_cast<std::size_t>(c.body_left));
+  if (head.expect_continue && c.in.empty()) {  // the client waits for it before it sends the body
     (void)!::send(c.fd, kContinue, sizeof(kContinue) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   return false;
@@ -436,14 +448,13 @@ bool FrontDoor::take_head(Connection& c) {
 // budget).
 bool FrontDoor::take_body(Connection& c) {
   bool done;
-  if (c.chunked) {
+  if (c.ctx.chunked) {
     std::size_t used = 0;
     const ChunkedDecoder::Result r = c.chunks.feed(c.in, used, c.body, c.limit);
     c.in.erase(0, used);
     if (r == ChunkedDecoder::Result::kError) {
       c.ctx.framing_error = c.chunks.error();
-      c.body_unread = true;
-      c.phase = Connection::Phase::kReady;
+      c.stop_reading();
       return true;
     }
     done = r == ChunkedDecoder::Result::kDone;
@@ -456,8 +467,7 @@ bool FrontDoor::take_body(Connection& c) {
   }
   if (!reserve_body(c, c.body.size())) {
     c.ctx.over_budget = true;
-    c.body_unread = true;
-    c.phase = Connection::Phase::kReady;
+    c.stop_reading();
     return true;
   }
   if (done) c.phase = Connection::Phase::kReady;
@@ -468,7 +478,7 @@ FrontDoor::Progress FrontDoor::advance(Connection& c) {
   for (;;) {
     if (take_in(c)) return Progress::kReady;
     // A declared body with nothing buffered is read straight into its place.
-    const bool direct = c.phase == Connection::Phase::kBody && !c.chunked && c.in.empty();
+    const bool direct = c.phase == Connection::Phase::kBody && !c.ctx.chunked && c.in.empty();
     std::string& into = direct ? c.body : c.in;
     std::size_t want = c.phase == Connection::Phase::kHead ? kHeadChunk : kReadChunk;
     if (direct) want = static_cast<std::size_t>(std::min<std::uint64_t>(want, c.body_left));
@@ -487,10 +497,7 @@ FrontDoor::Progress FrontDoor::advance(Connection& c) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Progress::kNeedMore;
     // The client closed (or the connection broke) before its request was whole: answered 400.
     if (c.idle()) return Progress::kClosed;
-    c.ctx.incomplete = true;
-    c.ctx.arriving = SteadyClock::now() - c.first_byte;
-    c.body_unread = true;
-    c.phase = Connection::Phase::kReady;
+    c.give_up(SteadyClock::now());
     return Progress::kReady;
   }
 }
@@ -636,10 +643,7 @@ void FrontDoor::sweep(Shard& shard) {
     std::unique_ptr<Connection> connection = take(shard, fd);
     // A request begun and not finished in time is answered 400 (and audited); the rest close.
     if (!connection->lingering && !connection->idle()) {
-      connection->ctx.incomplete = true;
-      connection->ctx.arriving = now - connection->first_byte;
-      connection->body_unread = true;
-      connection->phase = Connection::Phase::kReady;
+      connection->give_up(now);
       dispatch(std::move(connection));
     }
   }

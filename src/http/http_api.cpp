@@ -290,7 +290,7 @@ std::optional<HeadRefusal> HttpApi::refusal_of_head(const httplib::Request& req,
     if (ctx.caller.status != 0) return HeadRefusal{ctx.caller.status, ctx.caller.code, ctx.caller.message, {}, ""};
   }
   ctx.authenticated = row->access != Access::kProvider;
-  return refusal_for_route(req, *row);
+  return refusal_for_route(req, ctx, *row);
 }
 
 // A compressed or multipart body, whatever the route.
@@ -307,10 +307,11 @@ std::optional<HeadRefusal> HttpApi::refusal_of_content(const httplib::Request& r
 }
 
 // The route's body rule (the framing itself was checked by the parser), and draining.
-std::optional<HeadRefusal> HttpApi::refusal_for_route(const httplib::Request& req, const Route& route) const {
-  const bool chunked = req.has_header("Transfer-Encoding");
-  const bool has_length = req.has_header("Content-Length");
-  const std::uint64_t length = has_length ? std::stoull(header(req, "Content-Length")) : 0;
+std::optional<HeadRefusal> HttpApi::refusal_for_route(const httplib::Request& req, const RequestContext& ctx,
+                                                      const Route& route) const {
+  const bool chunked = ctx.chunked;
+  const bool has_length = ctx.content_length.has_value();
+  const std::uint64_t length = ctx.content_length.value_or(0);
   const std::uint64_t limit = body_limit(route.body);
   if (route.body == BodyRule::kNone && (chunked || length > 0)) {
     return HeadRefusal{400, "invalid_request", req.method + " " + req.path + " takes no request body", {}, ""};

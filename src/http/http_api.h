@@ -62,7 +62,8 @@ class HttpApi {
   std::uint64_t admit(const httplib::Request& req, RequestContext& ctx);
   std::optional<HeadRefusal> refusal_of_head(const httplib::Request& req, RequestContext& ctx) const;
   static std::optional<HeadRefusal> refusal_of_content(const httplib::Request& req);
-  std::optional<HeadRefusal> refusal_for_route(const httplib::Request& req, const Route& route) const;
+  std::optional<HeadRefusal> refusal_for_route(const httplib::Request& req, const RequestContext& ctx,
+                                               const Route& route) const;
   // On a fiber, once the request is whole (or refused): the answer.
   void answer(httplib::Request& req, httplib::Response& res, RequestContext& ctx);
   // What the connection layer found (bad framing, a request that did not arrive, no room for its

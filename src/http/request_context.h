@@ -3,6 +3,7 @@
 // FrontDoor::context(req); touched only by the loop thread that owns the connection.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -27,6 +28,8 @@ struct RequestContext {
   // Told by the connection layer.
   std::string client_ip;                      // the peer's address, from the socket
   std::optional<FramingError> framing_error;  // the parser refused the request: answered, never executed
+  bool chunked = false;                       // the head's framing, as the parser read it
+  std::optional<std::uint64_t> content_length;
   bool over_budget = false;     // the body did not fit --max-body-bytes-in-flight and was not read
   bool incomplete = false;      // the client stopped sending (timeout or EOF) before the request ended
   std::chrono::steady_clock::duration arriving{};  // incomplete: from its first byte to giving up on it
