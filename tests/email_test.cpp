@@ -132,7 +132,7 @@ TEST_CASE("validation turns bad requests away with the field to blame", "[email]
       {"four tags (Mailgun: up to 3)", [](json& j) { j["tags"] = {"a", "b", "c", "d"}; }, "tags", "at most 3"},
       {"a 129-character tag (Mailgun: 128)", [](json& j) { j["tags"] = {std::string(129, 't')}; }, "tags[0]", "1 to 128"},
       {"the request id key (README 'Delivery events and suppressions')", [](json& j) { j["metadata"] = {{"mailrelay_request_id", "x"}}; }, "metadata.mailrelay_request_id", "set by the relay"},
-      {"metadata of 10,000 bytes (Mailgun truncates over 4KB)", [](json& j) { j["metadata"] = {{"k", std::string(9990, 'v')}}; }, "metadata", "at most 3844"},
+      {"metadata of 10,000 bytes (Mailgun truncates over 4KB)", [](json& j) { j["metadata"] = {{"k", std::string(9990, 'v')}}; }, "metadata", "at most 3756"},
       {"headers over Mailgun's 16KB of options", [](json& j) {
          for (int i = 0; i < 20; ++i) j["headers"]["X-H" + std::to_string(i)] = std::string(900, 'h');
        }, "headers", "at most 16000"},
@@ -218,18 +218,18 @@ TEST_CASE("limits: each boundary holds exactly, and only for the providers confi
   const MessageLimits both = sendgrid_and_mailgun();
   const MessageLimits outbox_only = MessageLimits::relay();
   json j = fakes::sample_request();
-  SECTION("metadata: Mailgun's 4,000 bytes less the request id stamp (156) leave 3,844") {
-    CHECK(request_id_stamp_size() == 156);
+  SECTION("metadata: Mailgun's 4,000 bytes less the stamps (244) leave 3,756") {
+    CHECK(request_id_stamp_size() == 244);
     // {"k": "<value>"}: 2 + (1 + n + 8) bytes
-    j["metadata"] = {{"k", std::string(3844 - 11, 'v')}};
+    j["metadata"] = {{"k", std::string(3756 - 11, 'v')}};
     CHECK(parse_email(j.dump(), both));
-    j["metadata"] = {{"k", std::string(3844 - 10, 'v')}};
+    j["metadata"] = {{"k", std::string(3756 - 10, 'v')}};
     CHECK_FALSE(parse_email(j.dump(), both));
     // SendGrid alone: custom_args less than 10,000 bytes, the stamp included.
     MessageLimits sendgrid = MessageLimits::relay().tighten(SendGridProvider("https://sg", "k").limits());
-    j["metadata"] = {{"k", std::string(9999 - 156 - 11, 'v')}};
+    j["metadata"] = {{"k", std::string(9999 - 244 - 11, 'v')}};
     CHECK(parse_email(j.dump(), sendgrid));
-    j["metadata"] = {{"k", std::string(9999 - 156 - 10, 'v')}};
+    j["metadata"] = {{"k", std::string(9999 - 244 - 10, 'v')}};
     CHECK_FALSE(parse_email(j.dump(), sendgrid));
     // JSON escapes count: a quote is two bytes as SendGrid and Mailgun receive it.
     CHECK(metadata_size({{"k", "\""}}) == metadata_size({{"k", "ab"}}));

@@ -116,20 +116,35 @@ void check_contract(StateStore& store) {
     CHECK_FALSE(store.unsuppress(alice).value());
     CHECK_FALSE(store.suppressions({alice}).value()[0].has_value());
   }
-  SECTION("messages: the first outcome under an id, its events in order, the newest 50") {
-    CHECK_FALSE(store.message("m-1").value().has_value());
-    store.record_message("m-1", R"({"status":"sent"})");
-    store.record_message("m-1", R"({"status":"failed"})");  // a reused id does not replace it
-    store.record_message_event("nobody", R"({"type":"delivered"})");
-    for (int i = 0; i < 60; ++i) store.record_message_event("m-1", "{\"n\":" + std::to_string(i) + "}");
-    auto found = store.message("m-1");
+  SECTION("messages: per client, the first outcome under an id, its events in order, the newest 50") {
+    CHECK(store.messages("alice", "m-1", false).value().empty());
+    store.record_message("alice", "m-1", R"({"status":"sent"})");
+    store.record_message("alice", "m-1", R"({"status":"failed"})");  // a reused id does not replace it
+    store.record_message("bob", "m-1", R"({"client":"bob"})");        // another client's id of the same name
+    store.record_message_event("alice", "nobody", R"({"type":"delivered"})");
+    for (int i = 0; i < 60; ++i) store.record_message_event("alice", "m-1", "{\"n\":" + std::to_string(i) + "}");
+    store.record_message_event("bob", "m-1", R"({"type":"bounced"})");
+    auto found = store.messages("alice", "m-1", false);
     REQUIRE(found);
-    REQUIRE(found.value().has_value());
-    CHECK(found.value()->outcome == R"({"status":"sent"})");
-    REQUIRE(found.value()->events.size() == kMaxMessageEvents);
-    CHECK(found.value()->events.front() == "{\"n\":10}");
-    CHECK(found.value()->events.back() == "{\"n\":59}");
-    CHECK_FALSE(store.message("nobody").value().has_value());
+    REQUIRE(found.value().size() == 1);
+    CHECK(found.value()[0].outcome == R"({"status":"sent"})");
+    REQUIRE(found.value()[0].events.size() == kMaxMessageEvents);
+    CHECK(found.value()[0].events.front() == "{\"n\":10}");
+    CHECK(found.value()[0].events.back() == "{\"n\":59}");
+    auto bobs = store.messages("bob", "m-1", false);
+    REQUIRE(bobs.value().size() == 1);
+    CHECK(bobs.value()[0].outcome == R"({"client":"bob"})");
+    CHECK(bobs.value()[0].events == std::vector<std::string>{R"({"type":"bounced"})"});
+    CHECK(store.messages("carol", "m-1", false).value().empty());
+    CHECK(store.messages("alice", "nobody", false).value().empty());
+    CHECK(store.messages("bo", "m-1", false).value().empty());  // a name that is a prefix of another's
+    // Every client's (admin), and the one kept without a client (no tokens file).
+    CHECK(store.messages("carol", "m-1", true).value().size() == 2);
+    CHECK(store.messages("carol", "m-", true).value().empty());
+    store.record_message("", "m-2", R"({"client":null})");
+    store.record_message_event("", "m-2", R"({"type":"delivered"})");
+    REQUIRE(store.messages("", "m-2", false).value().size() == 1);
+    CHECK(store.messages("", "m-2", false).value()[0].events.size() == 1);
   }
   SECTION("event ids: first seen once, forgotten on request") {
     CHECK(store.claim_event("sendgrid-evt-1", milliseconds(60000)).value());
@@ -184,16 +199,17 @@ TEST_CASE("memory store: event ids expire after their window", "[state_store]") 
 TEST_CASE("memory store: messages expire after their TTL, the oldest go beyond the bound", "[state_store]") {
   fakes::FakeClock clock;
   MemoryStateStore store(clock, std::chrono::seconds(60));
-  store.record_message("a", "{}");
+  auto kept = [&](const std::string& id) { return store.messages("c", id, false).value().size() == 1; };
+  store.record_message("c", "a", "{}");
   clock.advance(std::chrono::seconds(59));
-  CHECK(store.message("a").value().has_value());
+  CHECK(kept("a"));
   clock.advance(std::chrono::seconds(2));
-  CHECK_FALSE(store.message("a").value().has_value());
-  store.record_message_event("a", "{}");  // nothing to join to
-  for (std::size_t i = 0; i <= MemoryStateStore::kMaxMessages; ++i) store.record_message("m" + std::to_string(i), "{}");
-  CHECK_FALSE(store.message("m0").value().has_value());
-  CHECK(store.message("m1").value().has_value());
-  CHECK(store.message("m" + std::to_string(MemoryStateStore::kMaxMessages)).value().has_value());
+  CHECK_FALSE(kept("a"));
+  store.record_message_event("c", "a", "{}");  // nothing to join to
+  for (std::size_t i = 0; i <= MemoryStateStore::kMaxMessages; ++i) store.record_message("c", "m" + std::to_string(i), "{}");
+  CHECK_FALSE(kept("m0"));
+  CHECK(kept("m1"));
+  CHECK(kept("m" + std::to_string(MemoryStateStore::kMaxMessages)));
 }
 
 TEST_CASE("state store contract: Redis", "[state_store][redis]") {
@@ -214,14 +230,22 @@ TEST_CASE("state store contract: Redis", "[state_store][redis]") {
   REQUIRE(store->claim_event("evt", milliseconds(60000)).value());
   CHECK(std::stoll(server.cli({"PTTL", "test:event:evt"})) > 50000);
   // A message and its events expire with the message TTL (7 days by default).
-  store->record_message("ttl-1", "{}");
-  store->record_message_event("ttl-1", "{}");
-  REQUIRE(store->message("ttl-1").value().has_value());
-  for (const char* key : {"test:msg:ttl-1", "test:msg:ttl-1:events"}) {
+  store->record_message("billing", "ttl-1", "{}");
+  store->record_message_event("billing", "ttl-1", "{}");
+  REQUIRE(store->messages("billing", "ttl-1", false).value().size() == 1);
+  for (const char* key : {"test:msg/billing/ttl-1", "test:msg/billing/ttl-1:events", "test:msg-clients/ttl-1"}) {
     const long long ttl = std::stoll(server.cli({"PTTL", key}));
     CHECK(ttl > 6LL * 24 * 3600 * 1000);
     CHECK(ttl <= 7LL * 24 * 3600 * 1000);
   }
+  // A record kept before per-client ids ("msg:<id>", the outcome naming its client) is still read,
+  // with the events whose stamp names no client, until its TTL.
+  server.cli({"SET", "test:msg:old-1", R"({"client":"billing"})", "PX", "60000"});
+  store->record_message_event("", "old-1", R"({"type":"bounced"})");
+  auto old = store->messages("billing", "old-1", false);
+  REQUIRE(old.value().size() == 1);
+  CHECK(old.value()[0].outcome == R"({"client":"billing"})");
+  CHECK(old.value()[0].events.size() == 1);
 }
 
 TEST_CASE("Redis: two instances share keys, overrides and buckets", "[state_store][redis]") {

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "message_limits.h"  // kMaxClientNameLength
+
 namespace mailrelay {
 namespace {
 
@@ -50,6 +52,9 @@ Result<TokenStore> TokenStore::parse(std::string_view text) {
           return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
         })) {
       return Error{"config", where + ": client name may use A-Z a-z 0-9 - _ . only", ""};
+    }
+    if (name.size() > kMaxClientNameLength) {
+      return Error{"config", where + ": client name longer than " + std::to_string(kMaxClientNameLength) + " characters", ""};
     }
     std::string_view token = line.substr(colon + 1);
     // `:send,admin` at the end is a scope list when every word in it is a scope.

@@ -72,8 +72,9 @@ WebhookReport EventService::handle(const EventEndpoints& endpoints, const Webhoo
     if (!event->request_id.empty()) {  // joined to its send's status (README "Message status")
       json joined = event->to_json(audit_.recipient_hash(event->recipient));
       joined.erase("request_id");
+      joined.erase("client");
       joined["received_at"] = received_at;
-      store_.record_message_event(event->request_id, joined.dump(-1, ' ', false, json::error_handler_t::replace));
+      store_.record_message_event(event->client, event->request_id, joined.dump(-1, ' ', false, json::error_handler_t::replace));
     }
   }
   const std::string outcome = batch.fresh.empty() && batch.duplicates > 0 ? "duplicate" : "accepted";

@@ -426,8 +426,8 @@ Problem parse_metadata(const json& doc, const MessageLimits& limits, Email& emai
     if (!is_metadata_key(item.key())) {
       return invalid(field, "key must be 1 to 64 characters of A-Z a-z 0-9 _ - .");
     }
-    if (item.key() == kRequestIdKey) {
-      return invalid(field, "is set by the relay (the request id, handed back in delivery events)");
+    if (item.key() == kRequestIdKey || item.key() == kClientKey) {
+      return invalid(field, "is set by the relay (request id and client, handed back in delivery events)");
     }
     const json& v = item.value();
     std::string value;

@@ -47,6 +47,9 @@ struct Email {
   std::vector<std::string> tags;  // distinct (SendGrid categories are uniqueItems)
   std::vector<std::pair<std::string, std::string>> metadata;  // values rendered as strings
   bool sandbox = false;  // "sandbox": true: each provider's test mode, nothing delivered
+  // Not from the body: the sending client's name, stamped beside the request id where a provider
+  // hands metadata back in its events ("" without a tokens file: no stamp).
+  std::string client;
 
   std::size_t recipient_count() const { return to.size() + cc.size() + bcc.size(); }
 };

@@ -63,7 +63,9 @@ std::size_t metadata_size(const std::vector<std::pair<std::string, std::string>>
   return size;
 }
 
-std::size_t request_id_stamp_size() { return std::strlen(kRequestIdKey) + kMaxRequestIdLength + 8; }
+std::size_t request_id_stamp_size() {
+  return std::strlen(kRequestIdKey) + kMaxRequestIdLength + 8 + std::strlen(kClientKey) + kMaxClientNameLength + 8;
+}
 
 std::size_t options_size(const Email& email) {
   std::size_t size = 0;
@@ -72,6 +74,7 @@ std::size_t options_size(const Email& email) {
   for (const auto& tag : email.tags) size += std::strlen("o:tag") + tag.size();
   for (const auto& [key, value] : email.metadata) size += 2 + key.size() + value.size();  // v:
   size += 2 + std::strlen(kRequestIdKey) + kMaxRequestIdLength;  // v:mailrelay_request_id
+  size += 2 + std::strlen(kClientKey) + kMaxClientNameLength;     // v:mailrelay_client
   size += std::strlen("o:testmode") + std::strlen("yes");
   return size;
 }

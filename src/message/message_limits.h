@@ -38,14 +38,18 @@ struct MessageLimits {
 };
 
 // Bytes the relay adds to every provider call's metadata: the request id stamp
-// (`mailrelay_request_id`, README "Delivery events and suppressions"), counted at its longest (a 128-character id).
+// (`mailrelay_request_id`, README "Delivery events and suppressions") and the client's name
+// (`mailrelay_client`: request ids are per client, SPEC §21), counted at their longest (a
+// 128-character id, a 64-character name).
 inline constexpr const char* kRequestIdKey = "mailrelay_request_id";
 inline constexpr std::size_t kMaxRequestIdLength = 128;
+inline constexpr const char* kClientKey = "mailrelay_client";
+inline constexpr std::size_t kMaxClientNameLength = 64;
 
 // Metadata counted as JSON with spaces: each entry's JSON-escaped key and value plus 8 bytes
 // (four quotes, ": " and ", "), plus 2 for the braces. No provider's own rendering is larger.
 std::size_t metadata_size(const std::vector<std::pair<std::string, std::string>>& metadata);
-// The same count for the request id stamp at its longest.
+// The same count for the two stamps at their longest.
 std::size_t request_id_stamp_size();
 // Mailgun's send options (o:, h:, v:, t: fields): each field's name, prefix included, and value.
 // Counts the caller's headers, reply_to, tags and metadata, and (at their longest) the fields the

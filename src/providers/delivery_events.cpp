@@ -77,6 +77,7 @@ nlohmann::ordered_json DeliveryEvent::to_json(const std::string& recipient_hash)
                              {"type", type},
                              {"bounce_class", or_null(bounce_class)},
                              {"request_id", or_null(request_id)},
+                             {"client", or_null(client)},
                              {"provider_message_id", or_null(provider_message_id)},
                              {"provider_event_id", or_null(provider_event_id)},
                              {"recipient_domain", or_null(recipient.find('@') == std::string::npos ? "" : domain)},

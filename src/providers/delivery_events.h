@@ -23,6 +23,7 @@ struct DeliveryEvent {
   std::string type;
   std::string bounce_class;         // hard or soft, for bounced; else ""
   std::string request_id;           // from the relay's stamp; "" when the message had none
+  std::string client;               // the sending client, from the relay's stamp; "" for none
   std::string provider_message_id;
   std::string provider_event_id;    // the provider's id of the event; "" when it gives none
   std::string replay_key;           // what replays are recognised by (never written); "" for none

@@ -35,6 +35,7 @@ HttpRequest MailgunProvider::build_request(const Email& email, std::string_view 
   // v: variables come back in every event and webhook: the request id joins a bounce to its
   // request (README "Delivery events and suppressions").
   f.push_back({std::string("v:") + kRequestIdKey, std::string(request_id), "", ""});
+  if (!email.client.empty()) f.push_back({std::string("v:") + kClientKey, email.client, "", ""});
   // "Mailgun will accept the message but will not send it" (user_manual.rst, Sending in Test Mode).
   if (email.sandbox) f.push_back({"o:testmode", "yes", "", ""});
   for (const auto& a : email.attachments) {

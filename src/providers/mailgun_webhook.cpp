@@ -41,6 +41,7 @@ Result<WebhookBatch> parse_mailgun_event(const json& body) {
   e.provider = "mailgun";
   e.recipient = text(data, "recipient");
   e.request_id = text(member(data, "user-variables"), kRequestIdKey);
+  e.client = text(member(data, "user-variables"), kClientKey);
   e.provider_message_id = text(member(member(data, "message"), "headers"), "message-id");
   e.provider_event_id = text(member(body, "signature"), "token");
   e.replay_key = e.provider_event_id;

@@ -60,6 +60,7 @@ HttpRequest PostmarkProvider::build_request(const Email& email, std::string_view
   json metadata = json::object();
   for (const auto& [key, value] : email.metadata) metadata[key] = value;
   metadata[kRequestIdKey] = std::string(request_id);
+  if (!email.client.empty()) metadata[kClientKey] = email.client;
   payload["Metadata"] = std::move(metadata);
   if (!email.attachments.empty()) {
     json attachments = json::array();

@@ -24,6 +24,7 @@ Result<WebhookBatch> parse_postmark_event(std::string_view body) {
   e.provider = "postmark";
   e.recipient = text(doc, kind == "Bounce" || kind == "SpamComplaint" ? "Email" : "Recipient");
   e.request_id = text(member(doc, "Metadata"), kRequestIdKey);
+  e.client = text(member(doc, "Metadata"), kClientKey);
   e.provider_message_id = text(doc, "MessageID");
   e.provider_event_id = text(doc, "ID");
   for (const char* at : {"BouncedAt", "DeliveredAt", "ReceivedAt", "ChangedAt"}) {

@@ -93,6 +93,7 @@ HttpRequest SendGridProvider::build_request(const Email& email, std::string_view
   json args = json::object();
   for (const auto& [key, value] : email.metadata) args[key] = value;
   args[kRequestIdKey] = std::string(request_id);
+  if (!email.client.empty()) args[kClientKey] = email.client;
   payload["custom_args"] = std::move(args);
   if (email.sandbox) payload["mail_settings"] = {{"sandbox_mode", {{"enable", true}}}};
 

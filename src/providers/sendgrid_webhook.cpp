@@ -91,6 +91,7 @@ Result<WebhookBatch> parse_sendgrid_events(std::string_view body, std::int64_t t
     e.provider = "sendgrid";
     e.recipient = text(item, "email");
     e.request_id = text(item, kRequestIdKey);
+    e.client = text(item, kClientKey);
     e.provider_message_id = text(item, "sg_message_id");
     e.provider_event_id = text(item, "sg_event_id");
     // Without an id, the event itself (its canonical text: keys sorted) is what a replay repeats.

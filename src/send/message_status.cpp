@@ -39,27 +39,37 @@ std::string message_outcome(const std::string& request_id, const SendReport& rep
 }
 
 StatusAnswer MessageStatusService::read(const Authorization& caller, const std::string& message_id, const std::string& id) {
-  auto found = store_.message(message_id);
+  const bool admin = (caller.scopes & kScopeAdmin) != 0;
+  auto found = store_.messages(caller.client.value_or(""), message_id, admin);
   if (!found) {
     StatusAnswer unavailable = error_answer(503, id, "state_store_unavailable", "the state store is unreachable; retry in a moment");
     unavailable.headers.emplace_back("Retry-After", "1");
     return unavailable;
   }
-  const std::optional<MessageRecord>& record = found.value();
-  json outcome = record ? json::parse(record->outcome, nullptr, false) : json();
-  const bool admin = (caller.scopes & kScopeAdmin) != 0;
-  const bool own = outcome.is_object() && caller.client && outcome["client"] == *caller.client;
-  if (!outcome.is_object() || (!admin && !own)) {
-    return error_answer(404, id, "not_found",
-                        "no message with this request id: unknown, sent by another client, or older than --message-status-ttl");
+  // The store answers with the caller's record (or, for admin, everyone's) and any record kept
+  // before per-client ids, which only the client its outcome names may read.
+  const json caller_name = caller.client ? json(*caller.client) : json();
+  json messages = json::array();
+  for (const MessageRecord& record : found.value()) {
+    json outcome = json::parse(record.outcome, nullptr, false);
+    if (!outcome.is_object() || (!admin && outcome["client"] != caller_name)) continue;
+    json events = json::array();
+    for (const std::string& text : record.events) {
+      json event = json::parse(text, nullptr, false);
+      if (event.is_object()) events.push_back(std::move(event));
+    }
+    outcome["events"] = std::move(events);
+    messages.push_back(std::move(outcome));
   }
-  json events = json::array();
-  for (const std::string& text : record->events) {
-    json event = json::parse(text, nullptr, false);
-    if (event.is_object()) events.push_back(std::move(event));
+  if (messages.empty()) {
+    return error_answer(404, id, "not_found", "no message of yours with this request id, or older than --message-status-ttl");
   }
-  outcome["events"] = std::move(events);
-  return StatusAnswer{200, json{{"request_id", id}, {"message", std::move(outcome)}}, {}};
+  // `message`: the caller's own when it has one, else (admin) the first.
+  json message = messages.front();
+  for (const json& each : messages) {
+    if (each["client"] == caller_name) message = each;
+  }
+  return StatusAnswer{200, json{{"request_id", id}, {"message", std::move(message)}, {"messages", std::move(messages)}}, {}};
 }
 
 }  // namespace mailrelay

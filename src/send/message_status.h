@@ -33,9 +33,10 @@ class MessageStatusService {
  public:
   explicit MessageStatusService(StateStore& store) : store_(store) {}
 
-  // GET /v1/messages/{message_id} for `caller` (authorized by the access phase): the client
-  // that sent it, or an admin; 404 for anyone else (whether it exists is not told), unknown or
-  // expired ids. `id` is this request's id (error answers).
+  // GET /v1/messages/{message_id} for `caller` (authorized by the access phase): the caller's own
+  // send under that id (ids are per client, SPEC §21), or for an admin every client's; 404 when
+  // the caller has none (whether another client used the id is not told), or it expired. `id`
+  // is this request's id (error answers).
   StatusAnswer read(const Authorization& caller, const std::string& message_id, const std::string& id);
 
  private:

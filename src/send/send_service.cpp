@@ -212,6 +212,7 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
     return refusal(std::move(report), 400, id, e.code, e.message, e.field);
   }
   report.email = std::move(email).value();
+  report.email->client = client;  // stamped beside the request id (SPEC §21)
   if (refused_as_suppressed(id, report)) return report;
   // A claim whose holder vanished (a crash) blocks the key no longer than a request can last.
   const auto claim_ttl = runtime.relay->settings().deadline + std::chrono::seconds(60);
@@ -227,7 +228,7 @@ SendReport SendService::admitted(const Runtime& runtime, SendRequest& request, c
   } forget{keyed ? &store_ : nullptr, IdempotencyClaim{client, key, digest}};
   relay(runtime, request, report);
   report.client = client.empty() && !runtime.tokens ? std::nullopt : std::optional<std::string>(client);
-  store_.record_message(id, message_outcome(id, report, request.received_at, utc_text(std::chrono::system_clock::now())));
+  store_.record_message(client, id, message_outcome(id, report, request.received_at, utc_text(std::chrono::system_clock::now())));
   // Remembered only when a provider may have the message; when surely nothing went out, the key
   // is forgotten so that a retry with it can still send.
   const auto& attempts = report.relay->attempts;

@@ -450,31 +450,64 @@ Result<bool> RedisStateStore::claim_event(const std::string& id, std::chrono::mi
 
 void RedisStateStore::forget_event(const std::string& id) { run({{"DEL", event_key(id)}}); }
 
-// Two keys per message: <prefix>msg:<id> (the outcome, set once) and <prefix>msg:<id>:events (a
-// list, trimmed to the newest kMaxMessageEvents), both expiring the message TTL after their last
-// write. Sent without waiting: nobody waits on them (failures are counted by the next user).
-void RedisStateStore::record_message(const std::string& request_id, const std::string& outcome) {
-  send_only({{"SET", message_key(request_id), outcome, "NX", "PX", std::to_string(settings_.message_ttl.count() * 1000)}});
+// Two keys per message: message_key (the outcome, set once) and message_key + ":events" (a list,
+// trimmed to the newest kMaxMessageEvents), both expiring the message TTL after their last write;
+// with a client, its name joins the set message_clients_key(id) (same TTL) for admin reads. Sent
+// without waiting: nobody waits on them (failures are counted by the next user).
+void RedisStateStore::record_message(const std::string& client, const std::string& request_id,
+                                     const std::string& outcome) {
+  const std::string ttl = std::to_string(settings_.message_ttl.count() * 1000);
+  std::vector<Command> commands{{"SET", message_key(client, request_id), outcome, "NX", "PX", ttl}};
+  if (!client.empty()) {
+    commands.push_back({"SADD", message_clients_key(request_id), client});
+    commands.push_back({"PEXPIRE", message_clients_key(request_id), ttl});
+  }
+  send_only(commands);
 }
 
-void RedisStateStore::record_message_event(const std::string& request_id, const std::string& event) {
-  const std::string events = message_key(request_id) + ":events";
+void RedisStateStore::record_message_event(const std::string& client, const std::string& request_id,
+                                           const std::string& event) {
+  const std::string events = message_key(client, request_id) + ":events";
   send_only({{"RPUSH", events, event},
              {"LTRIM", events, "-" + std::to_string(kMaxMessageEvents), "-1"},
              {"PEXPIRE", events, std::to_string(settings_.message_ttl.count() * 1000)}});
 }
 
-Result<std::optional<MessageRecord>> RedisStateStore::message(const std::string& request_id) {
-  auto replies = run({{"GET", message_key(request_id)}, {"LRANGE", message_key(request_id) + ":events", "0", "-1"}});
-  if (!replies) return replies.error();
-  const redisReply* outcome = replies.value()[0].get();
-  if (outcome->type != REDIS_REPLY_STRING) return std::optional<MessageRecord>();
-  MessageRecord record{reply_text(outcome), {}};
-  const redisReply* events = replies.value()[1].get();
-  for (std::size_t i = 0; events->type == REDIS_REPLY_ARRAY && i < events->elements; ++i) {
-    record.events.push_back(reply_text(events->element[i]));
+Result<std::vector<MessageRecord>> RedisStateStore::messages(const std::string& client, const std::string& request_id,
+                                                             bool every) {
+  // Whose records to read: the caller's; with `every`, each client's in the set. A record kept
+  // before per-client ids ("msg:<id>", the key without a client) is read too, until its TTL:
+  // the caller (message status) shows it only to the client its outcome names.
+  std::vector<std::string> clients{client};
+  if (every) {
+    auto members = run({{"SMEMBERS", message_clients_key(request_id)}});
+    if (!members) return members.error();
+    const redisReply* set = members.value()[0].get();
+    for (std::size_t i = 0; set->type == REDIS_REPLY_ARRAY && i < set->elements; ++i) {
+      std::string name = reply_text(set->element[i]);
+      if (name != client) clients.push_back(std::move(name));
+    }
   }
-  return std::optional<MessageRecord>(std::move(record));
+  if (!client.empty()) clients.emplace_back();
+  std::vector<Command> reads;
+  for (const std::string& name : clients) {
+    reads.push_back({"GET", message_key(name, request_id)});
+    reads.push_back({"LRANGE", message_key(name, request_id) + ":events", "0", "-1"});
+  }
+  auto replies = run(reads);
+  if (!replies) return replies.error();
+  std::vector<MessageRecord> out;
+  for (std::size_t i = 0; i + 1 < replies.value().size(); i += 2) {
+    const redisReply* outcome = replies.value()[i].get();
+    if (outcome->type != REDIS_REPLY_STRING) continue;
+    MessageRecord record{reply_text(outcome), {}};
+    const redisReply* events = replies.value()[i + 1].get();
+    for (std::size_t j = 0; events->type == REDIS_REPLY_ARRAY && j < events->elements; ++j) {
+      record.events.push_back(reply_text(events->element[j]));
+    }
+    out.push_back(std::move(record));
+  }
+  return out;
 }
 
 void RedisStateStore::stream(std::string_view audit_line) {

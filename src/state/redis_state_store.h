@@ -68,9 +68,10 @@ class RedisStateStore final : public StateStore {
   Result<bool> unsuppress(const std::string& hash) override;
   Result<bool> claim_event(const std::string& id, std::chrono::milliseconds ttl) override;
   void forget_event(const std::string& id) override;
-  void record_message(const std::string& request_id, const std::string& outcome) override;
-  void record_message_event(const std::string& request_id, const std::string& event) override;
-  Result<std::optional<MessageRecord>> message(const std::string& request_id) override;
+  void record_message(const std::string& client, const std::string& request_id, const std::string& outcome) override;
+  void record_message_event(const std::string& client, const std::string& request_id, const std::string& event) override;
+  Result<std::vector<MessageRecord>> messages(const std::string& client, const std::string& request_id,
+                                              bool every) override;
   void stream(std::string_view audit_line) override;
   StateStoreCounters counters() const override;
   std::string describe() const override;
@@ -104,7 +105,13 @@ class RedisStateStore final : public StateStore {
   std::string idempotency_key(const std::string& client, const std::string& key) const;
   std::string event_key(const std::string& id) const { return settings_.prefix + "event:" + id; }
   std::string suppression_key(const std::string& hash) const { return settings_.prefix + "supp:" + hash; }
-  std::string message_key(const std::string& id) const { return settings_.prefix + "msg:" + id; }
+  // "msg:<id>" without a client (and every record before per-client ids); "msg/<client>/<id>"
+  // with one: neither a client name nor a request id holds a '/'.
+  std::string message_key(const std::string& client, const std::string& id) const {
+    return client.empty() ? settings_.prefix + "msg:" + id : settings_.prefix + "msg/" + client + "/" + id;
+  }
+  // The clients with a record under `id` (for admin reads).
+  std::string message_clients_key(const std::string& id) const { return settings_.prefix + "msg-clients/" + id; }
   void stream_loop();
 
   const RedisSettings settings_;

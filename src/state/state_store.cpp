@@ -119,7 +119,8 @@ void MemoryStateStore::forget_event(const std::string& id) {
   events_.erase(id);
 }
 
-void MemoryStateStore::record_message(const std::string& request_id, const std::string& outcome) {
+void MemoryStateStore::record_message(const std::string& client, const std::string& request_id,
+                                      const std::string& outcome) {
   const Clock::TimePoint now = clock_.now();
   std::lock_guard<std::mutex> lock(mutex_);
   // Every message lives as long: the oldest expire first. Beyond the bound the oldest go too.
@@ -129,25 +130,40 @@ void MemoryStateStore::record_message(const std::string& request_id, const std::
     if (it != messages_.end()) messages_.erase(it);
     message_order_.pop_front();
   }
-  if (messages_.emplace(request_id, StoredMessage{MessageRecord{outcome, {}}, now + message_ttl_}).second) {
-    message_order_.push_back(request_id);
+  std::string key = request_id + ' ' + client;
+  if (messages_.emplace(key, StoredMessage{MessageRecord{outcome, {}}, now + message_ttl_}).second) {
+    message_order_.push_back(std::move(key));
   }
 }
 
-void MemoryStateStore::record_message_event(const std::string& request_id, const std::string& event) {
+void MemoryStateStore::record_message_event(const std::string& client, const std::string& request_id,
+                                            const std::string& event) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = messages_.find(request_id);
+  auto it = messages_.find(request_id + ' ' + client);
   if (it == messages_.end() || it->second.expires <= clock_.now()) return;
   std::vector<std::string>& events = it->second.record.events;
   if (events.size() >= kMaxMessageEvents) events.erase(events.begin());
   events.push_back(event);
 }
 
-Result<std::optional<MessageRecord>> MemoryStateStore::message(const std::string& request_id) {
+Result<std::vector<MessageRecord>> MemoryStateStore::messages(const std::string& client, const std::string& request_id,
+                                                              bool every) {
+  const Clock::TimePoint now = clock_.now();
+  std::vector<MessageRecord> out;
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = messages_.find(request_id);
-  if (it == messages_.end() || it->second.expires <= clock_.now()) return std::optional<MessageRecord>();
-  return std::optional<MessageRecord>(it->second.record);
+  const std::string first = request_id + ' ';
+  auto keep = [&](const StoredMessage& stored) {
+    if (stored.expires > now) out.push_back(stored.record);
+  };
+  if (!every) {
+    if (auto it = messages_.find(first + client); it != messages_.end()) keep(it->second);
+    return out;
+  }
+  for (auto it = messages_.lower_bound(first); it != messages_.end() && it->first.compare(0, first.size(), first) == 0;
+       ++it) {
+    keep(it->second);
+  }
+  return out;
 }
 
 }  // namespace mailrelay

@@ -116,13 +116,19 @@ class StateStore {
   virtual Result<bool> claim_event(const std::string& id, std::chrono::milliseconds ttl) = 0;
   virtual void forget_event(const std::string& id) = 0;
 
-  // Message status, kept the store's message TTL after the send. The first send under a request
-  // id is the one kept (ids are unique unless a client reuses its own X-Request-Id). Both writes
-  // only add to what a read shows: they fail silently, counted in the store's error counter.
-  virtual void record_message(const std::string& request_id, const std::string& outcome) = 0;
-  virtual void record_message_event(const std::string& request_id, const std::string& event) = 0;
-  // nullopt: unknown, or expired.
-  virtual Result<std::optional<MessageRecord>> message(const std::string& request_id) = 0;
+  // Message status, kept the store's message TTL after the send, per client (README "Message
+  // status"): `client` is the token's name, "" without a tokens file. The first send under a
+  // request id is the one kept for that client; two clients' ids never meet. Both writes only add
+  // to what a read shows: they fail silently, counted in the store's error counter. An event
+  // whose stamp names no client joins the record kept without one (and, in Redis, the records a
+  // version before per-client ids kept, until their TTL).
+  virtual void record_message(const std::string& client, const std::string& request_id, const std::string& outcome) = 0;
+  virtual void record_message_event(const std::string& client, const std::string& request_id,
+                                    const std::string& event) = 0;
+  // `client`'s record under `request_id` (at most one), or with `every` each client's; empty when
+  // unknown or expired.
+  virtual Result<std::vector<MessageRecord>> messages(const std::string& client, const std::string& request_id,
+                                                      bool every) = 0;
 
   // Appends an audit line to the stream, when there is one (--audit-stream redis). Never blocks.
   virtual void stream(std::string_view /*audit_line*/) {}
@@ -160,9 +166,10 @@ class MemoryStateStore final : public StateStore {
   Result<bool> unsuppress(const std::string& hash) override;
   Result<bool> claim_event(const std::string& id, std::chrono::milliseconds ttl) override;
   void forget_event(const std::string& id) override;
-  void record_message(const std::string& request_id, const std::string& outcome) override;
-  void record_message_event(const std::string& request_id, const std::string& event) override;
-  Result<std::optional<MessageRecord>> message(const std::string& request_id) override;
+  void record_message(const std::string& client, const std::string& request_id, const std::string& outcome) override;
+  void record_message_event(const std::string& client, const std::string& request_id, const std::string& event) override;
+  Result<std::vector<MessageRecord>> messages(const std::string& client, const std::string& request_id,
+                                              bool every) override;
   StateStoreCounters counters() const override { return {}; }
   std::string describe() const override { return "memory"; }
 
@@ -187,8 +194,9 @@ class MemoryStateStore final : public StateStore {
     MessageRecord record;
     Clock::TimePoint expires;
   };
-  std::unordered_map<std::string, StoredMessage> messages_;  // guarded by mutex_
-  std::deque<std::string> message_order_;                    // guarded by mutex_: oldest first
+  // Keyed "<request id> <client>" (neither holds a space), so one id's records are neighbours.
+  std::map<std::string, StoredMessage> messages_;  // guarded by mutex_
+  std::deque<std::string> message_order_;          // guarded by mutex_: oldest first
 };
 
 }  // namespace mailrelay
