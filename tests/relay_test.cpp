@@ -350,8 +350,11 @@ namespace {
 struct SimulatedProvider final : EmailProvider {
   SimulatedProvider(std::string n, fakes::FakeClock& c) : name_(std::move(n)), clock(c) {}
   const std::string& name() const override { return name_; }
-  AttemptResult send(const Email&, std::string_view, milliseconds) override {
-    clock.advance(latency);
+  bool supports_sandbox() const override { return true; }
+  AttemptResult send(const Email& email, std::string_view, milliseconds) override {
+    std::size_t bytes = 0;
+    for (const Attachment& a : email.attachments) bytes += a.content.size();
+    clock.advance(latency + per_mib * static_cast<long>(bytes >> 20) + (email.sandbox ? sandbox_latency : milliseconds(0)));
     AttemptResult r;
     r.outcome = outcome;
     r.http_status = outcome == AttemptOutcome::kSent ? 202 : 500;
@@ -360,6 +363,8 @@ struct SimulatedProvider final : EmailProvider {
   std::string name_;
   fakes::FakeClock& clock;
   milliseconds latency{40};
+  milliseconds per_mib{0};          // upload time
+  milliseconds sandbox_latency{0};  // a test mode's own speed
   AttemptOutcome outcome = AttemptOutcome::kSent;
 };
 
@@ -376,15 +381,16 @@ struct Simulation {
     s.strategy = Strategy::kAdaptive;
     return s;
   }
-  // Ten requests a second for `seconds` of fake time: the share that went to `a` first.
-  double share_of_a(int seconds) {
+  // `rate` requests a second for `seconds` of fake time: the share that went to `a` first.
+  double share_of_a(int seconds, int rate = 10) { return share_of_a(seconds, rate, email); }
+  double share_of_a(int seconds, int rate, const Email& message) {
     int to_a = 0;
-    for (int i = 0; i < seconds * 10; ++i) {
-      RelayResult r = relay.send(email, "sim", clock.now());
+    for (int i = 0; i < seconds * rate; ++i) {
+      RelayResult r = relay.send(message, "sim", clock.now());
       to_a += r.attempts.at(0).provider == "sendgrid" ? 1 : 0;
-      clock.advance(milliseconds(100));
+      clock.advance(milliseconds(1000 / rate));
     }
-    return to_a / (seconds * 10.0);
+    return to_a / (seconds * static_cast<double>(rate));
   }
 };
 
@@ -398,11 +404,11 @@ TEST_CASE("adaptive: traffic moves away from a provider that slows down within s
   CHECK(sim.share_of_a(20) > 0.8);    // the faster one takes most (the other is measured now and then)
   sim.a.latency = milliseconds(800);  // sendgrid slows down
   CHECK(sim.share_of_a(2) <= 0.1);    // within two seconds (one slow call is enough)
-  CHECK(sim.share_of_a(30) < 0.05);   // and stays away (a probe every ~17 s)
+  CHECK(sim.share_of_a(30) <= 0.05);  // and stays away (a probe every 20 sends: at most 1 in 20)
   const ProviderFigures slow = sim.health.figures("sendgrid");
   CHECK(slow.latency_ms > 60);
   sim.a.latency = milliseconds(20);   // recovered
-  sim.share_of_a(20);                 // found by the next probe, at most ~17 s later
+  sim.share_of_a(20);                 // measured again by the probes (one every 2 s here)
   CHECK(sim.share_of_a(10) > 0.8);
   CHECK(sim.health.figures("sendgrid").latency_ms < 40);
 }
@@ -434,4 +440,37 @@ TEST_CASE("adaptive: with no figures yet the configured order decides", "[relay]
   Simulation sim;
   RelayResult r = sim.relay.send(sim.email, "first", sim.clock.now());
   CHECK(r.attempts.at(0).provider == "sendgrid");
+}
+
+TEST_CASE("adaptive: a provider that recovers is first again within 10 s, the probes at most 1 in 20", "[relay][adaptive]") {
+  Simulation sim;
+  sim.a.latency = milliseconds(1);
+  sim.b.latency = milliseconds(1);
+  CHECK(sim.share_of_a(5, 40) > 0.9);  // equal: the configured order keeps it
+  sim.a.latency = milliseconds(600);
+  sim.share_of_a(1, 40);
+  const double slowed = sim.share_of_a(20, 40);
+  CHECK(slowed <= 0.05);  // the probes only: at most 1 in 20
+  CHECK(slowed > 0);      // and at least one every few seconds
+  sim.a.latency = milliseconds(1);
+  sim.share_of_a(9, 40);
+  CHECK(sim.share_of_a(1, 40) > 0.9);  // the tenth second after it recovered: first again
+}
+
+TEST_CASE("adaptive: large or sandbox messages do not move the traffic of small ones", "[relay][adaptive]") {
+  Simulation sim;
+  sim.a.latency = milliseconds(20);
+  sim.b.latency = milliseconds(30);
+  sim.a.per_mib = milliseconds(400);  // a slow upload path
+  sim.a.sandbox_latency = milliseconds(2000);
+  Email large = sim.email;
+  large.attachments.push_back(Attachment{"big.bin", "application/octet-stream", std::string(5 << 20, 'x'), false, ""});
+  Email sandbox = sim.email;
+  sandbox.sandbox = true;
+  CHECK(sim.share_of_a(5, 10) > 0.9);
+  CHECK(sim.share_of_a(3, 2, large) < 0.5);  // large messages move to the faster upload
+  CHECK(sim.share_of_a(3, 2, sandbox) > 0.9);  // not measured: they stay where they were
+  CHECK(sim.share_of_a(5, 10) > 0.9);        // small ones never moved
+  CHECK(sim.health.figures("sendgrid", 0).latency_ms < 30);
+  CHECK(sim.health.figures("sendgrid", size_class(5 << 20)).latency_ms > 1000);
 }

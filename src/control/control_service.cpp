@@ -110,7 +110,10 @@ json ControlService::view(const Runtime& runtime, const std::string& request_id)
   }
   return json{{"request_id", request_id},
               {"providers", providers},
-              {"order", effective_order(runtime.provider_names, *overrides)},
+              {"strategy", runtime.relay ? std::string(to_string(runtime.relay->settings().strategy)) : "failover"},
+              {"order", runtime.relay ? runtime.relay->current_order(*overrides)
+                                      : effective_order(runtime.provider_names, *overrides)},
+              {"configured_order", runtime.provider_names},
               {"order_overridden", !overrides->order.empty()}};
 }
 

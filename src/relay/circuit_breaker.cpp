@@ -121,30 +121,32 @@ void ProviderHealth::release(const std::string& provider, const Admission& admis
   if (admission.probe && admission.generation == b.generation) b.probe_in_flight = false;
 }
 
-ProviderFigures ProviderHealth::faded(const Breaker& b) const {
-  ProviderFigures f = b.figures;
-  const double age = std::chrono::duration<double>(clock_.now() - b.observed_at).count();
-  const double keep = std::exp2(-std::max(0.0, age) / static_cast<double>(kFigureHalfLife.count()));
-  f.latency_ms *= keep;
-  f.error_rate *= keep;
+std::size_t size_class(std::size_t message_bytes) {
+  if (message_bytes < 64 * 1024) return 0;
+  return message_bytes < 1024 * 1024 ? 1 : 2;
+}
+
+void ProviderHealth::observe(const std::string& provider, std::size_t size_class, double latency_ms, bool failed) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Breaker::Window& w = breakers_[provider].windows[std::min(size_class, kSizeClasses - 1)];
+  w.latency_ms[w.calls % kFigureWindow] = latency_ms;
+  w.failed[w.calls % kFigureWindow] = failed;
+  ++w.calls;
+  w.last_call = clock_.now();
+}
+
+ProviderFigures ProviderHealth::figures(const std::string& provider, std::size_t size_class) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Breaker::Window& w = breakers_[provider].windows[std::min(size_class, kSizeClasses - 1)];
+  ProviderFigures f;
+  f.calls = w.calls;
+  f.last_call = w.last_call;
+  const std::size_t n = std::min<std::uint64_t>(w.calls, kFigureWindow);
+  for (std::size_t i = 0; i < n; ++i) {
+    f.latency_ms += w.latency_ms[i] / static_cast<double>(n);
+    f.error_rate += w.failed[i] ? 1.0 / static_cast<double>(n) : 0.0;
+  }
   return f;
-}
-
-void ProviderHealth::observe(const std::string& provider, double latency_ms, bool failed) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  Breaker& b = breakers_[provider];
-  ProviderFigures f = faded(b);
-  const double w = f.calls == 0 ? 1.0 : kFigureWeight;
-  f.latency_ms = w * latency_ms + (1 - w) * f.latency_ms;
-  f.error_rate = w * (failed ? 1.0 : 0.0) + (1 - w) * f.error_rate;
-  ++f.calls;
-  b.figures = f;
-  b.observed_at = clock_.now();
-}
-
-ProviderFigures ProviderHealth::figures(const std::string& provider) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return faded(breakers_[provider]);
 }
 
 CircuitState ProviderHealth::state(const std::string& provider) {

@@ -29,17 +29,22 @@ struct BreakerSettings {
 
 enum class CircuitState { kClosed, kOpen, kHalfOpen, kParked };
 
-// A provider's recent speed and errors (--strategy adaptive, GET /v1/providers): weighted
-// averages over its calls (each new call weighs kFigureWeight) that fade toward zero, "unknown",
-// with a half-life of kFigureHalfLife while it is not called, so that a provider left alone
-// after a bad spell is tried again and measured anew.
+// A provider's recent speed and errors for one size class of message (--strategy adaptive,
+// GET /v1/providers, SPEC §22): the mean latency and the share of failures of its last
+// kFigureWindow calls, sandbox sends not counted (the relay does not report them). A short window
+// forgets a bad spell after that many calls: the relay's probes make them (relay.h).
 struct ProviderFigures {
-  double latency_ms = 0;   // of its calls, whatever their outcome
+  double latency_ms = 0;   // of its calls, whatever their outcome; 0 before the first
   double error_rate = 0;   // 0..1: calls that failed (error or timeout; a rejection is an answer)
-  std::uint64_t calls = 0;
+  std::uint64_t calls = 0;           // every call counted, not only the window's
+  Clock::TimePoint last_call{};      // when the newest was reported
 };
-inline constexpr double kFigureWeight = 0.2;
-inline constexpr std::chrono::seconds kFigureHalfLife{10};
+inline constexpr std::size_t kFigureWindow = 4;
+// Messages are measured apart by size, so that uploads of large attachments do not move the
+// traffic of small ones: under 64 KiB, under 1 MiB, larger (the bytes of the text, html and
+// attachments as decoded).
+inline constexpr std::size_t kSizeClasses = 3;
+std::size_t size_class(std::size_t message_bytes);
 std::string_view to_string(CircuitState state);
 
 class ProviderHealth {
@@ -60,9 +65,9 @@ class ProviderHealth {
   // An admitted call that was not made: a probe's turn goes to the next request.
   void release(const std::string& provider, const Admission& admission);
 
-  // One call made to `provider`, and how long it took.
-  void observe(const std::string& provider, double latency_ms, bool failed);
-  ProviderFigures figures(const std::string& provider);
+  // One call made to `provider` for a message of `size_class`, and how long it took.
+  void observe(const std::string& provider, std::size_t size_class, double latency_ms, bool failed);
+  ProviderFigures figures(const std::string& provider, std::size_t size_class = 0);
 
   CircuitState state(const std::string& provider);
   // Time until `provider` may be tried again (zero when it may be tried now).
@@ -77,10 +82,14 @@ class ProviderHealth {
     std::uint64_t generation = 0;  // advanced on every state change
     bool probe_in_flight = false;
     Clock::TimePoint probe_since{};  // a probe whose result never came is given up after kProbeLost
-    ProviderFigures figures;         // as of observed_at
-    Clock::TimePoint observed_at{};
+    struct Window {
+      double latency_ms[kFigureWindow] = {};
+      bool failed[kFigureWindow] = {};
+      std::uint64_t calls = 0;  // the next sample goes to calls % kFigureWindow
+      Clock::TimePoint last_call{};
+    };
+    Window windows[kSizeClasses];
   };
-  ProviderFigures faded(const Breaker& b) const;  // REQUIRES: mutex_ held
   // REQUIRES: mutex_ held (both).
   void transition(const std::string& provider, Breaker& b, CircuitState to, const std::string& why);
   void refresh(const std::string& provider, Breaker& b);  // open/parked -> half-open/closed on time

@@ -70,7 +70,28 @@ Relay::Relay(std::vector<EmailProvider*> providers, RelaySettings settings, Cloc
   }
 }
 
-std::vector<EmailProvider*> Relay::order(const ProviderOverrides* overrides) {
+std::string_view to_string(Strategy strategy) {
+  switch (strategy) {
+    case Strategy::kRoundRobin: return "round-robin";
+    case Strategy::kWeighted: return "weighted";
+    case Strategy::kAdaptive: return "adaptive";
+    case Strategy::kFailover: break;
+  }
+  return "failover";
+}
+
+namespace {
+
+// What a provider call uploads, roughly: the size class's measure.
+std::size_t message_bytes(const Email& email) {
+  std::size_t bytes = email.text.size() + email.html.size();
+  for (const Attachment& a : email.attachments) bytes += a.content.size();
+  return bytes;
+}
+
+}  // namespace
+
+std::vector<EmailProvider*> Relay::order(const ProviderOverrides* overrides, std::size_t size_class) {
   if (overrides && !overrides->order.empty()) {
     std::vector<std::string> names;
     for (auto* p : providers_) names.push_back(p->name());
@@ -95,7 +116,7 @@ std::vector<EmailProvider*> Relay::order(const ProviderOverrides* overrides) {
       point -= settings_.weights[i];
     }
   } else if (settings_.strategy == Strategy::kAdaptive) {
-    first = adaptive_first();
+    first = adaptive_first(size_class);
   }
   std::vector<EmailProvider*> out{providers_[first]};
   for (std::size_t i = 0; i < providers_.size(); ++i) {
@@ -104,23 +125,63 @@ std::vector<EmailProvider*> Relay::order(const ProviderOverrides* overrides) {
   return out;
 }
 
-// The lowest score among the providers that may be called now; ties go to the configured order.
-std::size_t Relay::adaptive_first() {
+std::vector<std::string> Relay::current_order(const ProviderOverrides& overrides) {
+  std::vector<std::string> names;
+  for (auto* p : providers_) names.push_back(p->name());
+  if (!overrides.order.empty() || settings_.strategy != Strategy::kAdaptive) return effective_order(names, overrides);
+  const std::size_t first = adaptive_best(0);
+  std::rotate(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(first), names.begin() + static_cast<std::ptrdiff_t>(first) + 1);
+  return names;
+}
+
+// The lowest score among the providers that may be called now, an earlier one kept unless a later
+// one beats it by the margin.
+std::size_t Relay::adaptive_best(std::size_t size_class) {
   if (!health_) return 0;
-  std::size_t first = 0;
-  double best = std::numeric_limits<double>::infinity();
+  std::size_t best = 0;
+  double best_score = std::numeric_limits<double>::infinity();
   for (std::size_t i = 0; i < providers_.size(); ++i) {
     const std::string& name = providers_[i]->name();
     const CircuitState state = health_->state(name);
     if (state == CircuitState::kOpen || state == CircuitState::kParked) continue;
-    const ProviderFigures f = health_->figures(name);
+    const ProviderFigures f = health_->figures(name, size_class);
     const double score = f.latency_ms + f.error_rate * static_cast<double>(settings_.attempt_timeout.count());
-    if (score < best) {
-      best = score;
-      first = i;
+    const double margin = std::isinf(best_score) ? 0 : std::max(kAdaptiveMarginMs, kAdaptiveMargin * best_score);
+    if (score + margin < best_score) {
+      best = i;
+      best_score = score;
     }
   }
-  return first;
+  return best;
+}
+
+// The best, or on a probe's turn the other callable provider measured longest ago.
+std::size_t Relay::adaptive_first(std::size_t size_class) {
+  const std::size_t best = adaptive_best(size_class);
+  if (!health_ || providers_.size() < 2) return best;
+  const Clock::TimePoint now = clock_.now();
+  {
+    std::lock_guard<std::mutex> lock(probe_mutex_);
+    ProbeTurn& turn = probes_[size_class];
+    if (++turn.sends < kProbeEvery || now - turn.last < kProbeGap) return best;
+  }
+  std::size_t probe = best;
+  Clock::TimePoint oldest = Clock::TimePoint::max();
+  for (std::size_t i = 0; i < providers_.size(); ++i) {
+    const std::string& name = providers_[i]->name();
+    const CircuitState state = health_->state(name);
+    if (i == best || state == CircuitState::kOpen || state == CircuitState::kParked) continue;
+    const Clock::TimePoint last = health_->figures(name, size_class).last_call;
+    if (last < oldest) {
+      oldest = last;
+      probe = i;
+    }
+  }
+  if (probe != best) {
+    std::lock_guard<std::mutex> lock(probe_mutex_);
+    probes_[size_class] = ProbeTurn{0, now};
+  }
+  return probe;
 }
 
 RelayResult Relay::send(const Email& email, const std::string& request_id, Clock::TimePoint started,
@@ -130,7 +191,8 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
   const auto deadline = started + settings_.deadline;
   auto time_left = [&] { return duration_cast<milliseconds>(deadline - clock_.now()); };
 
-  for (EmailProvider* provider : order(overrides)) {
+  const std::size_t size_class = mailrelay::size_class(message_bytes(email));
+  for (EmailProvider* provider : order(overrides, size_class)) {
     for (int try_number = 1;; ++try_number) {
       milliseconds left = time_left();
       if (left.count() <= 0) {
@@ -160,8 +222,12 @@ RelayResult Relay::send(const Email& email, const std::string& request_id, Clock
       attempt.latency_ms = to_ms(clock_.now() - begin);
       if (health_) {
         health_->record(provider->name(), admission, attempt.result);
+        // A sandbox send is not a measure of the provider's real path (SPEC §22).
         const AttemptOutcome o = attempt.result.outcome;
-        health_->observe(provider->name(), attempt.latency_ms, o == AttemptOutcome::kError || o == AttemptOutcome::kTimeout);
+        if (!email.sandbox) {
+          health_->observe(provider->name(), size_class, attempt.latency_ms,
+                           o == AttemptOutcome::kError || o == AttemptOutcome::kTimeout);
+        }
       }
       for (auto* o : observers_) o->after_attempt(request_id, attempt);
       out.attempts.push_back(attempt);

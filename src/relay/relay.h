@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,19 @@
 namespace mailrelay {
 
 // Which provider is tried first; the configured order after it stays the fallback.
-// kAdaptive: the provider with the lowest score, its recent latency plus its error rate times the
-// attempt timeout (a failure costs about a timeout and a failover), among those not open or parked.
+// kAdaptive (SPEC §22): among the providers not open or parked, the one with the lowest score for
+// the message's size class, its recent latency plus its error rate times the attempt timeout (a
+// failure costs about a timeout and a failover). A provider later in the configured order must
+// beat an earlier one by kAdaptiveMargin (of the earlier one's score, at least kAdaptiveMarginMs),
+// so that noise does not move traffic between two healthy providers. Every kProbeEvery-th send of
+// a size class, at most one a kProbeGap, goes first to another provider instead (the one measured
+// longest ago): a provider that recovers is measured again and gets its traffic back.
 enum class Strategy { kFailover, kRoundRobin, kWeighted, kAdaptive };
+std::string_view to_string(Strategy strategy);  // failover, round-robin, weighted, adaptive
+inline constexpr double kAdaptiveMargin = 0.25;
+inline constexpr double kAdaptiveMarginMs = 10;
+inline constexpr std::uint64_t kProbeEvery = 20;
+inline constexpr std::chrono::seconds kProbeGap{1};
 
 struct RelaySettings {
   Strategy strategy = Strategy::kFailover;
@@ -84,6 +95,8 @@ class Relay {
                    const ProviderOverrides* overrides = nullptr);
 
   const RelaySettings& settings() const { return settings_; }
+  // The order a small message would be tried in now, probes aside (GET /v1/providers).
+  std::vector<std::string> current_order(const ProviderOverrides& overrides);
 
  private:
   std::vector<EmailProvider*> providers_;
@@ -91,8 +104,9 @@ class Relay {
   Clock& clock_;
   // The order for one request: the operators' order if they set one, else the strategy's first
   // choice, then the others as configured.
-  std::vector<EmailProvider*> order(const ProviderOverrides* overrides);
-  std::size_t adaptive_first();
+  std::vector<EmailProvider*> order(const ProviderOverrides* overrides, std::size_t size_class);
+  std::size_t adaptive_best(std::size_t size_class);
+  std::size_t adaptive_first(std::size_t size_class);
   // Every observer took the attempt's "before" line.
   bool recorded(const std::string& request_id, const std::string& provider, int try_number);
   std::optional<std::string> skip_reason(EmailProvider& provider, const Email& email, const ProviderOverrides* overrides,
@@ -101,6 +115,12 @@ class Relay {
   ProviderHealth* health_;
   RetryBudget* budget_;
   std::atomic<std::uint64_t> turn_{0};  // round-robin position
+  struct ProbeTurn {
+    std::uint64_t sends = 0;  // of the size class since its last probe
+    Clock::TimePoint last{};
+  };
+  std::mutex probe_mutex_;
+  ProbeTurn probes_[kSizeClasses];  // guarded by probe_mutex_
   std::vector<AttemptObserver*> observers_;
   Jitter jitter_;
 };

@@ -82,6 +82,11 @@ void FakeProviderServer::push(FakeReply reply) {
   script_.push_back(std::move(reply));
 }
 
+void FakeProviderServer::set_delay(std::chrono::milliseconds delay) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  delay_ = delay;
+}
+
 void FakeProviderServer::push_n(int n, const FakeReply& reply) {
   for (int i = 0; i < n; ++i) push(reply);
 }
@@ -228,6 +233,8 @@ void FakeProviderServer::handle(const httplib::Request& req, httplib::Response& 
     if (!script_.empty()) {
       reply = script_.front();
       script_.pop_front();
+    } else {
+      reply.delay = delay_;
     }
     if (reply.hang) {
       released_.wait_for(lock, std::chrono::seconds(30), [this] { return stopping_; });

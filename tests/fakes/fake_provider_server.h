@@ -78,6 +78,8 @@ class FakeProviderServer {
   // Scripted answers, used in order; once they run out every request gets the success answer.
   void push(FakeReply reply);
   void push_n(int n, const FakeReply& reply);
+  // How long every unscripted answer waits from now on (a provider that slows down, or recovers).
+  void set_delay(std::chrono::milliseconds delay);
 
   std::vector<ReceivedRequest> received() const;
   std::size_t count() const;
@@ -97,6 +99,7 @@ class FakeProviderServer {
   std::condition_variable released_;
   bool stopping_ = false;
   std::deque<FakeReply> script_;
+  std::chrono::milliseconds delay_{0};
   std::vector<ReceivedRequest> received_;
   int next_id_ = 1;
 };
