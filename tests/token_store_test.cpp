@@ -27,6 +27,9 @@ TEST_CASE("malformed token files are refused with the line number and without th
       {"ok:0123456789abcdef\n:0123456789abcdef\n", "line 2: expected name:token"},
       {"bad name:0123456789abcdef\n", "line 1: client name"},
       {"short:abc\n", "line 1: token shorter than 16"},
+      {"ops:0123456789abcdef:admn\n", "line 1: unknown scope 'admn' (scopes: send, admin)"},
+      {"a:0123456789abcdef\n\nb:0123456789abcdef:admin\n", "line 3: the same token as line 1"},
+      {std::string(65, 'n') + ":0123456789abcdef\n", "line 1: client name longer than 64"},
       {"# only comments\n", "no tokens found"}}));
   auto store = TokenStore::parse(text);
   REQUIRE_FALSE(store);
@@ -39,13 +42,13 @@ TEST_CASE("token scopes: name:token is send, a trailing :send,admin list sets th
       "billing:billing-token-0123456789\n"
       "ops:ops-token-0123456789abcd:admin\n"
       "both:both-token-0123456789ab:send,admin\n"
-      "colon:colon-token:0123456789:notascope\n").value();
+      "colon:colon-token:0123456789:Not-A-Scope\n").value();
   auto scopes = [&](const std::string& token) { return store.identify("Bearer " + token).value().scopes; };
   CHECK(scopes("billing-token-0123456789") == kScopeSend);
   CHECK(scopes("ops-token-0123456789abcd") == kScopeAdmin);
   CHECK(scopes("both-token-0123456789ab") == (kScopeSend | kScopeAdmin));
-  // A last part that is not a scope list is part of the token.
-  CHECK(scopes("colon-token:0123456789:notascope") == kScopeSend);
+  // A last part that is not lower-case words is part of the token (lower-case words are scopes).
+  CHECK(scopes("colon-token:0123456789:Not-A-Scope") == kScopeSend);
   CHECK_FALSE(store.identify("Bearer ops-token-0123456789abcd:admin"));
   CHECK(store.identify("Bearer ops-token-0123456789abcd").value().name == "ops");
   // The scope list does not count towards the token's 16 characters.

@@ -56,9 +56,14 @@ void harden(sigset_t& signals) {
 std::optional<int> run_command(const std::vector<std::string>& args) {
   if (args.empty()) return std::nullopt;
   const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "--version") {
+    std::printf("mailrelayd %s\n", MAILRELAY_VERSION);
+    return 0;
+  }
   if (args[0] == "hash-address") {
     auto command = parse_hash_address(rest);
     if (!command) return print_exit(command.error());
+    if (!command.value().note.empty()) std::fprintf(stderr, "%s\n", command.value().note.c_str());
     std::printf("%s\n", hash_address(command.value().key, command.value().address).c_str());
     return 0;
   }

@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 
 #include "ascii.h"
+#include "email.h"
 #include "redis_state_store.h"
 
 namespace mailrelay {
@@ -46,7 +47,8 @@ void describe(CLI::App& app) {
       "Commands:\n"
       "  mailrelayd check-config [OPTIONS]   load everything a start would, print it (no secret), exit 0 or 2\n"
       "  mailrelayd hash-address ADDRESS     the keyed hash the audit log writes for ADDRESS\n"
-      "  mailrelayd reload --pid PID         SIGHUP the daemon and wait for its verdict (the unit's ExecReload)");
+      "  mailrelayd reload --pid PID         SIGHUP the daemon and wait for its verdict (the unit's ExecReload)\n"
+      "  mailrelayd --version                print the version and exit");
   app.set_help_flag("-h,--help", "Print this help and exit");
 }
 
@@ -336,15 +338,40 @@ std::vector<std::string> option_lines(const std::string& path) {
   return lines;
 }
 
+// The option a config line sets (dashes for underscores); "" for none.
+std::string key_of(const std::string& line) {
+  std::string key = std::string(trim_space(line));
+  if (key.empty() || key.front() == '#' || key.front() == ';') return "";
+  key = key.substr(0, key.find_first_of(" \t="));
+  std::replace(key.begin(), key.end(), '_', '-');
+  return key;
+}
+
 // The 1-based line after line `after` that sets `name` (dashes or underscores), or 0.
 int line_of(const std::vector<std::string>& lines, const std::string& name, int after) {
   for (std::size_t i = static_cast<std::size_t>(after); i < lines.size(); ++i) {
-    std::string key = std::string(trim_space(lines[i]));
-    key = key.substr(0, key.find_first_of(" \t="));
-    std::replace(key.begin(), key.end(), '_', '-');
-    if (key == name) return static_cast<int>(i) + 1;
+    if (key_of(lines[i]) == name) return static_cast<int>(i) + 1;
   }
   return 0;
+}
+
+// What CLI11's reader lets through silently, read from the lines themselves: a section header
+// anywhere (even last) and an option set twice (adjacent lines it would join with a comma).
+std::optional<ConfigExit> check_lines(const std::vector<std::string>& lines, const std::string& config_file) {
+  std::map<std::string, std::size_t> seen;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const std::string where = "--config " + config_file + " line " + std::to_string(i + 1) + ": ";
+    const std::string_view text = trim_space(lines[i]);
+    if (!text.empty() && text.front() == '[') {
+      return ConfigExit{2, where + "sections are not supported ('" + std::string(text) + "'): every option is top-level"};
+    }
+    const std::string key = key_of(lines[i]);
+    if (key.empty()) continue;
+    if (auto [it, fresh] = seen.emplace(key, i + 1); !fresh) {
+      return ConfigExit{2, where + "'" + key + "' is already set on line " + std::to_string(it->second)};
+    }
+  }
+  return std::nullopt;
 }
 
 // What an option takes, for a value CLI11 could not convert.
@@ -428,6 +455,7 @@ std::optional<ConfigExit> file_options(const CLI::App& probe, const std::string&
     return ConfigExit{2, "cannot read --config " + config_file + ": " + e.what()};
   }
   const std::vector<std::string> lines = option_lines(config_file);
+  if (auto exit = check_lines(lines, config_file)) return exit;
   for (const auto& item : items) {
     if (item.name == "++" || item.name == "--") continue;  // section markers
     if (!item.parents.empty()) {
@@ -577,16 +605,19 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args) {
   config.warnings = unknown_environment(app);
   // Under the unit the tokens file is the credential `tokens` (changed by a restart, not a reload).
   if (config.tokens_file.empty()) config.tokens_file = credential_path("tokens");
-  if (auto problem = validate(config)) {
-    // "--max-retries must be ..." about a value from --config: say on which line.
-    const std::string name = problem->rfind("--", 0) == 0 ? problem->substr(2, problem->find_first_of(" :", 2) - 2) : "";
+  // "--strategy must be ..." about a value from --config: say on which line.
+  auto located = [&](ConfigExit exit) {
+    const std::string& text = exit.text;
+    const std::string name = text.rfind("--", 0) == 0 ? text.substr(2, text.find_first_of(" :", 2) - 2) : "";
     const std::string where = name.empty() ? "" : origin(name, args, file_lines, first.config_file);
-    return ConfigExit{2, (where.rfind("--config", 0) == 0 ? where : "") + *problem};
-  }
+    if (where.rfind("--config", 0) == 0) exit.text = where + text;
+    return exit;
+  };
+  if (auto problem = validate(config)) return located(ConfigExit{2, *problem});
   std::optional<ConfigExit> exit;
   if ((exit = load_secrets(config)) || (exit = check_events(config)) || (exit = parse_rates_and_strategy(config)) ||
       (exit = load_providers(config))) {
-    return *exit;
+    return located(*exit);
   }
   return config;
 }
@@ -631,7 +662,18 @@ Result<HashAddressCommand, ConfigExit> parse_hash_address(const std::vector<std:
     return ConfigExit{2, "no recipient key: give --audit-recipient-key-file, or run as root where the unit's credential "
                          "/etc/credstore/mailrelay.audit_recipient_key is"};
   }
-  return HashAddressCommand{std::move(key).value(), address};
+  // Only an addr-spec has a hash the audit log could hold: anything else would print a hash that
+  // answers "never sent to" without a warning.
+  auto parsed = parse_address(address, "ADDRESS");
+  if (!parsed) {
+    return ConfigExit{2, "hash-address: ADDRESS is not an email address (" + parsed.error().message +
+                             "); give the addr-spec, such as alice@example.org"};
+  }
+  std::string note;
+  if (parsed.value().email != address) {
+    note = "hash-address: hashing the address inside the angle brackets; the display name is not part of it";
+  }
+  return HashAddressCommand{std::move(key).value(), parsed.value().email, note};
 }
 
 std::string comma_joined(const std::vector<std::string>& items) {

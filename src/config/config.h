@@ -87,7 +87,8 @@ Result<Config, ConfigExit> load_config(const std::vector<std::string>& args);
 // `mailrelayd hash-address [--audit-recipient-key-file PATH] ADDRESS`: what it needs.
 struct HashAddressCommand {
   std::string key;
-  std::string address;
+  std::string address;  // the addr-spec
+  std::string note;     // for stderr: what was hashed, when it is not ADDRESS as given
 };
 // `args` excludes argv[0] and the word "hash-address".
 Result<HashAddressCommand, ConfigExit> parse_hash_address(const std::vector<std::string>& args);

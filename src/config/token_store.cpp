@@ -34,6 +34,7 @@ Result<TokenStore> TokenStore::load(const std::string& path) {
 Result<TokenStore> TokenStore::parse(std::string_view text) {
   TokenStore store;
   std::size_t line_no = 0;
+  std::vector<std::size_t> lines;  // of each entry
   while (!text.empty()) {
     ++line_no;
     std::size_t nl = text.find('\n');
@@ -57,26 +58,36 @@ Result<TokenStore> TokenStore::parse(std::string_view text) {
       return Error{"config", where + ": client name longer than " + std::to_string(kMaxClientNameLength) + " characters", ""};
     }
     std::string_view token = line.substr(colon + 1);
-    // `:send,admin` at the end is a scope list when every word in it is a scope.
+    // `:send,admin` at the end is a scope list: lower-case words after the last colon are meant
+    // as scopes, so a misspelt one is an error rather than a part of the token.
     Identity identity{std::string(name), kScopeSend};
     if (auto last = token.rfind(':'); last != std::string_view::npos) {
-      unsigned scopes = 0;
       std::string_view list = token.substr(last + 1);
-      bool all_scopes = !list.empty();
-      while (all_scopes && !list.empty()) {
-        std::string_view word = list.substr(0, list.find(','));
-        list = word.size() == list.size() ? std::string_view() : list.substr(word.size() + 1);
-        if (word == "send") scopes |= kScopeSend;
-        else if (word == "admin") scopes |= kScopeAdmin;
-        else all_scopes = false;
-      }
-      if (all_scopes) {
-        identity.scopes = scopes;
+      const bool words = !list.empty() && std::all_of(list.begin(), list.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || c == ',';
+      });
+      if (words) {
+        identity.scopes = 0;
+        while (!list.empty()) {
+          std::string_view word = list.substr(0, list.find(','));
+          list = word.size() == list.size() ? std::string_view() : list.substr(word.size() + 1);
+          if (word == "send") identity.scopes |= kScopeSend;
+          else if (word == "admin") identity.scopes |= kScopeAdmin;
+          else return Error{"config", where + ": unknown scope '" + std::string(word) + "' (scopes: send, admin)", ""};
+        }
         token = token.substr(0, last);
       }
     }
     if (token.size() < 16) return Error{"config", where + ": token shorter than 16 characters", ""};
-    store.entries_.push_back({std::move(identity), sha256(token)});
+    const auto digest = sha256(token);
+    for (std::size_t i = 0; i < store.entries_.size(); ++i) {
+      if (store.entries_[i].digest == digest) {
+        return Error{"config", where + ": the same token as line " + std::to_string(lines[i]) +
+                                   " (a token names one client)", ""};
+      }
+    }
+    store.entries_.push_back({std::move(identity), digest});
+    lines.push_back(line_no);
   }
   if (store.entries_.empty()) return Error{"config", "no tokens found", ""};
   return store;

@@ -30,12 +30,22 @@ std::string reason_of(const json& body, std::string& reason) {
   return "";
 }
 
-std::optional<AdminAnswer> refused_body(const AdminRequest& request, json& body) {
+std::optional<AdminAnswer> refused_body(const AdminRequest& request, json& body,
+                                        std::initializer_list<std::string_view> members) {
   if (!is_json_content_type(request.content_type.value_or(""))) {
     return admin_error(request, 415, "unsupported_media_type", "Content-Type must be application/json");
   }
   body = json::parse(request.body, nullptr, false);
   if (!body.is_object()) return admin_error(request, 400, "invalid_request", "the body must be a JSON object");
+  // Strict, like a send's body (SPEC §20): a misspelt member is an error, not silently ignored.
+  for (const auto& item : body.items()) {
+    if (std::find(members.begin(), members.end(), item.key()) == members.end()) {
+      std::string known;
+      for (std::string_view m : members) known += (known.empty() ? "" : ", ") + std::string(m);
+      return admin_error(request, 400, "invalid_request", "is not a member of this body (it takes " + known + ")",
+                         item.key());
+    }
+  }
   return std::nullopt;
 }
 

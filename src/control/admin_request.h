@@ -2,8 +2,10 @@
 // HTTP libraries. Plain values; thread-compatible.
 #pragma once
 
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -35,7 +37,9 @@ AdminAnswer admin_error(const AdminRequest& request, int status, const std::stri
 // The optional "reason" of a control body: the problem with it, or "" (and `reason` set).
 std::string reason_of(const nlohmann::ordered_json& body, std::string& reason);
 
-// The body of a PUT or PATCH as a JSON object, or the answer that refuses it (415 or 400).
-std::optional<AdminAnswer> refused_body(const AdminRequest& request, nlohmann::ordered_json& body);
+// The body of a PUT or PATCH as a JSON object of `members` only, or the answer that refuses it
+// (415, or 400 with `field` naming an unknown member).
+std::optional<AdminAnswer> refused_body(const AdminRequest& request, nlohmann::ordered_json& body,
+                                        std::initializer_list<std::string_view> members);
 
 }  // namespace mailrelay

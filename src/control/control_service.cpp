@@ -20,7 +20,8 @@ AdminAnswer ControlService::handle(const Runtime& runtime, const AdminRequest& r
   ControlRecord record{request.request_id, request.client_ip, request.client, "", "", {}, "", ""};
   json body;
   if (request.method != "DELETE") {
-    if (auto refused = refused_body(request, body)) return *refused;
+    const bool patch = request.method == "PATCH";
+    if (auto refused = refused_body(request, body, {patch ? "enabled" : "order", "reason"})) return *refused;
     if (auto problem = reason_of(body, record.reason); !problem.empty()) {
       return admin_error(request, 400, "invalid_request", problem, "reason");
     }

@@ -41,7 +41,7 @@ AdminAnswer SuppressionService::change(const AdminRequest& request) {
   if (request.method == "PUT") {
     if (!request.body.empty() || request.content_type) {
       json body;
-      if (auto refused = refused_body(request, body)) return *refused;
+      if (auto refused = refused_body(request, body, {"reason"})) return *refused;
       if (auto problem = reason_of(body, record.reason); !problem.empty()) {
         return admin_error(request, 400, "invalid_request", problem, "reason");
       }

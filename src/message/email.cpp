@@ -145,7 +145,7 @@ Result<Address> address_from_json(const json& v, const std::string& field) {
   if (!is_valid_addr_spec(address.email)) {
     return invalid(field + ".email", "is not a valid email address");
   }
-  if (v.contains("name") && !v.at("name").is_null()) {
+  if (v.contains("name")) {
     auto name = header_text(v.at("name"), field + ".name", false);
     if (!name) return name.error();
     address.name = std::move(name).value();
@@ -158,14 +158,14 @@ Result<Address> address_from_json(const json& v, const std::string& field) {
 // Mailgun can use as the inline file's name (its cid), unique within the message.
 Result<std::string> inline_fields(const json& a, const std::string& field, std::set<std::string>& seen) {
   std::string disposition = "attachment";
-  if (a.contains("disposition") && !a.at("disposition").is_null()) {
+  if (a.contains("disposition")) {
     const json& d = a.at("disposition");
     if (!d.is_string() || (d != "attachment" && d != "inline")) {
       return invalid(field + ".disposition", "must be \"attachment\" or \"inline\"");
     }
     disposition = d.get<std::string>();
   }
-  const bool has_id = a.contains("content_id") && !a.at("content_id").is_null();
+  const bool has_id = a.contains("content_id");
   if (disposition == "attachment") {
     if (has_id) return invalid(field + ".content_id", "is only for \"disposition\": \"inline\"");
     return std::string();
@@ -253,6 +253,8 @@ Result<json> parse_document(std::string_view body) {
       "headers", "attachments", "tags", "metadata", "sandbox"};
   for (const auto& item : doc.items()) {
     if (!kKnown.count(item.key())) return invalid(item.key(), "unknown field");
+    // No member is nullable (docs/openapi.yaml): null is refused, not read as "absent" (SPEC §20).
+    if (item.value().is_null()) return invalid(item.key(), "must not be null: leave it out instead");
   }
   return doc;
 }
@@ -355,7 +357,7 @@ Result<Attachment> parse_attachment(const json& a, const std::string& field, con
   if (!filename) return filename.error();
   attachment.filename = std::move(filename).value();
   attachment.content_type = "application/octet-stream";
-  if (a.contains("content_type") && !a.at("content_type").is_null()) {
+  if (a.contains("content_type")) {
     const json& type = a.at("content_type");
     if (!type.is_string() || !is_mime_type(type.get_ref<const std::string&>())) {
       return invalid(field + ".content_type", "must be a MIME type such as \"application/pdf\"");

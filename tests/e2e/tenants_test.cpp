@@ -227,3 +227,109 @@ TEST_CASE("adaptive: a provider that recovers is first again within 10 s; probes
   CHECK(json::parse(c.Get("/v1/providers")->body)["order"] == json::array({"sendgrid", "mailgun"}));
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("strict bodies: unknown members and null are 400 with the field, and change nothing", "[e2e][tenants][strict]") {
+  fakes::TempDir dir;
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox"), "--audit-log",
+            dir.file("audit.log")});
+  REQUIRE(d.port() > 0);
+  auto c = d.client();
+  auto field_of = [](const httplib::Result& r) {
+    REQUIRE(status_of(r) == 400);
+    json error = json::parse(r->body)["error"];
+    CHECK(error["code"] == "invalid_request");
+    return error["field"].get<std::string>();
+  };
+  CHECK(field_of(c.Patch("/v1/providers/outbox", R"({"enabled": false, "enabeld": true})", "application/json")) ==
+        "enabeld");
+  CHECK(json::parse(c.Get("/v1/providers")->body)["providers"][0]["enabled"] == true);  // unchanged
+  CHECK(field_of(c.Patch("/v1/providers/outbox", R"({"enabled": false, "reason": null})", "application/json")) ==
+        "reason");
+  CHECK(field_of(c.Put("/v1/providers/order", R"({"order": ["outbox"], "reson": "x"})", "application/json")) == "reson");
+  CHECK(field_of(c.Put("/v1/suppressions/carol@example.org", R"({"why": "asked us"})", "application/json")) == "why");
+  CHECK(status_of(c.Get("/v1/suppressions/carol@example.org")) == 404);  // not suppressed, reason not lost
+  json with_null = fakes::sample_request();
+  for (const char* member : {"cc", "bcc", "reply_to", "text", "headers", "attachments", "tags", "metadata", "sandbox"}) {
+    json body = with_null;
+    body[member] = nullptr;
+    CHECK(field_of(c.Post("/v1/send", body.dump(), "application/json")) == member);
+  }
+  json named = with_null;
+  named["to"] = json::array({{{"email", "alice@example.org"}, {"name", nullptr}}});
+  CHECK(field_of(c.Post("/v1/send", named.dump(), "application/json")) == "to[0].name");
+  CHECK(status_of(c.Post("/v1/send", fakes::sample_request().dump(), "application/json")) == 200);
+  CHECK(d.stop() == 0);
+}
+
+namespace {
+
+// `mailrelayd ARGS`: its exit status and what it wrote (stdout and stderr together).
+std::pair<int, std::string> run_command(const std::string& args) {
+  std::string out;
+  FILE* p = popen((std::string(MAILRELAYD_PATH) + " " + args + " 2>&1").c_str(), "r");
+  REQUIRE(p);
+  char buf[4096];
+  for (std::size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+}  // namespace
+
+TEST_CASE("configuration: duplicates, sections and bad values exit 2 naming their line", "[e2e][tenants][check]") {
+  fakes::TempDir dir;
+  const std::string base = "providers = outbox\noutbox-dir = " + dir.file("outbox") + "\n";
+  auto check = [&](const std::string& text) {
+    fakes::write_file(dir.file("m.conf"), text);
+    return run_command("check-config --config " + dir.file("m.conf"));
+  };
+  const std::string where = "--config " + dir.file("m.conf") + " line ";
+  auto [ok, good] = check(base);
+  CHECK(ok == 0);
+  auto [dup, dup_text] = check(base + "outbox-dir = " + dir.file("other") + "\n");
+  CHECK(dup == 2);
+  CHECK_THAT(dup_text, Catch::Contains(where + "3: 'outbox-dir' is already set on line 2"));
+  auto [twice, twice_text] = check(base + "max-in-flight = 100\nmax_in_flight = 200\n");
+  CHECK(twice == 2);
+  CHECK_THAT(twice_text, Catch::Contains(where + "4: 'max-in-flight' is already set on line 3"));
+  auto [last, last_text] = check(base + "[relay]\n");
+  CHECK(last == 2);
+  CHECK_THAT(last_text, Catch::Contains(where + "3: sections are not supported"));
+  auto [value, value_text] = check(base + "strategy = \"fastest\"\n");
+  CHECK(value == 2);
+  CHECK_THAT(value_text, Catch::Contains(where + "3: --strategy must be"));
+
+  fakes::write_file(dir.file("tokens"), "ops:ops-token-0123456789abcd:admn\n");
+  auto [scope, scope_text] = run_command("check-config --providers outbox --outbox-dir " + dir.file("outbox") +
+                                         " --tokens-file " + dir.file("tokens"));
+  CHECK(scope == 2);
+  CHECK_THAT(scope_text, Catch::Contains("line 1: unknown scope 'admn'"));
+  CHECK(scope_text.find("ops-token") == std::string::npos);
+  fakes::write_file(dir.file("tokens"), "a:shared-token-0123456789\n# rotated\nb:shared-token-0123456789\n");
+  auto [same, same_text] = run_command("check-config --providers outbox --outbox-dir " + dir.file("outbox") +
+                                       " --tokens-file " + dir.file("tokens"));
+  CHECK(same == 2);
+  CHECK_THAT(same_text, Catch::Contains("line 3: the same token as line 1"));
+}
+
+TEST_CASE("hash-address refuses what is not an address; --version says the build's version", "[e2e][tenants][check]") {
+  fakes::TempDir dir;
+  fakes::write_file(dir.file("recipient.key"), "fake-recipient-key-for-tests-0123\n");
+  const std::string hash = "hash-address --audit-recipient-key-file " + dir.file("recipient.key") + " ";
+  auto [plain, plain_out] = run_command(hash + "bob@example.org");
+  CHECK(plain == 0);
+  auto [bad, bad_out] = run_command(hash + "notanaddress");
+  CHECK(bad == 2);
+  CHECK_THAT(bad_out, Catch::Contains("not an email address"));
+  auto [named, named_out] = run_command(hash + "'Bob <bob@example.org>'");
+  CHECK(named == 0);
+  CHECK_THAT(named_out, Catch::Contains("display name is not part of it"));
+  CHECK_THAT(named_out, Catch::EndsWith(plain_out));  // the same hash as the addr-spec's
+  auto [version, version_out] = run_command("--version");
+  CHECK(version == 0);
+  CHECK(version_out == std::string("mailrelayd ") + MAILRELAY_VERSION + "\n");
+  Daemon d({"--listen", "127.0.0.1:0", "--providers", "outbox", "--outbox-dir", dir.file("outbox")});
+  REQUIRE(d.port() > 0);
+  CHECK(json::parse(d.client().Get("/v1/openapi.json")->body)["info"]["version"] == MAILRELAY_VERSION);
+  CHECK(d.stop() == 0);
+}
