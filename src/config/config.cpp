@@ -347,9 +347,9 @@ std::string key_of(const std::string& line) {
   return key;
 }
 
-// The 1-based line after line `after` that sets `name` (dashes or underscores), or 0.
-int line_of(const std::vector<std::string>& lines, const std::string& name, int after) {
-  for (std::size_t i = static_cast<std::size_t>(after); i < lines.size(); ++i) {
+// The 1-based line that sets `name` (dashes or underscores), or 0.
+int line_of(const std::vector<std::string>& lines, const std::string& name) {
+  for (std::size_t i = 0; i < lines.size(); ++i) {
     if (key_of(lines[i]) == name) return static_cast<int>(i) + 1;
   }
   return 0;
@@ -457,19 +457,13 @@ std::optional<ConfigExit> file_options(const CLI::App& probe, const std::string&
   const std::vector<std::string> lines = option_lines(config_file);
   if (auto exit = check_lines(lines, config_file)) return exit;
   for (const auto& item : items) {
-    if (item.name == "++" || item.name == "--") continue;  // section markers
-    if (!item.parents.empty()) {
-      return ConfigExit{2, "--config " + config_file + ": sections are not supported ('" + item.fullname() + "')"};
-    }
+    if (item.name == "++" || item.name == "--") continue;  // section markers (none: check_lines)
     std::string name = item.name;
     std::replace(name.begin(), name.end(), '_', '-');
-    const int line = line_of(lines, name, file_lines.count(name) ? file_lines[name] : 0);
+    const int line = line_of(lines, name);
     const std::string where = "--config " + config_file + " line " + std::to_string(line) + ": ";
     const CLI::Option* option = probe.get_option_no_throw("--" + name);
     if (!option || name == "config") return ConfigExit{2, where + "unknown option '" + item.name + "'"};
-    if (file_lines.count(name)) {
-      return ConfigExit{2, where + "'" + name + "' is already set on line " + std::to_string(file_lines[name])};
-    }
     file_lines[name] = line;
     if (option->count() > 0) continue;  // set by a flag or the environment: they win
     std::string joined;

@@ -185,7 +185,7 @@ TEST_CASE("adaptive: sandbox and large sends from one client do not move everyon
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("adaptive: a provider that recovers is first again within 10 s; probes at most 1 in 20", "[e2e][tenants][adaptive]") {
+TEST_CASE("adaptive: a provider that recovers is first again within 10 s, probes at most 1 in 20", "[e2e][tenants][adaptive]") {
   fakes::TempDir dir;
   fakes::FakeProviderServer sendgrid, mailgun;
   fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
@@ -312,7 +312,7 @@ TEST_CASE("configuration: duplicates, sections and bad values exit 2 naming thei
   CHECK_THAT(same_text, Catch::Contains("line 3: the same token as line 1"));
 }
 
-TEST_CASE("hash-address refuses what is not an address; --version says the build's version", "[e2e][tenants][check]") {
+TEST_CASE("hash-address refuses what is not an address, --version says the build's version", "[e2e][tenants][check]") {
   fakes::TempDir dir;
   fakes::write_file(dir.file("recipient.key"), "fake-recipient-key-for-tests-0123\n");
   const std::string hash = "hash-address --audit-recipient-key-file " + dir.file("recipient.key") + " ";
