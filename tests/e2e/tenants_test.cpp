@@ -49,6 +49,23 @@ json mailgun_event(const std::string& token, const std::string& event, const std
                               {"user-variables", variables}}}};
 }
 
+// SendGrid then Mailgun (fakes) under --strategy adaptive.
+struct AdaptivePair {
+  fakes::TempDir dir;
+  fakes::FakeProviderServer sendgrid, mailgun;
+  std::unique_ptr<Daemon> daemon;
+  AdaptivePair() {
+    fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
+    fakes::write_file(dir.file("mg.key"), fakes::kMailgunKey);
+    daemon = std::make_unique<Daemon>(std::vector<std::string>{
+        "--listen", "127.0.0.1:0", "--providers", "sendgrid,mailgun", "--strategy", "adaptive", "--sendgrid-base-url",
+        sendgrid.base_url(), "--sendgrid-api-key-file", dir.file("sg.key"), "--mailgun-base-url", mailgun.base_url(),
+        "--mailgun-domain", fakes::kMailgunDomain, "--mailgun-api-key-file", dir.file("mg.key"), "--audit-log",
+        dir.file("audit.log")});
+    REQUIRE(daemon->port() > 0);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("request ids belong to clients: none can read, hide, pre-claim or learn of another's", "[e2e][tenants]") {
@@ -145,15 +162,9 @@ TEST_CASE("request ids belong to clients: none can read, hide, pre-claim or lear
 }
 
 TEST_CASE("adaptive: sandbox and large sends from one client do not move everyone's traffic", "[e2e][tenants][adaptive]") {
-  fakes::TempDir dir;
-  fakes::FakeProviderServer sendgrid, mailgun;
-  fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
-  fakes::write_file(dir.file("mg.key"), fakes::kMailgunKey);
-  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid,mailgun", "--strategy", "adaptive",
-            "--sendgrid-base-url", sendgrid.base_url(), "--sendgrid-api-key-file", dir.file("sg.key"),
-            "--mailgun-base-url", mailgun.base_url(), "--mailgun-domain", fakes::kMailgunDomain,
-            "--mailgun-api-key-file", dir.file("mg.key"), "--audit-log", dir.file("audit.log")});
-  REQUIRE(d.port() > 0);
+  AdaptivePair pair;
+  fakes::FakeProviderServer& sendgrid = pair.sendgrid;
+  Daemon& d = *pair.daemon;
   auto c = d.client();
   c.set_read_timeout(std::chrono::seconds(30));
   auto provider_of = [&](const json& body) {
@@ -186,15 +197,9 @@ TEST_CASE("adaptive: sandbox and large sends from one client do not move everyon
 }
 
 TEST_CASE("adaptive: a provider that recovers is first again within 10 s, probes at most 1 in 20", "[e2e][tenants][adaptive]") {
-  fakes::TempDir dir;
-  fakes::FakeProviderServer sendgrid, mailgun;
-  fakes::write_file(dir.file("sg.key"), fakes::kSendGridKey);
-  fakes::write_file(dir.file("mg.key"), fakes::kMailgunKey);
-  Daemon d({"--listen", "127.0.0.1:0", "--providers", "sendgrid,mailgun", "--strategy", "adaptive",
-            "--sendgrid-base-url", sendgrid.base_url(), "--sendgrid-api-key-file", dir.file("sg.key"),
-            "--mailgun-base-url", mailgun.base_url(), "--mailgun-domain", fakes::kMailgunDomain,
-            "--mailgun-api-key-file", dir.file("mg.key"), "--audit-log", dir.file("audit.log")});
-  REQUIRE(d.port() > 0);
+  AdaptivePair pair;
+  fakes::FakeProviderServer& sendgrid = pair.sendgrid;
+  Daemon& d = *pair.daemon;
   auto c = d.client();
   const std::string body = fakes::sample_request().dump();
   // Sends at about 50 a second (one at a time) for `seconds`: how many went first to each.

@@ -175,7 +175,7 @@ ct systemctl reload mailrelayd || fail "systemctl reload with a good configurati
 [ "$(main_pid)" = "$pid1" ] || fail "reload replaced the process"
 answer=$(send)
 case "$answer" in "200 "*'"provider":"outbox"'*) ;; *) fail "after reload, the send went elsewhere: $answer" ;; esac
-[ "$(outbox_files)" = 1 ] || fail "the outbox has $(outbox_files) files (1 expected)"
+[ "$(outbox_files)" = 1 ] || fail "the outbox has $(outbox_files) files (1 expected): $(ct ls /var/lib/mailrelayd/outbox | tr "\n" " ")"
 ok "systemctl reload with a changed configuration: the next send goes to the outbox; same process"
 
 ct sh -c 'echo "max-retries = lots" >> /etc/mailrelay/mailrelay.conf'
